@@ -1,0 +1,1 @@
+//! Shared code of the `tether` command and the examples: work in progress.

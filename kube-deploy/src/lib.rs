@@ -1,0 +1,1 @@
+//! `kube-deploy`: work in progress; see ARCHITECTURE.md.

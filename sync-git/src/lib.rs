@@ -1,0 +1,1 @@
+//! `sync-git`: work in progress; see ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! `sync-s3`: work in progress; see ARCHITECTURE.md.

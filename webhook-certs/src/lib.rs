@@ -1,0 +1,1 @@
+//! `webhook-certs`: work in progress; see ARCHITECTURE.md.
