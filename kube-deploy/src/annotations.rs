@@ -1,0 +1,488 @@
+//! The pod annotations that ask for tether, and their validation.
+//!
+//! All keys live under one prefix, [`PREFIX`] (`tether.dev/`). A pod opts in
+//! with `tether.dev/inject: "true"` and names its remote and the directory to
+//! keep (`tether.dev/remote`, `tether.dev/mount-path`); every other key is
+//! optional. [`TetherRequest::from_annotations`] turns the annotation map
+//! into a checked request or an [`AnnotationError`] whose message names the
+//! annotation, so `kubectl` shows the user exactly which line to fix.
+
+use std::collections::BTreeMap;
+
+use url::Url;
+
+use crate::validate::{self, RemoteKind};
+
+/// The prefix of every annotation tether reads or writes.
+pub const PREFIX: &str = "tether.dev/";
+/// `"true"` opts the pod in, `"false"` (or absence) opts it out.
+pub const INJECT: &str = "tether.dev/inject";
+/// The remote URL to restore from and sync to (required).
+pub const REMOTE: &str = "tether.dev/remote";
+/// The directory, as the app container(s) see it, to keep in sync (required).
+pub const MOUNT_PATH: &str = "tether.dev/mount-path";
+/// Comma-separated names of the app containers that see the directory
+/// (default: every regular container).
+pub const CONTAINERS: &str = "tether.dev/containers";
+/// The tether image to run (default: the injector's configured image).
+pub const IMAGE: &str = "tether.dev/image";
+/// Object-store layout, `mirror` or `snapshots`; added to the URL as
+/// `?layout=`.
+pub const LAYOUT: &str = "tether.dev/layout";
+/// Name of a Secret in the pod's namespace holding backend credentials.
+pub const CREDENTIALS_SECRET: &str = "tether.dev/credentials-secret";
+/// Path of an ignore file, relative to the synced directory.
+pub const IGNORE_FILE: &str = "tether.dev/ignore-file";
+/// CPU request of each tether container.
+pub const CPU_REQUEST: &str = "tether.dev/cpu-request";
+/// Memory request of each tether container.
+pub const MEMORY_REQUEST: &str = "tether.dev/memory-request";
+/// CPU limit of each tether container.
+pub const CPU_LIMIT: &str = "tether.dev/cpu-limit";
+/// Memory limit of each tether container.
+pub const MEMORY_LIMIT: &str = "tether.dev/memory-limit";
+/// `native` (init container with `restartPolicy: Always`, Kubernetes ≥ 1.29)
+/// or `container` (a regular container, for older clusters).
+pub const SIDECAR_MODE: &str = "tether.dev/sidecar-mode";
+/// Seconds the sidecar has to flush pending changes after SIGTERM.
+pub const GRACE_SECONDS: &str = "tether.dev/grace-seconds";
+/// TCP port of the sidecar's `/healthz`, `/readyz` and `/metrics`.
+pub const HTTP_PORT: &str = "tether.dev/http-port";
+/// Written by the injector: `injected` once a pod carries tether.
+pub const STATUS: &str = "tether.dev/status";
+/// The value of [`STATUS`] on an injected pod.
+pub const STATUS_INJECTED: &str = "injected";
+
+/// Every key the injector understands; any other key under [`PREFIX`] is
+/// refused so that a typo (`tether.dev/remote-url`) is not silently ignored.
+pub const KNOWN_KEYS: &[&str] = &[
+    INJECT,
+    REMOTE,
+    MOUNT_PATH,
+    CONTAINERS,
+    IMAGE,
+    LAYOUT,
+    CREDENTIALS_SECRET,
+    IGNORE_FILE,
+    CPU_REQUEST,
+    MEMORY_REQUEST,
+    CPU_LIMIT,
+    MEMORY_LIMIT,
+    SIDECAR_MODE,
+    GRACE_SECONDS,
+    HTTP_PORT,
+    STATUS,
+];
+
+/// Longest flush deadline accepted, in seconds. Kubernetes has no upper
+/// bound on grace periods, but a sidecar that needs minutes to flush is a
+/// configuration mistake worth catching.
+pub const MAX_GRACE_SECONDS: u32 = 600;
+
+/// An annotation that could not be accepted. The message names the
+/// annotation and never echoes a value that might carry a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {key}: {reason}")]
+pub struct AnnotationError {
+    /// The full annotation key, e.g. `tether.dev/remote`.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl AnnotationError {
+    pub(crate) fn new(key: &str, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How the sync container is added to the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SidecarMode {
+    /// An init container with `restartPolicy: Always` (Kubernetes ≥ 1.29):
+    /// starts before the app, stops after it, and lets Jobs complete.
+    #[default]
+    Native,
+    /// A regular container, for clusters older than 1.29. A Job whose pod
+    /// carries it never completes, because the sidecar keeps running.
+    Container,
+}
+
+/// Resource settings for the tether containers, as Kubernetes quantities.
+/// `None` leaves the injector's default in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceOverrides {
+    /// CPU request, e.g. `10m`.
+    pub cpu_request: Option<String>,
+    /// Memory request, e.g. `64Mi`.
+    pub memory_request: Option<String>,
+    /// CPU limit.
+    pub cpu_limit: Option<String>,
+    /// Memory limit, e.g. `256Mi`.
+    pub memory_limit: Option<String>,
+}
+
+/// A pod's validated request for tether, read from its annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TetherRequest {
+    /// The remote, with `?layout=` folded in when the layout annotation was set.
+    pub remote: Url,
+    /// What kind of remote that is.
+    pub remote_kind: RemoteKind,
+    /// The synced directory as the app containers see it (no trailing `/`).
+    pub mount_path: String,
+    /// App containers to mount the directory into; empty means all.
+    pub containers: Vec<String>,
+    /// Image override.
+    pub image: Option<String>,
+    /// Secret holding backend credentials.
+    pub credentials_secret: Option<String>,
+    /// Ignore file relative to the synced directory.
+    pub ignore_file: Option<String>,
+    /// Resource overrides.
+    pub resources: ResourceOverrides,
+    /// Sidecar mode override.
+    pub sidecar_mode: Option<SidecarMode>,
+    /// Flush deadline override, seconds.
+    pub grace_seconds: Option<u32>,
+    /// HTTP port override.
+    pub http_port: Option<u16>,
+}
+
+/// What the annotations say about a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnotationVerdict {
+    /// The pod did not opt in (no `tether.dev/inject: "true"`).
+    NotRequested,
+    /// The pod already carries tether (`tether.dev/status: injected`).
+    AlreadyInjected,
+    /// The pod asks for tether and the annotations are valid.
+    Requested(Box<TetherRequest>),
+}
+
+impl TetherRequest {
+    /// Reads and checks the annotations of a pod (or pod template).
+    ///
+    /// Unknown keys under [`PREFIX`] are refused only when the pod opted in,
+    /// so that an unrelated pod never fails admission because of tether.
+    pub fn from_annotations(
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<AnnotationVerdict, AnnotationError> {
+        let get = |key: &str| annotations.get(key).map(String::as_str);
+        if get(STATUS) == Some(STATUS_INJECTED) {
+            return Ok(AnnotationVerdict::AlreadyInjected);
+        }
+        match get(INJECT) {
+            None | Some("false") => return Ok(AnnotationVerdict::NotRequested),
+            Some("true") => {}
+            Some(_) => {
+                return Err(AnnotationError::new(
+                    INJECT,
+                    "must be \"true\" or \"false\"",
+                ));
+            }
+        }
+        if let Some(unknown) = annotations
+            .keys()
+            .find(|k| k.starts_with(PREFIX) && !KNOWN_KEYS.contains(&k.as_str()))
+        {
+            return Err(AnnotationError::new(
+                unknown,
+                format!(
+                    "unknown tether annotation (known: {})",
+                    KNOWN_KEYS.join(", ")
+                ),
+            ));
+        }
+        if let Some(status) = get(STATUS) {
+            return Err(AnnotationError::new(
+                STATUS,
+                format!(
+                    "is written by the injector; only {STATUS_INJECTED:?} is meaningful, got {status:?}"
+                ),
+            ));
+        }
+
+        let remote_raw = get(REMOTE).ok_or_else(|| AnnotationError::new(REMOTE, "is required"))?;
+        let (mut remote, remote_kind) =
+            validate::remote_url(remote_raw).map_err(|e| AnnotationError::new(REMOTE, e))?;
+        if let Some(layout) = get(LAYOUT) {
+            if layout != "mirror" && layout != "snapshots" {
+                return Err(AnnotationError::new(
+                    LAYOUT,
+                    "must be \"mirror\" or \"snapshots\"",
+                ));
+            }
+            if !remote_kind.is_object_store() {
+                return Err(AnnotationError::new(
+                    LAYOUT,
+                    "applies only to object-store remotes (file, s3, gs, az), not to git",
+                ));
+            }
+            let existing = remote
+                .query_pairs()
+                .find(|(k, _)| k == "layout")
+                .map(|(_, v)| v.into_owned());
+            match existing {
+                Some(existing) if existing != layout => {
+                    return Err(AnnotationError::new(
+                        LAYOUT,
+                        format!("is {layout:?} but {REMOTE} already says layout={existing}"),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    remote.query_pairs_mut().append_pair("layout", layout);
+                }
+            }
+        }
+
+        let mount_path_raw =
+            get(MOUNT_PATH).ok_or_else(|| AnnotationError::new(MOUNT_PATH, "is required"))?;
+        validate::absolute_path(mount_path_raw).map_err(|e| AnnotationError::new(MOUNT_PATH, e))?;
+        let mount_path = mount_path_raw.trim_end_matches('/').to_owned();
+
+        let containers = match get(CONTAINERS) {
+            None => Vec::new(),
+            Some(list) => {
+                let names: Vec<String> = list.split(',').map(|s| s.trim().to_owned()).collect();
+                for name in &names {
+                    validate::dns1123_label(name)
+                        .map_err(|e| AnnotationError::new(CONTAINERS, e))?;
+                }
+                names
+            }
+        };
+
+        let image = get(IMAGE)
+            .map(|image| {
+                validate::image_reference(image)
+                    .map(|()| image.to_owned())
+                    .map_err(|e| {
+                        AnnotationError::new(IMAGE, format!("not a valid image reference: {e}"))
+                    })
+            })
+            .transpose()?;
+
+        let credentials_secret = get(CREDENTIALS_SECRET)
+            .map(|name| {
+                validate::dns1123_subdomain(name)
+                    .map(|()| name.to_owned())
+                    .map_err(|e| AnnotationError::new(CREDENTIALS_SECRET, e))
+            })
+            .transpose()?;
+        if credentials_secret.is_some()
+            && matches!(remote_kind, RemoteKind::File | RemoteKind::GitDaemon)
+        {
+            return Err(AnnotationError::new(
+                CREDENTIALS_SECRET,
+                "is set, but file:// and git:// remotes take no credentials",
+            ));
+        }
+
+        let ignore_file = get(IGNORE_FILE)
+            .map(|path| {
+                validate::relative_path(path)
+                    .map(|()| path.to_owned())
+                    .map_err(|e| AnnotationError::new(IGNORE_FILE, e))
+            })
+            .transpose()?;
+
+        let quantity = |key: &str| {
+            get(key)
+                .map(|q| {
+                    validate::quantity(q)
+                        .map(|()| q.to_owned())
+                        .map_err(|e| AnnotationError::new(key, e))
+                })
+                .transpose()
+        };
+        let resources = ResourceOverrides {
+            cpu_request: quantity(CPU_REQUEST)?,
+            memory_request: quantity(MEMORY_REQUEST)?,
+            cpu_limit: quantity(CPU_LIMIT)?,
+            memory_limit: quantity(MEMORY_LIMIT)?,
+        };
+
+        let sidecar_mode = match get(SIDECAR_MODE) {
+            None => None,
+            Some("native") => Some(SidecarMode::Native),
+            Some("container") => Some(SidecarMode::Container),
+            Some(_) => {
+                return Err(AnnotationError::new(
+                    SIDECAR_MODE,
+                    "must be \"native\" or \"container\"",
+                ));
+            }
+        };
+
+        let grace_seconds = get(GRACE_SECONDS)
+            .map(|g| match g.parse::<u32>() {
+                Ok(n) if (1..=MAX_GRACE_SECONDS).contains(&n) => Ok(n),
+                _ => Err(AnnotationError::new(
+                    GRACE_SECONDS,
+                    format!("must be a whole number of seconds from 1 to {MAX_GRACE_SECONDS}"),
+                )),
+            })
+            .transpose()?;
+
+        let http_port = get(HTTP_PORT)
+            .map(|p| match p.parse::<u16>() {
+                Ok(n) if n >= 1024 => Ok(n),
+                _ => Err(AnnotationError::new(
+                    HTTP_PORT,
+                    "must be a port number from 1024 to 65535 (unprivileged)",
+                )),
+            })
+            .transpose()?;
+
+        Ok(AnnotationVerdict::Requested(Box::new(TetherRequest {
+            remote,
+            remote_kind,
+            mount_path,
+            containers,
+            image,
+            credentials_secret,
+            ignore_file,
+            resources,
+            sidecar_mode,
+            grace_seconds,
+            http_port,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn requested(pairs: &[(&str, &str)]) -> TetherRequest {
+        match TetherRequest::from_annotations(&map(pairs)) {
+            Ok(AnnotationVerdict::Requested(r)) => *r,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> AnnotationError {
+        match TetherRequest::from_annotations(&map(pairs)) {
+            Err(e) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        (INJECT, "true"),
+        (REMOTE, "s3://bucket/users/alice"),
+        (MOUNT_PATH, "/home/jovyan/"),
+    ];
+
+    #[test]
+    fn minimal_request_is_accepted_and_normalised() {
+        let r = requested(&BASE);
+        assert_eq!(r.remote.as_str(), "s3://bucket/users/alice");
+        assert_eq!(r.mount_path, "/home/jovyan");
+        assert_eq!(r.remote_kind, RemoteKind::S3);
+        assert!(r.containers.is_empty());
+    }
+
+    #[test]
+    fn opt_out_and_already_injected_are_recognised() {
+        assert_eq!(
+            TetherRequest::from_annotations(&map(&[])),
+            Ok(AnnotationVerdict::NotRequested)
+        );
+        assert_eq!(
+            TetherRequest::from_annotations(&map(&[(INJECT, "false"), ("tether.dev/typo", "x")])),
+            Ok(AnnotationVerdict::NotRequested)
+        );
+        let mut injected = BASE.to_vec();
+        injected.push((STATUS, STATUS_INJECTED));
+        assert_eq!(
+            TetherRequest::from_annotations(&map(&injected)),
+            Ok(AnnotationVerdict::AlreadyInjected)
+        );
+    }
+
+    #[test]
+    fn layout_is_folded_into_the_url() {
+        let mut pairs = BASE.to_vec();
+        pairs.push((LAYOUT, "snapshots"));
+        assert_eq!(
+            requested(&pairs).remote.as_str(),
+            "s3://bucket/users/alice?layout=snapshots"
+        );
+    }
+
+    #[test]
+    fn every_error_names_its_annotation() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![(INJECT, "yes")], INJECT),
+            (vec![(INJECT, "true"), (MOUNT_PATH, "/x")], REMOTE),
+            (vec![(INJECT, "true"), (REMOTE, "s3://b/p")], MOUNT_PATH),
+            (vec![(IMAGE, "Not A Ref")], IMAGE),
+            (vec![(IMAGE, "ghcr.io/x:$(reboot)")], IMAGE),
+            (vec![(REMOTE, "https://u:p@h/r")], REMOTE),
+            (vec![(REMOTE, "s3://b/p\nx")], REMOTE),
+            (vec![(MOUNT_PATH, "/home/a;rm -rf")], MOUNT_PATH),
+            (vec![(MOUNT_PATH, "/home/a\n")], MOUNT_PATH),
+            (vec![(LAYOUT, "flat")], LAYOUT),
+            (vec![(REMOTE, "git://h/r"), (LAYOUT, "mirror")], LAYOUT),
+            (vec![(CREDENTIALS_SECRET, "Bad_Name")], CREDENTIALS_SECRET),
+            (vec![(IGNORE_FILE, "../../etc/shadow")], IGNORE_FILE),
+            (vec![(CPU_LIMIT, "lots")], CPU_LIMIT),
+            (vec![(MEMORY_REQUEST, "-1Gi")], MEMORY_REQUEST),
+            (vec![(SIDECAR_MODE, "sometimes")], SIDECAR_MODE),
+            (vec![(GRACE_SECONDS, "0")], GRACE_SECONDS),
+            (vec![(GRACE_SECONDS, "9999")], GRACE_SECONDS),
+            (vec![(HTTP_PORT, "80")], HTTP_PORT),
+            (vec![(CONTAINERS, "app,")], CONTAINERS),
+            (
+                vec![("tether.dev/remote-url", "s3://b/p")],
+                "tether.dev/remote-url",
+            ),
+        ];
+        for (overrides, key) in cases {
+            let mut pairs: BTreeMap<String, String> = map(&BASE);
+            for (k, v) in overrides.iter() {
+                pairs.insert((*k).to_owned(), (*v).to_owned());
+            }
+            // Drop a base key when the case wants it missing.
+            if key == REMOTE && !overrides.iter().any(|(k, _)| *k == REMOTE) {
+                pairs.remove(REMOTE);
+            }
+            if key == MOUNT_PATH && !overrides.iter().any(|(k, _)| *k == MOUNT_PATH) {
+                pairs.remove(MOUNT_PATH);
+            }
+            let err = match TetherRequest::from_annotations(&pairs) {
+                Err(e) => e,
+                other => panic!("{overrides:?}: expected an error, got {other:?}"),
+            };
+            assert_eq!(err.key, key, "{overrides:?}: {err}");
+            assert!(
+                err.to_string().starts_with(&format!("annotation {key}: ")),
+                "{err}"
+            );
+            assert!(!err.to_string().contains('\n'), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_in_urls_are_not_echoed() {
+        let e = error(&[
+            (INJECT, "true"),
+            (REMOTE, "https://x:s3cr3t@h/r"),
+            (MOUNT_PATH, "/d"),
+        ]);
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    }
+}

@@ -1,0 +1,590 @@
+//! Typed builders (k8s-openapi) for everything tether adds to a pod.
+//!
+//! A [`PodPlan`] is the fully resolved description of one injection: image,
+//! remote, the volume that holds the synced directory, unique names for the
+//! containers and volumes, resources, sidecar mode, flush deadline and port.
+//! The functions here turn a plan into Kubernetes objects; they make no
+//! decisions of their own beyond fixed, documented defaults, so the same plan
+//! always yields the same containers (the injector and the manifest generator
+//! share them).
+//!
+//! The containers are built to pass the `restricted` Pod Security Standard
+//! and to run under OpenShift's arbitrary UIDs: no fixed UID, read-only root
+//! filesystem, and writable emptyDirs for tether's state directory, `HOME`
+//! and `/tmp`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::annotations::{ResourceOverrides, SidecarMode};
+use crate::validate::RemoteKind;
+
+/// Where the state emptyDir is mounted; exported as `TETHER_STATE_DIR`.
+/// It lives outside the synced directory and is shared by the restore init
+/// container and the sync sidecar, so the sidecar starts from the index the
+/// restore wrote.
+pub const STATE_DIR: &str = "/var/lib/tether/state";
+/// Where the `HOME` emptyDir is mounted (ssh and git write below `$HOME`).
+pub const HOME_DIR: &str = "/home/tether";
+/// Where the scratch emptyDir is mounted; exported as `TMPDIR`.
+pub const TMP_DIR: &str = "/tmp";
+/// Where the credentials Secret is mounted (files mode 0400).
+pub const CREDENTIALS_DIR: &str = "/var/run/secrets/tether";
+/// File mode of the credentials Secret's files.
+pub const CREDENTIALS_MODE: i32 = 0o400;
+/// Seconds added to the flush deadline for the pod's grace period: the app
+/// containers stop first, then the sidecar gets SIGTERM and flushes.
+pub const GRACE_MARGIN_SECONDS: u32 = 10;
+/// The directories tether's own containers need; the synced directory may
+/// not overlap them.
+pub const RESERVED_DIRS: &[&str] = &[STATE_DIR, HOME_DIR, TMP_DIR, CREDENTIALS_DIR];
+
+/// Default CPU request of each tether container.
+pub const DEFAULT_CPU_REQUEST: &str = "10m";
+/// Default memory request of each tether container.
+pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
+/// Default memory limit of each tether container (no CPU limit by default:
+/// CPU limits throttle bursts of hashing without protecting anyone).
+pub const DEFAULT_MEMORY_LIMIT: &str = "512Mi";
+
+/// The volume (and sub-path) that holds the synced directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkdirMount {
+    /// Volume name in the pod.
+    pub volume: String,
+    /// `subPath` to mount, when the directory is a sub-directory of the volume.
+    pub sub_path: Option<String>,
+}
+
+/// Names of everything tether adds; chosen by the injector so that they do
+/// not collide with the pod's own names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedNames {
+    /// The restore init container.
+    pub restore_container: String,
+    /// The sync sidecar.
+    pub sync_container: String,
+    /// The emptyDir for tether's state directory.
+    pub state_volume: String,
+    /// The emptyDir for `HOME`.
+    pub home_volume: String,
+    /// The emptyDir for `/tmp`.
+    pub tmp_volume: String,
+    /// The Secret volume for credentials.
+    pub credentials_volume: String,
+}
+
+/// A fully resolved injection: everything the builders need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlan {
+    /// tether image reference.
+    pub image: String,
+    /// Remote URL (no credentials).
+    pub remote: String,
+    /// Kind of remote, which decides the credential wiring.
+    pub remote_kind: RemoteKind,
+    /// Synced directory, the same path in the app and the tether containers.
+    pub sync_dir: String,
+    /// The volume holding the synced directory.
+    pub workdir: WorkdirMount,
+    /// Names of added containers and volumes.
+    pub names: AddedNames,
+    /// Secret with backend credentials.
+    pub credentials_secret: Option<String>,
+    /// Ignore file relative to the synced directory.
+    pub ignore_file: Option<String>,
+    /// Resources of each tether container.
+    pub resources: ResourceOverrides,
+    /// Native sidecar or regular container.
+    pub mode: SidecarMode,
+    /// Flush deadline after SIGTERM, seconds.
+    pub grace_seconds: u32,
+    /// Port of the sidecar's HTTP endpoints.
+    pub http_port: u16,
+}
+
+/// The container security context shared by both tether containers. It
+/// satisfies the `restricted` Pod Security Standard and sets no UID, so
+/// OpenShift's restricted SCC can assign one (and plain Kubernetes uses the
+/// pod's or the image's non-root user).
+pub fn security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// Readiness probe on the sidecar's `/readyz`, which answers 200 once the
+/// first sync round is done and the watcher runs.
+pub fn readiness_probe(port: u16) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/readyz".to_owned()),
+            port: IntOrString::Int(i32::from(port)),
+            scheme: Some("HTTP".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+/// Resource requirements from the overrides, falling back to the defaults
+/// ([`DEFAULT_CPU_REQUEST`], [`DEFAULT_MEMORY_REQUEST`],
+/// [`DEFAULT_MEMORY_LIMIT`], no CPU limit).
+pub fn resource_requirements(overrides: &ResourceOverrides) -> ResourceRequirements {
+    let mut requests = BTreeMap::new();
+    let mut limits = BTreeMap::new();
+    let q = |v: &Option<String>, default: Option<&str>| {
+        v.clone().or(default.map(str::to_owned)).map(Quantity)
+    };
+    if let Some(v) = q(&overrides.cpu_request, Some(DEFAULT_CPU_REQUEST)) {
+        requests.insert("cpu".to_owned(), v);
+    }
+    if let Some(v) = q(&overrides.memory_request, Some(DEFAULT_MEMORY_REQUEST)) {
+        requests.insert("memory".to_owned(), v);
+    }
+    if let Some(v) = q(&overrides.cpu_limit, None) {
+        limits.insert("cpu".to_owned(), v);
+    }
+    if let Some(v) = q(&overrides.memory_limit, Some(DEFAULT_MEMORY_LIMIT)) {
+        limits.insert("memory".to_owned(), v);
+    }
+    ResourceRequirements {
+        requests: Some(requests),
+        limits: (!limits.is_empty()).then_some(limits),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// The pod's grace period needed for a flush deadline: the deadline plus
+/// [`GRACE_MARGIN_SECONDS`].
+pub fn required_grace_period(grace_seconds: u32) -> i64 {
+    i64::from(grace_seconds) + i64::from(GRACE_MARGIN_SECONDS)
+}
+
+/// The `--grace` argument for a flush deadline.
+pub fn grace_argument(grace_seconds: u32) -> String {
+    format!("{grace_seconds}s")
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}
+
+fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// Environment that points tether at its credentials, by kind of remote.
+///
+/// Keys expected in the Secret (all optional, missing ones are skipped):
+/// - `s3://`: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+///   `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL` → same-named env;
+/// - `az://`: `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`,
+///   `AZURE_STORAGE_SAS_TOKEN` → same-named env;
+/// - `gs://`: file `service-account.json` → `GOOGLE_APPLICATION_CREDENTIALS`;
+/// - `ssh://`: file `ssh-privatekey` (the `kubernetes.io/ssh-auth` key) →
+///   `TETHER_SSH_KEY_FILE`;
+/// - `https://`: file `token` → `TETHER_TOKEN_FILE`.
+///
+/// Secret values reach the process only through `secretKeyRef` or files;
+/// they never appear in the pod spec.
+pub fn credential_env(kind: RemoteKind, secret: &str) -> Vec<EnvVar> {
+    let file = |name: &str| format!("{CREDENTIALS_DIR}/{name}");
+    match kind {
+        RemoteKind::S3 => [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_REGION",
+            "AWS_ENDPOINT_URL",
+        ]
+        .iter()
+        .map(|key| env_from_secret(key, secret, key))
+        .collect(),
+        RemoteKind::Azure => [
+            "AZURE_STORAGE_ACCOUNT_NAME",
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_SAS_TOKEN",
+        ]
+        .iter()
+        .map(|key| env_from_secret(key, secret, key))
+        .collect(),
+        RemoteKind::Gcs => vec![env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            &file("service-account.json"),
+        )],
+        RemoteKind::GitSsh => vec![env("TETHER_SSH_KEY_FILE", &file("ssh-privatekey"))],
+        RemoteKind::GitHttps => vec![env("TETHER_TOKEN_FILE", &file("token"))],
+        RemoteKind::File | RemoteKind::GitDaemon => Vec::new(),
+    }
+}
+
+fn common_env(plan: &PodPlan) -> Vec<EnvVar> {
+    let mut vars = vec![
+        env("TETHER_STATE_DIR", STATE_DIR),
+        env("HOME", HOME_DIR),
+        env("TMPDIR", TMP_DIR),
+    ];
+    if let Some(ignore) = &plan.ignore_file {
+        vars.push(env(
+            "TETHER_IGNORE_FILE",
+            &format!("{}/{ignore}", plan.sync_dir),
+        ));
+    }
+    if let Some(secret) = &plan.credentials_secret {
+        vars.extend(credential_env(plan.remote_kind, secret));
+    }
+    vars
+}
+
+/// The mount of the synced directory's volume, as the app containers and
+/// the tether containers both see it.
+pub fn workdir_volume_mount(plan: &PodPlan) -> VolumeMount {
+    VolumeMount {
+        name: plan.workdir.volume.clone(),
+        mount_path: plan.sync_dir.clone(),
+        sub_path: plan.workdir.sub_path.clone(),
+        ..VolumeMount::default()
+    }
+}
+
+fn common_mounts(plan: &PodPlan) -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        ..VolumeMount::default()
+    };
+    let mut mounts = vec![
+        workdir_volume_mount(plan),
+        mount(&plan.names.state_volume, STATE_DIR),
+        mount(&plan.names.home_volume, HOME_DIR),
+        mount(&plan.names.tmp_volume, TMP_DIR),
+    ];
+    if plan.credentials_secret.is_some() {
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(&plan.names.credentials_volume, CREDENTIALS_DIR)
+        });
+    }
+    mounts
+}
+
+fn base_container(plan: &PodPlan, name: &str, args: Vec<String>) -> Container {
+    Container {
+        name: name.to_owned(),
+        image: Some(plan.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        command: Some(vec!["tether".to_owned()]),
+        args: Some(args),
+        env: Some(common_env(plan)),
+        volume_mounts: Some(common_mounts(plan)),
+        resources: Some(resource_requirements(&plan.resources)),
+        security_context: Some(security_context()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }
+}
+
+/// The init container that runs `tether restore DIR --from URL` and exits 0
+/// only when the directory holds the complete state.
+pub fn restore_container(plan: &PodPlan) -> Container {
+    base_container(
+        plan,
+        &plan.names.restore_container,
+        vec![
+            "restore".into(),
+            plan.sync_dir.clone(),
+            "--from".into(),
+            plan.remote.clone(),
+        ],
+    )
+}
+
+/// The sidecar that runs `tether sync DIR --to URL --grace Ns --http-bind
+/// 0.0.0.0:PORT`. In [`SidecarMode::Native`] it carries
+/// `restartPolicy: Always` and belongs in `initContainers`; in
+/// [`SidecarMode::Container`] it is a regular container.
+pub fn sync_container(plan: &PodPlan) -> Container {
+    let mut container = base_container(
+        plan,
+        &plan.names.sync_container,
+        vec![
+            "sync".into(),
+            plan.sync_dir.clone(),
+            "--to".into(),
+            plan.remote.clone(),
+            "--grace".into(),
+            grace_argument(plan.grace_seconds),
+            "--http-bind".into(),
+            format!("0.0.0.0:{}", plan.http_port),
+        ],
+    );
+    container.ports = Some(vec![ContainerPort {
+        name: Some("tether-http".to_owned()),
+        container_port: i32::from(plan.http_port),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }]);
+    container.readiness_probe = Some(readiness_probe(plan.http_port));
+    if plan.mode == SidecarMode::Native {
+        container.restart_policy = Some("Always".to_owned());
+    }
+    container
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+/// An emptyDir for the synced directory, used when no app container mounts
+/// a volume at (or above) the mount path.
+pub fn workdir_empty_dir(name: &str) -> Volume {
+    empty_dir(name)
+}
+
+/// The volumes every injection adds: state, `HOME`, `/tmp`, and the
+/// credentials Secret (mode 0400) when one is named.
+pub fn support_volumes(plan: &PodPlan) -> Vec<Volume> {
+    let mut volumes = vec![
+        empty_dir(&plan.names.state_volume),
+        empty_dir(&plan.names.home_volume),
+        empty_dir(&plan.names.tmp_volume),
+    ];
+    if let Some(secret) = &plan.credentials_secret {
+        volumes.push(Volume {
+            name: plan.names.credentials_volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                default_mode: Some(CREDENTIALS_MODE),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> PodPlan {
+        PodPlan {
+            image: "ghcr.io/tether/tether:0.1.0".into(),
+            remote: "s3://bucket/alice".into(),
+            remote_kind: RemoteKind::S3,
+            sync_dir: "/home/jovyan".into(),
+            workdir: WorkdirMount {
+                volume: "home".into(),
+                sub_path: None,
+            },
+            names: AddedNames {
+                restore_container: "tether-restore".into(),
+                sync_container: "tether-sync".into(),
+                state_volume: "tether-state".into(),
+                home_volume: "tether-home".into(),
+                tmp_volume: "tether-tmp".into(),
+                credentials_volume: "tether-credentials".into(),
+            },
+            credentials_secret: Some("alice-s3".into()),
+            ignore_file: Some(".tetherignore".into()),
+            resources: ResourceOverrides::default(),
+            mode: SidecarMode::Native,
+            grace_seconds: 20,
+            http_port: 9477,
+        }
+    }
+
+    #[test]
+    fn security_context_meets_restricted_without_a_uid() {
+        let sc = security_context();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, None);
+        assert_eq!(sc.run_as_group, None);
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_),
+            Some("RuntimeDefault".to_owned())
+        );
+    }
+
+    #[test]
+    fn sync_container_uses_the_cli_surface() {
+        let c = sync_container(&plan());
+        assert_eq!(c.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            c.args.as_deref(),
+            Some(
+                &[
+                    "sync",
+                    "/home/jovyan",
+                    "--to",
+                    "s3://bucket/alice",
+                    "--grace",
+                    "20s",
+                    "--http-bind",
+                    "0.0.0.0:9477"
+                ]
+                .map(String::from)[..]
+            )
+        );
+        let probe = c.readiness_probe.and_then(|p| p.http_get);
+        assert_eq!(
+            probe.as_ref().and_then(|g| g.path.as_deref()),
+            Some("/readyz")
+        );
+        assert_eq!(probe.map(|g| g.port), Some(IntOrString::Int(9477)));
+        let env = c.env.unwrap_or_default();
+        let state = env.iter().find(|e| e.name == "TETHER_STATE_DIR");
+        assert_eq!(state.and_then(|e| e.value.as_deref()), Some(STATE_DIR));
+        let ignore = env.iter().find(|e| e.name == "TETHER_IGNORE_FILE");
+        assert_eq!(
+            ignore.and_then(|e| e.value.as_deref()),
+            Some("/home/jovyan/.tetherignore")
+        );
+        let key = env
+            .iter()
+            .find(|e| e.name == "AWS_SECRET_ACCESS_KEY")
+            .and_then(|e| e.value_from.clone());
+        assert_eq!(
+            key.and_then(|v| v.secret_key_ref).map(|r| r.name),
+            Some("alice-s3".to_owned())
+        );
+
+        let mut p = plan();
+        p.mode = SidecarMode::Container;
+        assert_eq!(sync_container(&p).restart_policy, None);
+    }
+
+    #[test]
+    fn restore_container_is_a_plain_init_container() {
+        let c = restore_container(&plan());
+        assert_eq!(c.restart_policy, None);
+        assert_eq!(c.readiness_probe, None);
+        assert_eq!(
+            c.args,
+            Some(
+                ["restore", "/home/jovyan", "--from", "s3://bucket/alice"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        let mounts = c.volume_mounts.unwrap_or_default();
+        let paths: Vec<&str> = mounts.iter().map(|m| m.mount_path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/home/jovyan",
+                STATE_DIR,
+                HOME_DIR,
+                TMP_DIR,
+                CREDENTIALS_DIR
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_secret_is_mounted_read_only_with_mode_0400() {
+        let volumes = support_volumes(&plan());
+        let secret = volumes.iter().find_map(|v| v.secret.clone());
+        assert_eq!(secret.and_then(|s| s.default_mode), Some(0o400));
+        let mut p = plan();
+        p.credentials_secret = None;
+        assert!(support_volumes(&p).iter().all(|v| v.secret.is_none()));
+        assert!(
+            restore_container(&p)
+                .env
+                .unwrap_or_default()
+                .iter()
+                .all(|e| e.value_from.is_none())
+        );
+    }
+
+    #[test]
+    fn resources_apply_overrides_over_defaults() {
+        let r = resource_requirements(&ResourceOverrides {
+            cpu_limit: Some("500m".into()),
+            memory_request: Some("128Mi".into()),
+            ..ResourceOverrides::default()
+        });
+        let requests = r.requests.unwrap_or_default();
+        let limits = r.limits.unwrap_or_default();
+        assert_eq!(
+            requests.get("cpu"),
+            Some(&Quantity(DEFAULT_CPU_REQUEST.into()))
+        );
+        assert_eq!(requests.get("memory"), Some(&Quantity("128Mi".into())));
+        assert_eq!(limits.get("cpu"), Some(&Quantity("500m".into())));
+        assert_eq!(
+            limits.get("memory"),
+            Some(&Quantity(DEFAULT_MEMORY_LIMIT.into()))
+        );
+    }
+
+    #[test]
+    fn credential_env_by_remote_kind() {
+        let names = |kind| {
+            credential_env(kind, "s")
+                .into_iter()
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+        };
+        assert!(names(RemoteKind::S3).contains(&"AWS_ACCESS_KEY_ID".to_owned()));
+        assert_eq!(names(RemoteKind::GitSsh), ["TETHER_SSH_KEY_FILE"]);
+        assert_eq!(names(RemoteKind::GitHttps), ["TETHER_TOKEN_FILE"]);
+        assert_eq!(names(RemoteKind::Gcs), ["GOOGLE_APPLICATION_CREDENTIALS"]);
+        assert!(names(RemoteKind::GitDaemon).is_empty());
+    }
+
+    #[test]
+    fn grace_period_leaves_room_after_the_flush_deadline() {
+        assert_eq!(required_grace_period(20), 30);
+        assert_eq!(grace_argument(20), "20s");
+    }
+}
