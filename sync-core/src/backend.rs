@@ -1,0 +1,245 @@
+//! The [`Backend`] trait: where checkpoints go and where restores come from.
+//!
+//! # The contract
+//!
+//! * **Push is all-or-error.** [`Backend::push`] returns `Ok` only once the
+//!   checkpoint is durable in the remote: a restore started after `Ok` sees
+//!   every change in it. On `Err` the remote may hold some of the data (blobs,
+//!   objects) but must still restore to a *consistent* state: either the one
+//!   before the push or, for layouts without atomic snapshots (a mirror of
+//!   plain objects), a state in which every object is a complete version of
+//!   its file.
+//! * **Push is retryable.** After an error the engine pushes the same
+//!   checkpoint again, or the same checkpoint merged with newer changes. A
+//!   backend must accept that without duplicating or losing anything:
+//!   upserts carry full metadata and deletes of absent paths are no-ops.
+//! * **Content is read from a [`Source`](crate::Source) as a stream.** A
+//!   large file is never held whole in memory. The readers check that the
+//!   bytes match the hash the checkpoint recorded; if a file changed since the
+//!   checkpoint was built, reading it fails with
+//!   [`BackendError::SourceChanged`] and the backend must not record that path
+//!   (the engine rebuilds the checkpoint and retries).
+//! * **Restore never writes outside its destination.** Backends turn their
+//!   listing into a [`RestorePlan`](crate::restore::RestorePlan) (which refuses
+//!   `..`, absolute names, NUL, backslash and paths through symlinks) and write
+//!   through a [`RestoreWriter`](crate::restore::RestoreWriter), which applies
+//!   the [`ExistingPolicy`](crate::restore::ExistingPolicy) for a non-empty
+//!   destination and writes every file via a temporary file and a rename.
+//! * **Nothing secret in `describe` or errors.** URLs are shown without
+//!   credentials.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::checkpoint::Checkpoint;
+use crate::path::RelPath;
+use crate::restore::{RestoreError, RestoreOptions, RestoreReport};
+use crate::source::Source;
+
+/// What a backend can keep; the conformance suite checks accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Empty directories survive a round trip.
+    pub empty_dirs: bool,
+    /// Full permission bits survive (git keeps only the executable bit).
+    pub full_mode: bool,
+    /// Modification times survive.
+    pub mtime: bool,
+    /// Earlier checkpoints can be listed and restored (`history`, `at`).
+    pub history: bool,
+}
+
+/// The newest state of the remote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteHead {
+    /// Backend-specific identifier (commit id, snapshot id, generation).
+    pub id: String,
+    /// When that state was written, if the backend knows.
+    pub time: Option<SystemTime>,
+}
+
+/// What a successful push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReceipt {
+    /// The remote head after the push (commit id, snapshot id), if any.
+    pub head: Option<String>,
+    /// Files whose content was uploaded (deduplicated content is not counted).
+    pub files_uploaded: u64,
+    /// Content bytes uploaded.
+    pub bytes_uploaded: u64,
+    /// Set when the push could not go where it should because another writer
+    /// changed the same paths: the checkpoint was saved elsewhere (for example
+    /// a git conflict branch) and this says where. Nothing was lost.
+    pub conflict: Option<String>,
+}
+
+/// One checkpoint kept by a backend with history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Identifier accepted by [`RestoreOptions::at`].
+    pub id: String,
+    /// When it was written.
+    pub time: Option<SystemTime>,
+    /// Regular files in that state.
+    pub files: u64,
+    /// Content bytes in that state.
+    pub bytes: u64,
+}
+
+/// Errors from a backend.
+///
+/// Messages name the object, path or URL involved and never contain
+/// credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// A source file no longer matches the checkpoint (it changed after the
+    /// checkpoint was built). The engine rebuilds the checkpoint and retries.
+    #[error("{path} changed while it was being pushed")]
+    SourceChanged {
+        /// The file that changed.
+        path: RelPath,
+    },
+    /// A source file could not be read.
+    #[error("reading {path}: {source}")]
+    SourceIo {
+        /// The file.
+        path: RelPath,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The remote could not be reached or refused the request. `transient`
+    /// errors (timeouts, 5xx, connection resets) are worth retrying soon.
+    #[error("{operation} {location}: {message}")]
+    Remote {
+        /// What was attempted (`put`, `fetch`, `push`...).
+        operation: &'static str,
+        /// The object, ref or URL, without credentials.
+        location: String,
+        /// What went wrong.
+        message: String,
+        /// Whether retrying soon may help.
+        transient: bool,
+    },
+    /// Remote data is malformed or hostile (bad manifest, hash mismatch,
+    /// path escaping the destination). Restore refuses it and writes nothing
+    /// outside the destination.
+    #[error("invalid remote data in {object}: {reason}")]
+    InvalidRemote {
+        /// The object, ref or key at fault.
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Restoring into the destination failed.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// The requested checkpoint or remote does not exist.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The backend does not offer this operation.
+    #[error("{backend} does not support {what}")]
+    Unsupported {
+        /// The backend's description.
+        backend: String,
+        /// The operation.
+        what: &'static str,
+    },
+    /// The backend's configuration is unusable (bad URL, missing credentials).
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl BackendError {
+    /// Converts an I/O error from a [`Source`] reader, recovering
+    /// [`BackendError::SourceChanged`] when that is what it carries.
+    pub fn from_source_io(path: &RelPath, err: std::io::Error) -> Self {
+        if err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<crate::source::SourceChangedError>())
+        {
+            BackendError::SourceChanged { path: path.clone() }
+        } else {
+            BackendError::SourceIo {
+                path: path.clone(),
+                source: err,
+            }
+        }
+    }
+
+    /// A remote error that may go away on retry.
+    pub fn transient(
+        operation: &'static str,
+        location: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        BackendError::Remote {
+            operation,
+            location: location.into(),
+            message: message.to_string(),
+            transient: true,
+        }
+    }
+
+    /// A remote error that retrying soon will not fix (auth, not found).
+    pub fn permanent(
+        operation: &'static str,
+        location: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        BackendError::Remote {
+            operation,
+            location: location.into(),
+            message: message.to_string(),
+            transient: false,
+        }
+    }
+}
+
+/// A place checkpoints are pushed to and restored from.
+///
+/// Object safe: engines hold an `Arc<dyn Backend>`. See the module
+/// documentation for the contract every implementation keeps; the
+/// `testkit` feature's conformance suite checks it.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// A short description safe to log (URL without credentials).
+    fn describe(&self) -> String;
+
+    /// What this backend keeps.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The newest remote state, or `None` if nothing was ever pushed.
+    async fn head(&self) -> Result<Option<RemoteHead>, BackendError>;
+
+    /// Applies `checkpoint` to the remote state, reading file contents from
+    /// `source`. See the module docs for the durability and retry contract.
+    async fn push(
+        &self,
+        checkpoint: &Checkpoint,
+        source: &Source,
+    ) -> Result<PushReceipt, BackendError>;
+
+    /// Writes the newest state (or the one named by `options.at`) into
+    /// `dest`, which is created if missing.
+    async fn restore(
+        &self,
+        dest: &Path,
+        options: &RestoreOptions,
+    ) -> Result<RestoreReport, BackendError>;
+
+    /// Earlier checkpoints, newest first, at most `limit`.
+    async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
+        let _ = limit;
+        Err(BackendError::Unsupported {
+            backend: self.describe(),
+            what: "history",
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! `sync-core`: tether's change pipeline.
+//!
+//! tether keeps a directory tethered to durable storage. This crate is
+//! everything that does not depend on *which* storage: it notices edits,
+//! turns them into consistent, debounced checkpoints, hands them to a
+//! [`Backend`], and remembers what the backend confirmed. Backends
+//! (`sync-git`, `sync-s3`) implement one trait; the `tether` command and
+//! other programs compose the pieces.
+//!
+//! # How a change travels
+//!
+//! ```text
+//! edit ─► inotify ─► watcher::Watcher ─► DirtySet ─► policy::Policy::decide
+//!                                                      │ (quiet period / max latency / flush)
+//!                                                      ▼
+//!        index::Index (confirmed state) ──► detect::detect ─► Checkpoint (upserts + deletes, hashed)
+//!                                                      │
+//!                                 Backend::push(checkpoint, Source) ─► remote
+//!                                                      │ Ok
+//!                                          Index::apply (journal, fsync)
+//! ```
+//!
+//! 1. [`Watcher`] maps inotify events to dirty paths (it reads nothing).
+//! 2. The [`Engine`] asks the [`Policy`] when to cut a checkpoint.
+//! 3. [`detect()`] compares dirty paths with the [`Index`] (stat first, hash
+//!    only if size/mtime/mode moved) and builds a [`Checkpoint`].
+//! 4. The [`Backend`] pushes it, reading contents through [`Source`], which
+//!    verifies every byte against the checkpoint's hash as it streams.
+//! 5. Only then does the [`Index`] advance. A crash re-sends exactly what was
+//!    not confirmed; a failed push is merged with newer changes and retried.
+//!
+//! Restores go the other way: a backend lists remote state, validates it
+//! with [`restore::RestorePlan`] and writes through
+//! [`restore::RestoreWriter`], which never writes outside the destination.
+//!
+//! # What this crate does not do
+//!
+//! No network, no storage formats, no CLI. Conflict handling between writers
+//! is the backend's job (it knows the remote); the engine only reports it.
+//!
+//! # Testing backends
+//!
+//! The `testkit` feature provides [`testkit::conformance`], the suite every
+//! backend runs against its real server, and [`testkit::MemoryBackend`], a
+//! recording in-memory backend for engine tests.
+
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod checkpoint;
+pub mod detect;
+pub mod engine;
+pub mod entry;
+pub mod index;
+pub mod path;
+pub mod policy;
+pub mod restore;
+pub mod rules;
+pub mod scan;
+pub mod source;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+pub mod watcher;
+
+pub use backend::{Backend, BackendError, Capabilities, HistoryEntry, PushReceipt, RemoteHead};
+pub use checkpoint::{Change, Checkpoint, CheckpointStats};
+pub use detect::{DirtySet, detect};
+pub use engine::{
+    Engine, EngineConfig, EngineError, EngineHandle, RetryConfig, ShutdownReport, Status,
+};
+pub use entry::{ContentHash, Entry, FileMeta, Meta};
+pub use index::Index;
+pub use path::{PathError, RelPath};
+pub use policy::Policy;
+pub use restore::{ExistingPolicy, RestoreOptions, RestoreReport};
+pub use rules::{IgnoreConfig, IgnoreRules};
+pub use source::Source;
+pub use watcher::{WatchMode, Watcher};

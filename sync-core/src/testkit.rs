@@ -1,0 +1,1 @@
+//! Backend conformance suite and test backends (feature `testkit`).

@@ -1,0 +1,289 @@
+//! [`Watcher`]: turns inotify events (through `notify`) into a dirty set.
+//!
+//! The watcher does no file system work of its own. Its event handler maps
+//! each event's paths to [`RelPath`]s, drops ignored ones and events that
+//! cannot change anything (plain opens and reads — including tether's own
+//! reads while hashing), and adds the rest to a shared [`DirtySet`], waking
+//! the engine. Deciding what actually changed is [`detect`](crate::detect)'s
+//! job, so event order and duplicates do not matter: a rename reports both
+//! sides, and each side is looked at.
+//!
+//! Watches are added one directory at a time (non-recursive), by the walks
+//! of [`detect`](crate::detect) through [`Watcher::add_dir`] *before* each
+//! directory is listed. So ignored directories (a `.git`, a virtualenv) cost
+//! no watch, and a directory created with content already in it (notify
+//! #727) is watched and then walked, missing nothing.
+//!
+//! Failure modes:
+//! * **Queue overflow** (`IN_Q_OVERFLOW`, notify's `Rescan` flag): events were
+//!   lost, so the dirty set asks for a full rescan.
+//! * **Watch limit** (`fs.inotify.max_user_watches`): the watcher logs a clear
+//!   error naming the sysctl, drops inotify and switches to
+//!   [`WatchMode::Polling`]; the engine then rescans the whole tree at a
+//!   fixed interval.
+//! * **Too many dirty paths** (more than [`MAX_DIRTY_PATHS`]): collapsed into
+//!   one full rescan, so memory stays bounded during huge bursts.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher as _};
+
+use crate::detect::DirtySet;
+use crate::path::RelPath;
+use crate::rules::IgnoreRules;
+
+/// Above this many dirty paths the set collapses into a full rescan.
+pub const MAX_DIRTY_PATHS: usize = 200_000;
+
+/// How changes are noticed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchMode {
+    /// inotify events (no polling).
+    Inotify,
+    /// Periodic full rescans, because inotify could not be used.
+    Polling {
+        /// Why inotify is not used.
+        reason: String,
+    },
+}
+
+/// The watcher could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {path}: {message}")]
+pub struct WatchError {
+    /// The directory.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Dirty paths and when they were noticed.
+#[derive(Debug, Default)]
+struct DirtyState {
+    dirty: DirtySet,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    events: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<DirtyState>,
+    mode: Mutex<WatchMode>,
+    wake: tokio::sync::Notify,
+}
+
+/// Snapshot of the dirty set's timing, for the [`Policy`](crate::Policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirtyTiming {
+    /// When the oldest dirty path was noticed.
+    pub first: Option<Instant>,
+    /// When the newest was.
+    pub last: Option<Instant>,
+    /// How many paths are dirty.
+    pub count: usize,
+    /// Events handled since start.
+    pub events: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn mark(&self, paths: impl IntoIterator<Item = RelPath>, rescan: bool) {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        let before = st.dirty.len();
+        st.dirty.rescan |= rescan;
+        if !st.dirty.rescan {
+            st.dirty.paths.extend(paths);
+            if st.dirty.paths.len() > MAX_DIRTY_PATHS {
+                st.dirty.paths.clear();
+                st.dirty.rescan = true;
+            }
+        }
+        if st.dirty.len() != before || rescan {
+            st.first.get_or_insert(now);
+            st.last = Some(now);
+            st.events += 1;
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
+    fn fall_back_to_polling(&self, reason: String) {
+        let mut mode = lock(&self.mode);
+        if *mode == WatchMode::Inotify {
+            tracing::error!(%reason, "inotify unavailable; falling back to periodic rescans");
+            *mode = WatchMode::Polling { reason };
+        }
+    }
+}
+
+/// Watches a directory tree and collects dirty paths.
+#[derive(Debug)]
+pub struct Watcher {
+    inner: Mutex<Option<notify::RecommendedWatcher>>,
+    shared: Arc<Shared>,
+}
+
+impl Watcher {
+    /// Starts watching nothing yet: directories are added with
+    /// [`add_dir`](Self::add_dir) as they are walked. With `use_inotify`
+    /// false (or if inotify cannot be initialised) the watcher starts in
+    /// polling mode.
+    pub fn new(root: &Path, rules: IgnoreRules, use_inotify: bool) -> Watcher {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(DirtyState::default()),
+            mode: Mutex::new(WatchMode::Inotify),
+            wake: tokio::sync::Notify::new(),
+        });
+        if !use_inotify {
+            *lock(&shared.mode) = WatchMode::Polling {
+                reason: "inotify disabled by configuration".into(),
+            };
+            return Watcher {
+                inner: Mutex::new(None),
+                shared,
+            };
+        }
+        let handler_shared = Arc::clone(&shared);
+        let root_buf = root.to_path_buf();
+        let handler = move |res: notify::Result<notify::Event>| {
+            handle_event(&handler_shared, &root_buf, &rules, res);
+        };
+        let inner = match notify::recommended_watcher(handler) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                shared.fall_back_to_polling(describe_notify_error(root, &e));
+                None
+            }
+        };
+        Watcher {
+            inner: Mutex::new(inner),
+            shared,
+        }
+    }
+
+    /// Adds a non-recursive watch on the directory `full`. Hitting the watch
+    /// limit switches to polling mode; a directory that vanished is ignored.
+    pub fn add_dir(&self, full: &Path) {
+        let mut inner = lock(&self.inner);
+        let Some(w) = inner.as_mut() else { return };
+        match w.watch(full, RecursiveMode::NonRecursive) {
+            Ok(()) => {}
+            Err(e) => match e.kind {
+                notify::ErrorKind::PathNotFound => {}
+                notify::ErrorKind::Io(ref io) if io.kind() == std::io::ErrorKind::NotFound => {}
+                notify::ErrorKind::MaxFilesWatch => {
+                    *inner = None;
+                    drop(inner);
+                    self.shared
+                        .fall_back_to_polling(describe_notify_error(full, &e));
+                }
+                _ => tracing::warn!(dir = %full.display(), error = %e, "cannot watch directory"),
+            },
+        }
+    }
+
+    /// How changes are being noticed.
+    pub fn mode(&self) -> WatchMode {
+        lock(&self.shared.mode).clone()
+    }
+
+    /// Marks paths dirty (for example files that kept changing while hashed).
+    pub fn mark(&self, paths: impl IntoIterator<Item = RelPath>) {
+        self.shared.mark(paths, false);
+    }
+
+    /// Asks for a full rescan.
+    pub fn mark_rescan(&self) {
+        self.shared.mark(std::iter::empty(), true);
+    }
+
+    /// Takes the dirty set, leaving it empty.
+    pub fn take_dirty(&self) -> DirtySet {
+        let mut st = lock(&self.shared.state);
+        st.first = None;
+        st.last = None;
+        std::mem::take(&mut st.dirty)
+    }
+
+    /// Timing of the current dirty set.
+    pub fn timing(&self) -> DirtyTiming {
+        let st = lock(&self.shared.state);
+        DirtyTiming {
+            first: st.first,
+            last: st.last,
+            count: st.dirty.len(),
+            events: st.events,
+        }
+    }
+
+    /// Waits until something is marked dirty (returns at once if something
+    /// was marked since the last wait).
+    pub async fn changed(&self) {
+        self.shared.wake.notified().await;
+    }
+}
+
+fn describe_notify_error(path: &Path, e: &notify::Error) -> String {
+    match e.kind {
+        notify::ErrorKind::MaxFilesWatch => format!(
+            "inotify watch limit reached at {} (raise fs.inotify.max_user_watches, \
+             e.g. `sysctl -w fs.inotify.max_user_watches=1048576`)",
+            path.display()
+        ),
+        _ => format!("inotify failed at {}: {e}", path.display()),
+    }
+}
+
+fn handle_event(
+    shared: &Shared,
+    root: &Path,
+    rules: &IgnoreRules,
+    res: notify::Result<notify::Event>,
+) {
+    let event = match res {
+        Ok(ev) => ev,
+        Err(e) => {
+            if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                shared.fall_back_to_polling(describe_notify_error(root, &e));
+            } else {
+                tracing::warn!(error = %e, "watch error; rescanning");
+            }
+            shared.mark(std::iter::empty(), true);
+            return;
+        }
+    };
+    if event.need_rescan() {
+        tracing::warn!("inotify queue overflowed; rescanning the whole tree");
+        shared.mark(std::iter::empty(), true);
+        return;
+    }
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+        EventKind::Access(_) => return,
+        _ => {}
+    }
+    let mut rescan = false;
+    let paths: Vec<RelPath> = event
+        .paths
+        .iter()
+        .filter_map(|p| {
+            if p == root {
+                rescan = true;
+                return None;
+            }
+            RelPath::from_local(root, p).ok()
+        })
+        .filter(|p| !rules.is_ignored(p, false))
+        .collect();
+    if !paths.is_empty() || rescan {
+        shared.mark(paths, rescan);
+    }
+}
