@@ -5,4 +5,6 @@
 pub mod annotations;
 pub mod builders;
 pub mod inject;
+pub mod metrics;
 pub mod validate;
+pub mod webhook;
