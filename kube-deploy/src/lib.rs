@@ -5,6 +5,7 @@
 pub mod annotations;
 pub mod builders;
 pub mod inject;
+pub mod manifests;
 pub mod metrics;
 pub mod validate;
 pub mod webhook;
