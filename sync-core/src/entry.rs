@@ -158,7 +158,7 @@ pub struct LocalStat {
 }
 
 /// The kinds of local file tether distinguishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LocalKind {
     /// Regular file.
     File,

@@ -449,7 +449,8 @@ mod tests {
             c.upsert(p(s), file(1));
         }
         idx.apply(&c, None).unwrap();
-        let under: Vec<_> = idx.under(&p("a")).map(|(p, _)| p.as_str()).collect();
+        let a = p("a");
+        let under: Vec<_> = idx.under(&a).map(|(p, _)| p.as_str()).collect();
         assert_eq!(under, ["a/b", "a/b/c"]);
     }
 

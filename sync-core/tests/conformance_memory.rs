@@ -1,0 +1,81 @@
+//! The conformance suite run against the in-memory backend: proves the suite
+//! (and the shared restore code) before real backends use it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sync_core::testkit::MemoryBackend;
+use sync_core::testkit::conformance::{self, Fixture, Hostile};
+use sync_core::{Backend, ContentHash, FileMeta, Meta};
+
+struct Memory;
+
+fn file(content: &[u8]) -> (Meta, Bytes) {
+    let meta = Meta::File(FileMeta {
+        size: content.len() as u64,
+        mtime_ns: 0,
+        mode: 0o644,
+        hash: ContentHash::of(content),
+    });
+    (meta, Bytes::copy_from_slice(content))
+}
+
+#[async_trait]
+impl Fixture for Memory {
+    async fn fresh(&self) -> Arc<dyn Backend> {
+        Arc::new(MemoryBackend::new())
+    }
+
+    async fn plant_hostile(&self, case: &Hostile) -> Option<Arc<dyn Backend>> {
+        let (ok_meta, ok_bytes) = file(b"ok");
+        let mut entries = vec![("ok.txt".to_string(), ok_meta, ok_bytes)];
+        match case {
+            Hostile::Name(name) => {
+                let (m, b) = file(b"evil");
+                entries.push((name.clone(), m, b));
+            }
+            Hostile::SymlinkThenEntry {
+                link,
+                target,
+                entry,
+            } => {
+                entries.push((
+                    link.clone(),
+                    Meta::Symlink {
+                        target: target.clone(),
+                    },
+                    Bytes::new(),
+                ));
+                let (m, b) = file(b"evil");
+                entries.push((entry.clone(), m, b));
+            }
+        }
+        Some(Arc::new(MemoryBackend::with_raw_state(entries)))
+    }
+}
+
+#[tokio::test]
+async fn round_trip() {
+    conformance::round_trip(&Memory).await;
+}
+
+#[tokio::test]
+async fn deletes_and_renames() {
+    conformance::deletes_and_renames(&Memory).await;
+}
+
+#[tokio::test]
+async fn idempotent_push() {
+    conformance::idempotent_push(&Memory).await;
+}
+
+#[tokio::test]
+async fn restore_policies() {
+    conformance::restore_policies(&Memory).await;
+}
+
+#[tokio::test]
+async fn hostile_state_is_refused() {
+    conformance::hostile_state_is_refused(&Memory).await;
+}
