@@ -123,6 +123,11 @@ impl CertInfo {
         me.verify_signature(Some(them.public_key())).is_ok()
     }
 
+    /// The certificate's DER encoding.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
     /// The certificate as one PEM block.
     pub fn to_pem(&self) -> String {
         pem::encode(&pem::Pem::new("CERTIFICATE", self.der.clone()))
