@@ -155,6 +155,8 @@ pub struct Status {
     pub last_push_duration: Option<Duration>,
     /// The remote head after the last push.
     pub remote_head: Option<String>,
+    /// Full-tree comparisons done (start-up, inotify overflow, polling).
+    pub rescans: u64,
 }
 
 impl Default for Status {
@@ -174,6 +176,7 @@ impl Default for Status {
             last_conflict: None,
             last_push_duration: None,
             remote_head: None,
+            rescans: 0,
         }
     }
 }
@@ -558,6 +561,7 @@ impl Runner {
         let rules = self.rules.clone();
         let root = self.root.clone();
         let pending = std::mem::take(&mut self.pending);
+        let rescan = dirty.rescan;
         let joined = tokio::task::spawn_blocking(move || {
             let index = lock(&index);
             let found = detect::detect(&root, &rules, &index, &pending, &dirty, &mut |d: &Path| {
@@ -586,7 +590,9 @@ impl Runner {
             }
         }
         self.pending.merge(found.checkpoint);
-        lock(&self.status).scanned = true;
+        let mut status = lock(&self.status);
+        status.scanned = true;
+        status.rescans += u64::from(rescan);
     }
 
     fn answer_flush(&mut self, result: Result<(), String>) {

@@ -1,0 +1,378 @@
+//! The engine with real files and inotify, pushing to the recording memory
+//! backend.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sync_core::testkit::MemoryBackend;
+use sync_core::{
+    Engine, EngineConfig, EngineError, EngineHandle, Meta, Policy, RetryConfig, Status,
+};
+use tempfile::TempDir;
+
+struct Fx {
+    tmp: TempDir,
+    root: PathBuf,
+    state: PathBuf,
+    backend: MemoryBackend,
+}
+
+fn fx() -> Fx {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let state = tmp.path().join("state");
+    fs::create_dir(&root).unwrap();
+    Fx {
+        root,
+        state,
+        backend: MemoryBackend::new(),
+        tmp,
+    }
+}
+
+impl Fx {
+    fn config(&self, quiet_ms: u64) -> EngineConfig {
+        let mut c = EngineConfig::new(&self.root, &self.state);
+        c.policy = Policy {
+            quiet: Duration::from_millis(quiet_ms),
+            max_latency: Duration::from_secs(10),
+            ..Policy::default()
+        };
+        c.retry = RetryConfig {
+            min_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+        };
+        c
+    }
+
+    async fn start(&self, quiet_ms: u64) -> EngineHandle {
+        Engine::start(self.config(quiet_ms), Arc::new(self.backend.clone()))
+            .await
+            .unwrap()
+    }
+
+    fn write(&self, rel: &str, content: &[u8]) {
+        let p = self.root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    /// Files in the backend's newest state, with their content.
+    fn remote_files(&self) -> Vec<(String, Vec<u8>)> {
+        self.backend
+            .state()
+            .into_iter()
+            .filter_map(|(p, m)| match m {
+                Meta::File(f) => Some((p, self.backend.blob(&f.hash).unwrap().to_vec())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Files on disk, with their content.
+    fn local_files(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        walk(&self.root, &self.root, &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            walk(root, &e.path(), out);
+        } else if ft.is_file() {
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.push((rel, fs::read(e.path()).unwrap()));
+        }
+    }
+}
+
+/// Waits (bounded) until `cond` holds for the engine's status.
+async fn wait_for(h: &EngineHandle, what: &str, cond: impl Fn(&Status) -> bool) -> Status {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = h.status();
+        if cond(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn settle(h: &EngineHandle) -> Status {
+    wait_for(h, "everything pushed", |s| {
+        s.scanned && s.pending_paths == 0 && s.checkpoints_pushed > 0
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_5000_files_lands_in_few_checkpoints() {
+    let f = fx();
+    let h = f.start(1000).await;
+    wait_for(&h, "start-up scan", |s| s.scanned).await;
+    for i in 0..5000 {
+        f.write(
+            &format!("burst/d{}/f{i}.txt", i % 50),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    settle(&h).await;
+    let pushes = f.backend.pushes();
+    let files: usize = pushes
+        .iter()
+        .map(|p| p.upserts.iter().filter(|(_, h)| h.is_some()).count())
+        .sum();
+    assert_eq!(files, 5000, "every file pushed exactly once");
+    assert!(
+        pushes.len() <= 5,
+        "5000 files took {} checkpoints",
+        pushes.len()
+    );
+    assert_eq!(f.remote_files(), f.local_files());
+    let r = h.shutdown(Duration::from_secs(5)).await;
+    assert!(r.flushed, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editor_style_save_is_one_upsert() {
+    let f = fx();
+    f.write("notebook.ipynb", b"v1");
+    let h = f.start(300).await;
+    settle(&h).await;
+    let before = f.backend.pushes().len();
+    // Write a temporary file, then rename it over the original.
+    f.write(".notebook.ipynb.tmp-123", b"v2 with more bytes");
+    fs::rename(
+        f.root.join(".notebook.ipynb.tmp-123"),
+        f.root.join("notebook.ipynb"),
+    )
+    .unwrap();
+    wait_for(&h, "second push", |s| {
+        s.checkpoints_pushed as usize > before && s.pending_paths == 0
+    })
+    .await;
+    let pushes = f.backend.pushes();
+    let last = &pushes[before..];
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(last[0].upserts.len(), 1, "{:?}", last[0]);
+    assert_eq!(last[0].upserts[0].0.as_str(), "notebook.ipynb");
+    assert!(
+        last[0].deletes.is_empty(),
+        "the temp file was never pushed, so nothing to delete"
+    );
+    assert_eq!(f.remote_files(), f.local_files());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_directories_renames_and_subtree_deletes_propagate() {
+    let f = fx();
+    f.write("keep/a.txt", b"a");
+    f.write("old/sub/b.txt", b"b");
+    f.write("doomed/x/y/z.txt", b"z");
+    let h = f.start(200).await;
+    settle(&h).await;
+    // A directory created with content already in it.
+    fs::create_dir_all(f.root.join("fresh/deep/er")).unwrap();
+    fs::write(f.root.join("fresh/deep/er/c.txt"), b"c").unwrap();
+    fs::rename(f.root.join("old"), f.root.join("new")).unwrap();
+    fs::remove_dir_all(f.root.join("doomed")).unwrap();
+    // And a file inside the renamed directory changes afterwards: its watch
+    // must follow the new name.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.write("new/sub/b.txt", b"b2");
+    f.write("fresh/deep/er/d.txt", b"d");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for(&h, "all pushed", |s| s.pending_paths == 0).await;
+    h.flush().await.unwrap();
+    assert_eq!(f.remote_files(), f.local_files());
+    let state = f.backend.state();
+    assert!(
+        !state
+            .keys()
+            .any(|k| k.starts_with("old") || k.starts_with("doomed")),
+        "{state:?}"
+    );
+    assert_eq!(state.get("fresh/deep"), Some(&Meta::Dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pushes_are_retried_with_newer_changes_merged() {
+    let f = fx();
+    let h = f.start(100).await;
+    settle_or_idle(&h).await;
+    f.backend.fail_next(3);
+    f.write("a.txt", b"first");
+    let s = wait_for(&h, "a failure", |s| s.push_failures >= 1).await;
+    assert!(
+        s.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("injected failure"),
+        "{s:?}"
+    );
+    assert!(s.failing_since.is_some());
+    f.write("a.txt", b"second");
+    f.write("b.txt", b"b");
+    let s = wait_for(&h, "recovery", |s| {
+        s.last_error.is_none() && s.checkpoints_pushed >= 1 && s.pending_paths == 0
+    })
+    .await;
+    assert!(s.push_failures >= 3, "{s:?}");
+    assert_eq!(f.remote_files(), f.local_files());
+    // The stale "first" version was never pushed.
+    let pushes = f.backend.pushes();
+    let first = sync_core::ContentHash::of(b"first");
+    assert!(
+        !pushes
+            .iter()
+            .flat_map(|p| &p.upserts)
+            .any(|(_, h)| *h == Some(first))
+    );
+    h.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn settle_or_idle(h: &EngineHandle) {
+    wait_for(h, "start-up scan", |s| s.scanned && s.pending_paths == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_pending_changes_within_the_grace_period() {
+    let f = fx();
+    let h = f.start(60_000).await; // quiet period far longer than the test
+    settle_or_idle(&h).await;
+    f.write("late.txt", b"saved on the way out");
+    wait_for(&h, "the change noticed", |s| s.pending_paths > 0).await;
+    let r = h.shutdown(Duration::from_secs(10)).await;
+    assert!(r.flushed, "{r:?}");
+    assert!(r.unsaved.is_empty());
+    assert_eq!(f.remote_files(), f.local_files());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_what_it_could_not_save() {
+    let f = fx();
+    let h = f.start(60_000).await;
+    settle_or_idle(&h).await;
+    f.backend.fail_next(1_000);
+    f.write("unsaved.txt", b"x");
+    wait_for(&h, "the change noticed", |s| s.pending_paths > 0).await;
+    let r = h.shutdown(Duration::from_millis(800)).await;
+    assert!(!r.flushed);
+    assert_eq!(
+        r.unsaved.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        ["unsaved.txt"]
+    );
+    assert!(
+        r.last_error
+            .unwrap_or_default()
+            .contains("injected failure")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_pushes_only_what_changed_while_stopped() {
+    let f = fx();
+    for i in 0..100 {
+        f.write(&format!("f{i}"), format!("{i}").as_bytes());
+    }
+    let h = f.start(100).await;
+    settle(&h).await;
+    assert!(h.shutdown(Duration::from_secs(5)).await.flushed);
+    let before = f.backend.pushes().len();
+
+    f.write("f7", b"changed while stopped");
+    fs::remove_file(f.root.join("f8")).unwrap();
+    let h = f.start(100).await;
+    wait_for(&h, "catch-up push", |s| {
+        s.scanned && s.pending_paths == 0 && s.checkpoints_pushed == 1
+    })
+    .await;
+    let pushes = f.backend.pushes();
+    assert_eq!(pushes.len(), before + 1);
+    let p = &pushes[before];
+    assert_eq!(
+        p.upserts
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .collect::<Vec<_>>(),
+        ["f7"]
+    );
+    assert_eq!(
+        p.deletes.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        ["f8"]
+    );
+    h.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_remote_gets_everything_again() {
+    let f = fx();
+    f.write("a", b"a");
+    let h = f.start(100).await;
+    settle(&h).await;
+    h.shutdown(Duration::from_secs(5)).await;
+    // The remote is replaced by an empty one (bucket wiped, repo re-created).
+    let f2 = Fx {
+        backend: MemoryBackend::new(),
+        ..f
+    };
+    let h = f2.start(100).await;
+    settle(&h).await;
+    assert_eq!(f2.remote_files(), f2.local_files());
+    h.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn state_dir_inside_the_tree_is_refused() {
+    let f = fx();
+    let cfg = EngineConfig::new(&f.root, f.root.join(".tether"));
+    let err = Engine::start(cfg, Arc::new(f.backend.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::StateInsideRoot { .. }), "{err}");
+    let cfg = EngineConfig::new(f.tmp.path().join("missing"), &f.state);
+    let err = Engine::start(cfg, Arc::new(f.backend.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_mode_finds_changes_without_inotify() {
+    let f = fx();
+    let mut cfg = f.config(50);
+    cfg.use_inotify = false;
+    cfg.poll_interval = Duration::from_millis(200);
+    let h = Engine::start(cfg, Arc::new(f.backend.clone()))
+        .await
+        .unwrap();
+    settle_or_idle(&h).await;
+    assert!(matches!(
+        h.status().watch_mode,
+        sync_core::WatchMode::Polling { .. }
+    ));
+    f.write("polled.txt", b"p");
+    wait_for(&h, "polled change", |s| {
+        s.checkpoints_pushed >= 1 && s.pending_paths == 0
+    })
+    .await;
+    assert_eq!(f.remote_files(), f.local_files());
+    assert!(h.status().rescans >= 2);
+    h.shutdown(Duration::from_secs(5)).await;
+}
