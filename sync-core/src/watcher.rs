@@ -287,3 +287,99 @@ fn handle_event(
         shared.mark(paths, rescan);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, Flag};
+
+    fn shared() -> Shared {
+        Shared {
+            state: Mutex::new(DirtyState::default()),
+            mode: Mutex::new(WatchMode::Inotify),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn ev(kind: EventKind, paths: &[&str]) -> notify::Result<notify::Event> {
+        let mut e = notify::Event::new(kind);
+        for p in paths {
+            e = e.add_path(PathBuf::from(p));
+        }
+        Ok(e)
+    }
+
+    #[test]
+    fn events_become_dirty_paths_and_reads_are_ignored() {
+        let s = shared();
+        let rules =
+            IgnoreRules::load(Path::new("/r"), &crate::rules::IgnoreConfig::default()).unwrap();
+        let root = Path::new("/r");
+        handle_event(
+            &s,
+            root,
+            &rules,
+            ev(EventKind::Create(CreateKind::File), &["/r/a", "/r/x.swp"]),
+        );
+        handle_event(
+            &s,
+            root,
+            &rules,
+            ev(
+                EventKind::Access(AccessKind::Open(AccessMode::Read)),
+                &["/r/b"],
+            ),
+        );
+        handle_event(
+            &s,
+            root,
+            &rules,
+            ev(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                &["/r/c"],
+            ),
+        );
+        let st = lock(&s.state);
+        let got: Vec<_> = st.dirty.paths.iter().map(RelPath::as_str).collect();
+        assert_eq!(got, ["a", "c"]);
+        assert!(!st.dirty.rescan);
+        assert!(st.first.is_some());
+    }
+
+    #[test]
+    fn overflow_and_errors_ask_for_a_rescan() {
+        let s = shared();
+        let rules = IgnoreRules::none();
+        let root = Path::new("/r");
+        handle_event(
+            &s,
+            root,
+            &rules,
+            Ok(notify::Event::new(EventKind::Other).set_flag(Flag::Rescan)),
+        );
+        assert!(lock(&s.state).dirty.rescan);
+        let s = shared();
+        handle_event(
+            &s,
+            root,
+            &rules,
+            Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch)),
+        );
+        assert!(lock(&s.state).dirty.rescan);
+        assert!(
+            matches!(&*lock(&s.mode), WatchMode::Polling { reason } if reason.contains("max_user_watches"))
+        );
+    }
+
+    #[test]
+    fn huge_dirty_sets_collapse_into_a_rescan() {
+        let s = shared();
+        s.mark(
+            (0..=MAX_DIRTY_PATHS).map(|i| RelPath::new(format!("f{i}")).unwrap()),
+            false,
+        );
+        let st = lock(&s.state);
+        assert!(st.dirty.rescan);
+        assert!(st.dirty.paths.is_empty());
+    }
+}
