@@ -1,5 +1,92 @@
 //! `kube-deploy`: gives any Kubernetes pod tether's restore-before-start and
 //! continuous sync from one annotation.
+//!
+//! A pod (or a Deployment's, StatefulSet's, Job's pod template) opts in with
+//!
+//! ```yaml
+//! metadata:
+//!   annotations:
+//!     tether.dev/inject: "true"
+//!     tether.dev/remote: s3://notebooks/users/alice
+//!     tether.dev/mount-path: /home/jovyan
+//! ```
+//!
+//! and gets, before its own init containers, a `tether restore` init
+//! container and a `tether sync` native sidecar (an init container with
+//! `restartPolicy: Always`), sharing the volume that holds the directory.
+//! See [`annotations`] for every key.
+//!
+//! # What it does
+//!
+//! * [`builders`]: typed k8s-openapi builders for the restore container, the
+//!   sync sidecar (native, or a regular container for clusters older than
+//!   1.29), the emptyDirs for tether's state directory, `HOME` and `/tmp`,
+//!   the credentials Secret volume (mode 0400) and its env, resources, the
+//!   `/readyz` readiness probe, and a security context that passes the
+//!   `restricted` Pod Security Standard without fixing a UID (OpenShift).
+//! * [`mod@inject`]: [`inject()`]`(pod, config) -> JSON patch`, a pure function.
+//! * [`webhook`]: the mutating admission webhook (axum + rustls): a pure
+//!   [`webhook::review`] plus a router and a TLS server; [`metrics`] for
+//!   `/metrics`.
+//! * [`manifests`]: offline injection into multi-document YAML
+//!   ([`manifests::inject_yaml`], for `tether manifests inject`) and the
+//!   webhook's deployment bundle ([`manifests::webhook_bundle`], for
+//!   `tether manifests webhook`).
+//!
+//! # What it does not do
+//!
+//! * No certificates: the server takes a [`rustls::ServerConfig`]; the
+//!   `webhook-certs` crate makes, stores, publishes and rotates them and
+//!   offers an in-memory resolver ([`webhook::tls_server_config`] accepts
+//!   any `ResolvesServerCert`).
+//! * No command line: `tether webhook` and `tether manifests` in the
+//!   examples binary are thin wrappers over [`webhook::serve`],
+//!   [`manifests::inject_yaml`] and [`manifests::webhook_bundle`].
+//! * No Kubernetes API calls: injection happens in admission or offline.
+//! * No syncing: the containers run the `tether` CLI (`tether restore DIR
+//!   --from URL`, `tether sync DIR --to URL --grace Ns --http-bind ADDR`).
+//!
+//! # How data flows
+//!
+//! ```text
+//! AdmissionReview (JSON) ─► webhook::review ─► Pod ─► inject::inject ─► JSON patch ─► AdmissionReview
+//!                                                        │
+//! YAML stream ─► manifests::inject_yaml ─► pod template ─┘ (patch applied to the document)
+//!
+//! inject: annotations::TetherRequest (validated) + InjectorConfig + pod spec
+//!         ─► builders::PodPlan (names, volume, port) ─► builders::* ─► add operations
+//! ```
+//!
+//! # Design choices and trade-offs
+//!
+//! * **Hand-built `add` operations, not a diff.** The patch only appends
+//!   (and sets the status annotation and, when too short, the grace
+//!   period), so it never drops fields this crate's k8s-openapi does not
+//!   know and stays readable in audit logs. Paths go through `jsonptr`
+//!   (re-exported by `json-patch`, the crate kube-core's admission types
+//!   use), which escapes annotation keys per RFC 6901.
+//! * **Restore first, then the sidecar.** Both are prepended to
+//!   `initContainers` in that order, so the sidecar never watches a
+//!   half-restored directory and the app's own init containers already see
+//!   the restored data.
+//! * **Reuse the app's volume.** If an app container mounts a volume at (or
+//!   above) the mount path, tether mounts the same volume (with a `subPath`
+//!   when needed); otherwise it adds an emptyDir. A JupyterHub home PVC thus
+//!   stays the source of truth on the node, and tether syncs it.
+//! * **Refuse early, name the annotation.** Every annotation is checked
+//!   (URLs without embedded credentials, image references, quantities,
+//!   paths without control or shell characters); unknown `tether.dev/` keys
+//!   are refused so typos do not pass silently. Messages never echo URLs.
+//! * **Idempotent by marker.** `tether.dev/status: injected` makes a second
+//!   pass (re-invocation, re-running `manifests inject`) a no-op.
+//! * **Fail closed by default.** The generated MutatingWebhookConfiguration
+//!   uses `failurePolicy: Fail` (an annotated pod never starts without its
+//!   restore) for CREATE only (never blocking updates of existing pods),
+//!   excludes `kube-system` and its own namespace, and runs two replicas
+//!   behind a PodDisruptionBudget; `Ignore` and a namespace opt-in label are
+//!   settings.
+//! * **YAML via `serde_norway`**, a maintained fork of the deprecated
+//!   `serde_yaml`; `serde_yml` is listed by RustSec as unsound/unmaintained.
 #![forbid(unsafe_code)]
 
 pub mod annotations;
@@ -9,3 +96,8 @@ pub mod manifests;
 pub mod metrics;
 pub mod validate;
 pub mod webhook;
+
+pub use annotations::{AnnotationError, SidecarMode, TetherRequest};
+pub use inject::{InjectError, InjectionOutcome, InjectorConfig, inject};
+pub use manifests::{ManifestError, WebhookManifestConfig, inject_yaml, webhook_bundle};
+pub use webhook::{WebhookConfig, WebhookError, WebhookState, router, serve};
