@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# git daemon (git://) on 127.0.0.1:9418, for sync-git's tests and benchmarks.
+#
+# `start` serves every bare repository under $TETHER_TESTBED_DIR/git-daemon/repos
+# with push enabled (no authentication: git:// has none) and writes
+# git-daemon.env:
+#   TETHER_TEST_GIT_DAEMON_URL_BASE  git://127.0.0.1:9418
+#   TETHER_TEST_GIT_DAEMON_ROOT      directory where tests create bare repos
+#                                    (`git init --bare -b main ROOT/NAME.git`,
+#                                    then use URL_BASE/NAME.git)
+# `stop` kills the daemon by the PID it started (TERM, wait, KILL).
+set -euo pipefail
+
+name=git-daemon
+port=9418
+testbed_dir="${TETHER_TESTBED_DIR:-$PWD/.testbed}"
+dir="$testbed_dir/$name"
+pid_file="$dir/daemon.pid"
+env_file="$testbed_dir/$name.env"
+
+stop_pid() {
+  [ -f "$pid_file" ] || return 0
+  local pid
+  pid="$(cat "$pid_file")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pid_file"
+}
+
+start() {
+  if ! command -v git >/dev/null 2>&1; then
+    echo "installing git"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git >/dev/null
+  fi
+  stop_pid
+  mkdir -p "$dir/repos"
+  rm -rf "$dir/repos/probe.git"
+  git init -q --bare -b main "$dir/repos/probe.git"
+  nohup git daemon --reuseaddr --listen=127.0.0.1 --port="$port" \
+    --base-path="$dir/repos" --export-all --enable=receive-pack --informative-errors \
+    "$dir/repos" </dev/null >"$dir/daemon.log" 2>&1 &
+  echo $! >"$pid_file"
+  for _ in $(seq 1 100); do
+    if GIT_TERMINAL_PROMPT=0 git ls-remote "git://127.0.0.1:$port/probe.git" >/dev/null 2>&1; then
+      {
+        echo "TETHER_TEST_GIT_DAEMON_URL_BASE=git://127.0.0.1:$port"
+        echo "TETHER_TEST_GIT_DAEMON_ROOT=$dir/repos"
+      } >"$env_file"
+      echo "$name ready on git://127.0.0.1:$port (pid $(cat "$pid_file"))"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$name did not answer on port $port; log:" >&2
+  cat "$dir/daemon.log" >&2 || true
+  stop_pid
+  exit 1
+}
+
+stop() {
+  stop_pid
+  rm -f "$env_file"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Smart HTTP git server (lighttpd + git-http-backend) on 127.0.0.1:8081, for
+# sync-git's tests.
+#
+# Every request under /git/ needs HTTP basic authentication (user `tether`,
+# password = a random token made at start), like a private repository on a
+# forge; mod_auth sets REMOTE_USER, which lets git-http-backend accept pushes.
+# `start` writes git-http.env:
+#   TETHER_TEST_GIT_HTTP_URL_BASE    http://127.0.0.1:8081/git
+#   TETHER_TEST_GIT_HTTP_ROOT        directory where tests create bare repos
+#   TETHER_TEST_GIT_HTTP_USER        the user name (tether)
+#   TETHER_TEST_GIT_HTTP_TOKEN_FILE  file holding the token (mode 0600)
+# `stop` kills lighttpd by the PID it started (TERM, wait, KILL).
+set -euo pipefail
+
+name=git-http
+port=8081
+testbed_dir="${TETHER_TESTBED_DIR:-$PWD/.testbed}"
+dir="$testbed_dir/$name"
+pid_file="$dir/lighttpd.pid"
+env_file="$testbed_dir/$name.env"
+
+stop_pid() {
+  [ -f "$pid_file" ] || return 0
+  local pid
+  pid="$(cat "$pid_file")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pid_file"
+}
+
+start() {
+  if ! command -v lighttpd >/dev/null 2>&1 && [ ! -x /usr/sbin/lighttpd ]; then
+    echo "installing lighttpd"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lighttpd >/dev/null
+  fi
+  local lighttpd
+  lighttpd="$(command -v lighttpd || echo /usr/sbin/lighttpd)"
+  stop_pid
+  mkdir -p "$dir/repos" "$dir/www"
+  rm -rf "$dir/repos/probe.git"
+  git init -q --bare -b main "$dir/repos/probe.git"
+  local token
+  token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  (umask 077 && printf '%s' "$token" >"$dir/token" && printf 'tether:%s\n' "$token" >"$dir/users")
+  cat >"$dir/lighttpd.conf" <<CONF
+server.modules = ("mod_access", "mod_alias", "mod_auth", "mod_authn_file", "mod_cgi", "mod_setenv")
+server.document-root = "$dir/www"
+server.bind = "127.0.0.1"
+server.port = $port
+server.errorlog = "$dir/error.log"
+server.max-request-size = 0
+alias.url = ("/git/" => "$(git --exec-path)/git-http-backend/")
+auth.backend = "plain"
+auth.backend.plain.userfile = "$dir/users"
+auth.require = ("/git/" => ("method" => "basic", "realm" => "git", "require" => "valid-user"))
+\$HTTP["url"] =~ "^/git/" {
+  cgi.assign = ("" => "")
+  setenv.add-environment = ("GIT_PROJECT_ROOT" => "$dir/repos", "GIT_HTTP_EXPORT_ALL" => "1")
+}
+CONF
+  nohup "$lighttpd" -D -f "$dir/lighttpd.conf" </dev/null >"$dir/lighttpd.log" 2>&1 &
+  echo $! >"$pid_file"
+  local url="http://tether:$token@127.0.0.1:$port/git/probe.git"
+  for _ in $(seq 1 100); do
+    if GIT_TERMINAL_PROMPT=0 git ls-remote "$url" >/dev/null 2>&1; then
+      {
+        echo "TETHER_TEST_GIT_HTTP_URL_BASE=http://127.0.0.1:$port/git"
+        echo "TETHER_TEST_GIT_HTTP_ROOT=$dir/repos"
+        echo "TETHER_TEST_GIT_HTTP_USER=tether"
+        echo "TETHER_TEST_GIT_HTTP_TOKEN_FILE=$dir/token"
+      } >"$env_file"
+      echo "$name ready on http://127.0.0.1:$port/git (pid $(cat "$pid_file"))"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$name did not answer on port $port; logs:" >&2
+  cat "$dir/lighttpd.log" "$dir/error.log" >&2 || true
+  stop_pid
+  exit 1
+}
+
+stop() {
+  stop_pid
+  rm -f "$env_file"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

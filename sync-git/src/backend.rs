@@ -1,0 +1,859 @@
+//! [`GitBackend`]: the [`Backend`] implementation.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use gix::ObjectId;
+use gix::bstr::{BString, ByteSlice};
+use gix::objs::tree::EntryKind;
+use gix::refs::transaction::PreviousValue;
+use sync_core::restore::{ExistingPolicy, FileSpec, PlanKind, RestorePlan, RestoreWriter};
+use sync_core::{
+    Backend, BackendError, Capabilities, Checkpoint, HistoryEntry, PushReceipt, RemoteHead,
+    RestoreOptions, RestoreReport, Source,
+};
+
+use crate::command::{GitRunner, TokenSource, classify};
+use crate::options::GitOptions;
+use crate::remote::{ConfigError, GitRemote, RemoteKind, validate_branch};
+use crate::tree::{
+    Changes, Leaf, TreeReader, apply_changes, apply_checkpoint, commit_message, local_error,
+    overlapping,
+};
+
+/// The remote head as last confirmed by a push or adopted from a fetch:
+/// the parent of the next commit.
+const BASE_REF: &str = "refs/tether/base";
+/// Where `git fetch` puts the remote branch.
+const FETCHED_REF: &str = "refs/tether/fetched";
+/// How often a push is rebased onto a branch that keeps moving before the
+/// push fails (and the engine retries later).
+const MAX_REBASES: u32 = 5;
+/// Blobs larger than this are restored through `git cat-file`, streaming,
+/// instead of being loaded whole.
+const STREAM_BLOB_ABOVE: u64 = 32 << 20;
+/// Paths listed in one commit message at most.
+const MESSAGE_LINES: usize = 200;
+
+/// A [`Backend`] that makes every checkpoint a git commit and pushes it.
+///
+/// See the [crate documentation](crate) for the design. Construct with
+/// [`GitBackend::from_url`].
+pub struct GitBackend {
+    remote: GitRemote,
+    runner: GitRunner,
+    author: (String, String),
+    host: String,
+    /// Serialises pushes, fetches and restores on the local repository.
+    state: tokio::sync::Mutex<LocalState>,
+}
+
+#[derive(Debug, Default)]
+struct LocalState {
+    /// The remote branch was fetched at least once by this instance.
+    fetched_once: bool,
+}
+
+impl std::fmt::Debug for GitBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitBackend")
+            .field("remote", &self.remote.to_string())
+            .field("state_dir", &self.runner.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A commit to be: the tree, its parent and what it changes.
+#[derive(Debug, Clone)]
+struct Proposal {
+    base: Option<ObjectId>,
+    base_tree: ObjectId,
+    tree: ObjectId,
+    /// Every changed path: (existed in the base, entry afterwards).
+    ours: BTreeMap<BString, (bool, Option<Leaf>)>,
+}
+
+impl Proposal {
+    fn changes(&self) -> Changes {
+        self.ours.iter().map(|(p, (_, l))| (p.clone(), *l)).collect()
+    }
+}
+
+enum PushOutcome {
+    Pushed,
+    /// The remote branch is not where we thought (another writer pushed).
+    Moved,
+}
+
+enum Resolution {
+    Rebased(Proposal),
+    Conflict(Proposal, Vec<BString>),
+}
+
+/// Opens the local bare repository, ignoring system and user configuration
+/// (gix's handles are not `Send` without its `parallel` feature, so each
+/// blocking task opens its own; that costs a config read).
+fn open_repo(dir: &Path) -> Result<gix::Repository, gix::Error> {
+    gix::open_opts(dir, gix::open::Options::isolated()).map_err(Into::into)
+}
+
+fn empty_tree() -> ObjectId {
+    ObjectId::empty_tree(gix::hash::Kind::Sha1)
+}
+
+fn read_ref(repo: &gix::Repository, name: &str) -> Result<Option<ObjectId>, BackendError> {
+    match repo.try_find_reference(name) {
+        Ok(Some(r)) => Ok(r.target().try_id().map(ToOwned::to_owned)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(local_error(name, e)),
+    }
+}
+
+fn write_ref(repo: &gix::Repository, name: &str, id: ObjectId) -> Result<(), BackendError> {
+    repo.reference(name, id, PreviousValue::Any, "tether")
+        .map(|_| ())
+        .map_err(|e| local_error(name, e))
+}
+
+fn commit_tree(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId, BackendError> {
+    let c = repo.find_commit(commit).map_err(|e| BackendError::InvalidRemote {
+        object: format!("commit {commit}"),
+        reason: e.to_string(),
+    })?;
+    c.tree_id()
+        .map(gix::Id::detach)
+        .map_err(|e| BackendError::InvalidRemote {
+            object: format!("commit {commit}"),
+            reason: e.to_string(),
+        })
+}
+
+/// Our changes: what the tree `tree` changes relative to `base_tree`.
+fn diff_with_origin(
+    reader: &mut TreeReader<'_>,
+    base_tree: ObjectId,
+    tree: ObjectId,
+) -> Result<BTreeMap<BString, (bool, Option<Leaf>)>, BackendError> {
+    let changes = reader.diff(Some(base_tree), Some(tree))?;
+    let mut out = BTreeMap::new();
+    for (path, leaf) in changes {
+        let existed = reader
+            .lookup(base_tree, path.as_bstr())?
+            .is_some_and(|e| e.kind != EntryKind::Tree);
+        out.insert(path, (existed, leaf));
+    }
+    Ok(out)
+}
+
+/// Keeps a branch-name component to the characters git and humans like.
+pub(crate) fn sanitize_component(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_matches(|c| c == '.' || c == '-').replace("..", "-");
+    if cleaned.is_empty() || cleaned.ends_with(".lock") {
+        "unknown".into()
+    } else {
+        cleaned.chars().take(63).collect()
+    }
+}
+
+/// `tether/conflict/<host>/<UTC time>-<short commit id>`.
+pub(crate) fn conflict_branch(host: &str, seconds: i64, commit: &ObjectId) -> String {
+    let time = gix::date::Time::new(seconds, 0)
+        .format(gix::date::time::CustomFormat::new("%Y%m%dT%H%M%SZ"))
+        .unwrap_or_else(|_| seconds.to_string());
+    let hex = commit.to_hex().to_string();
+    format!("tether/conflict/{host}/{time}-{}", &hex[..hex.len().min(10)])
+}
+
+fn default_host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn check_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::metadata(path)
+        .map_err(|e| ConfigError::File {
+            what,
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+        .and_then(|m| {
+            if m.is_file() {
+                Ok(())
+            } else {
+                Err(ConfigError::File {
+                    what,
+                    path: path.display().to_string(),
+                    reason: "not a regular file".into(),
+                })
+            }
+        })
+}
+
+impl GitBackend {
+    /// A backend for the git remote at `url` (see [`crate::remote`] for the
+    /// accepted forms), keeping its bare repository in
+    /// `options.state_dir`. Checks the options and creates (or opens) the
+    /// local repository; it does not contact the remote.
+    pub fn from_url(url: &str, options: GitOptions) -> Result<Self, ConfigError> {
+        let remote = GitRemote::parse(url)?;
+        for s in [&options.author_name, &options.author_email] {
+            if s.is_empty() || s.contains(['<', '>', '\n', '\r', '\0']) {
+                return Err(ConfigError::InvalidAuthor(s.clone()));
+            }
+        }
+        if remote.kind() == RemoteKind::Ssh {
+            let kh = options
+                .known_hosts_file
+                .as_deref()
+                .ok_or_else(|| ConfigError::MissingKnownHosts {
+                    url: remote.url().to_owned(),
+                })?;
+            check_file("known_hosts file", kh)?;
+            if let Some(key) = &options.ssh_key_file {
+                check_file("ssh key file", key)?;
+            }
+        }
+        let token = match (&options.token_file, &options.token_env) {
+            (Some(f), _) => {
+                check_file("token file", f)?;
+                TokenSource::File(f.clone())
+            }
+            (None, Some(name)) => {
+                if std::env::var(name).map_or(true, |v| v.trim().is_empty()) {
+                    return Err(ConfigError::MissingTokenEnv { name: name.clone() });
+                }
+                TokenSource::Env(name.clone())
+            }
+            (None, None) => TokenSource::None,
+        };
+        let state_err = |e: &dyn std::fmt::Display| ConfigError::File {
+            what: "state directory",
+            path: options.state_dir.display().to_string(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&options.state_dir).map_err(|e| state_err(&e))?;
+        let repo_dir = options.state_dir.join("repo.git");
+        if repo_dir.join("HEAD").is_file() {
+            open_repo(&repo_dir).map_err(|e| state_err(&e))?;
+        } else {
+            gix::init_bare(&repo_dir).map_err(|e| state_err(&e))?;
+        }
+        let host = sanitize_component(&options.host_name.clone().unwrap_or_else(default_host));
+        let http_user = options
+            .http_user
+            .clone()
+            .or_else(|| remote.user().map(str::to_owned))
+            .unwrap_or_else(|| "tether".into());
+        let runner = GitRunner {
+            git: options.git_program.clone(),
+            ssh: options.ssh_program.clone(),
+            repo_dir,
+            state_dir: options.state_dir.clone(),
+            remote: remote.clone(),
+            ssh_key: options.ssh_key_file.clone(),
+            known_hosts: options.known_hosts_file.clone(),
+            token,
+            http_user,
+            nss_wrapper: options.nss_wrapper_library.clone(),
+            timeout: options.command_timeout,
+        };
+        Ok(GitBackend {
+            remote,
+            runner,
+            author: (options.author_name, options.author_email),
+            host,
+            state: tokio::sync::Mutex::new(LocalState::default()),
+        })
+    }
+
+    /// The remote this backend pushes to.
+    pub fn remote(&self) -> &GitRemote {
+        &self.remote
+    }
+
+    /// The bare repository kept in the state directory.
+    pub fn local_repository(&self) -> &Path {
+        &self.runner.repo_dir
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&gix::Repository) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let dir = self.runner.repo_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let repo = open_repo(&dir)
+                .map_err(|e| local_error(&format!("opening {}", dir.display()), e))?;
+            f(&repo)
+        })
+        .await
+        .map_err(|e| local_error("background task", e))?
+    }
+
+    /// Fetches the branch into [`FETCHED_REF`]; `None` if the remote has no
+    /// such branch (a new repository).
+    async fn fetch_branch(&self) -> Result<Option<ObjectId>, BackendError> {
+        let refspec = format!("+{}:{FETCHED_REF}", self.remote.branch_ref());
+        let out = self
+            .runner
+            .run(
+                "fetch",
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--no-auto-gc",
+                    self.remote.url(),
+                    &refspec,
+                ],
+                true,
+            )
+            .await?;
+        if !out.success {
+            if out.stderr.contains("couldn't find remote ref") {
+                return Ok(None);
+            }
+            return Err(classify(
+                "fetch",
+                &self.remote,
+                self.runner.known_hosts.as_deref(),
+                &out.stderr,
+            ));
+        }
+        self.blocking(|repo| read_ref(repo, FETCHED_REF)).await
+    }
+
+    /// Fetches every branch (for restoring a commit that is not on ours,
+    /// for example one on a conflict branch).
+    async fn fetch_all_branches(&self) -> Result<(), BackendError> {
+        let out = self
+            .runner
+            .run(
+                "fetch",
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--no-auto-gc",
+                    self.remote.url(),
+                    "+refs/heads/*:refs/tether/all/*",
+                ],
+                true,
+            )
+            .await?;
+        if out.success {
+            Ok(())
+        } else {
+            Err(classify(
+                "fetch",
+                &self.remote,
+                self.runner.known_hosts.as_deref(),
+                &out.stderr,
+            ))
+        }
+    }
+
+    /// Pushes `commit` to `dest` without force: the server only accepts it
+    /// if it descends from the branch's current head.
+    async fn push_commit(&self, commit: ObjectId, dest: &str) -> Result<PushOutcome, BackendError> {
+        let refspec = format!("{commit}:{dest}");
+        let out = self
+            .runner
+            .run(
+                "push",
+                &["push", "--porcelain", "--no-verify", self.remote.url(), &refspec],
+                true,
+            )
+            .await?;
+        let status = out
+            .stdout
+            .lines()
+            .find(|l| l.split('\t').nth(1).is_some_and(|r| r.ends_with(dest)));
+        if out.success {
+            return Ok(PushOutcome::Pushed);
+        }
+        if let Some(line) = status
+            && line.starts_with('!')
+        {
+            let summary = line.split('\t').nth(2).unwrap_or("").to_owned();
+            let moved = [
+                "fetch first",
+                "non-fast-forward",
+                "stale info",
+                "failed to update ref",
+                "cannot lock ref",
+                "failed to lock",
+                "incorrect old value",
+            ]
+            .iter()
+            .any(|m| summary.contains(m));
+            if moved {
+                return Ok(PushOutcome::Moved);
+            }
+            return Err(BackendError::permanent(
+                "push",
+                self.remote.to_string(),
+                format!("the server refused {dest}: {summary} {}", out.stderr),
+            ));
+        }
+        Err(classify(
+            "push",
+            &self.remote,
+            self.runner.known_hosts.as_deref(),
+            &out.stderr,
+        ))
+    }
+
+    async fn write_commit(&self, p: &Proposal, title: String) -> Result<ObjectId, BackendError> {
+        let (name, email) = self.author.clone();
+        let (tree, parent) = (p.tree, p.base);
+        let message = commit_message(&title, &p.ours, MESSAGE_LINES);
+        self.blocking(move |repo| {
+            let sig = gix::actor::Signature {
+                name: name.into(),
+                email: email.into(),
+                time: gix::date::Time::now_utc(),
+            };
+            let commit = gix::objs::Commit {
+                tree,
+                parents: parent.into_iter().collect(),
+                author: sig.clone(),
+                committer: sig,
+                encoding: None,
+                message: message.into(),
+                extra_headers: Vec::new(),
+            };
+            repo.write_object(&commit)
+                .map(gix::Id::detach)
+                .map_err(|e| local_error("writing commit", e))
+        })
+        .await
+    }
+
+    fn receipt(repo: &gix::Repository, p: &Proposal, head: Option<ObjectId>) -> Result<PushReceipt, BackendError> {
+        let mut receipt = PushReceipt {
+            head: head.map(|h| h.to_string()),
+            ..PushReceipt::default()
+        };
+        for (_, leaf) in p.ours.values() {
+            if let Some(l) = leaf
+                && matches!(l.kind, EntryKind::Blob | EntryKind::BlobExecutable)
+            {
+                receipt.files_uploaded += 1;
+                receipt.bytes_uploaded += repo
+                    .find_header(l.id)
+                    .map_err(|e| local_error(&format!("blob {}", l.id), e))?
+                    .size();
+            }
+        }
+        Ok(receipt)
+    }
+}
+
+/// Re-applies our changes on top of the remote's new head: all of them when
+/// nothing overlaps, otherwise only the ones that do not.
+fn resolve(repo: &gix::Repository, p: &Proposal, remote: Option<ObjectId>) -> Result<Resolution, BackendError> {
+    let remote_tree = match remote {
+        Some(c) => commit_tree(repo, c)?,
+        None => empty_tree(),
+    };
+    let mut reader = TreeReader::new(repo);
+    let theirs = reader.diff(Some(p.base_tree), Some(remote_tree))?;
+    let ours = p.changes();
+    let overlap = overlapping(&ours, &theirs);
+    let keep: Changes = ours
+        .into_iter()
+        .filter(|(path, _)| !overlap.contains(path))
+        .collect();
+    let tree = apply_changes(repo, remote_tree, keep.iter())?;
+    let next = Proposal {
+        base: remote,
+        base_tree: remote_tree,
+        tree,
+        ours: diff_with_origin(&mut reader, remote_tree, tree)?,
+    };
+    Ok(if overlap.is_empty() {
+        Resolution::Rebased(next)
+    } else {
+        Resolution::Conflict(next, overlap)
+    })
+}
+
+#[async_trait]
+impl Backend for GitBackend {
+    fn describe(&self) -> String {
+        format!("git {}", self.remote)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            empty_dirs: false,
+            full_mode: false,
+            mtime: false,
+            history: true,
+        }
+    }
+
+    async fn head(&self) -> Result<Option<RemoteHead>, BackendError> {
+        let branch_ref = self.remote.branch_ref();
+        let out = self
+            .runner
+            .run("ls-remote", &["ls-remote", self.remote.url(), &branch_ref], true)
+            .await?;
+        if !out.success {
+            return Err(classify(
+                "ls-remote",
+                &self.remote,
+                self.runner.known_hosts.as_deref(),
+                &out.stderr,
+            ));
+        }
+        let Some(id) = out.stdout.lines().find_map(|l| {
+            let (id, name) = l.split_once('\t')?;
+            (name == branch_ref).then(|| id.to_owned())
+        }) else {
+            return Ok(None);
+        };
+        let parsed = ObjectId::from_hex(id.as_bytes()).ok();
+        let time = match parsed {
+            Some(oid) => self
+                .blocking(move |repo| {
+                    Ok(repo
+                        .find_commit(oid)
+                        .ok()
+                        .and_then(|c| c.time().ok())
+                        .and_then(|t| u64::try_from(t.seconds).ok())
+                        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)))
+                })
+                .await?,
+            None => None,
+        };
+        Ok(Some(RemoteHead { id, time }))
+    }
+
+    async fn push(&self, checkpoint: &Checkpoint, source: &Source) -> Result<PushReceipt, BackendError> {
+        let mut state = self.state.lock().await;
+        let mut base = self.blocking(|repo| read_ref(repo, BASE_REF)).await?;
+        if base.is_none() && !state.fetched_once {
+            base = self.fetch_branch().await?;
+            state.fetched_once = true;
+            if let Some(b) = base {
+                self.blocking(move |repo| write_ref(repo, BASE_REF, b)).await?;
+            }
+        }
+        let (cp, src) = (checkpoint.clone(), source.clone());
+        let mut proposal = self
+            .blocking(move |repo| {
+                let base_tree = match base {
+                    Some(c) => commit_tree(repo, c)?,
+                    None => empty_tree(),
+                };
+                let (tree, skipped) = apply_checkpoint(repo, base_tree, &cp, &src)?;
+                for path in skipped {
+                    tracing::warn!(%path, "git cannot store this path (a .git name); not committed");
+                }
+                let mut reader = TreeReader::new(repo);
+                Ok(Proposal {
+                    base,
+                    base_tree,
+                    tree,
+                    ours: diff_with_origin(&mut reader, base_tree, tree)?,
+                })
+            })
+            .await?;
+        let mut conflict: Option<String> = None;
+        let mut rebases = 0;
+        loop {
+            if proposal.ours.is_empty() {
+                // Nothing (left) to commit: the remote already has it.
+                let p = proposal.clone();
+                return self
+                    .blocking(move |repo| {
+                        let mut r = Self::receipt(repo, &p, p.base)?;
+                        r.conflict = conflict;
+                        Ok(r)
+                    })
+                    .await;
+            }
+            let title = if conflict.is_some() {
+                "tether (changes that did not conflict)"
+            } else {
+                "tether"
+            };
+            let commit = self.write_commit(&proposal, title.into()).await?;
+            match self.push_commit(commit, &self.remote.branch_ref()).await? {
+                PushOutcome::Pushed => {
+                    let p = proposal.clone();
+                    return self
+                        .blocking(move |repo| {
+                            write_ref(repo, BASE_REF, commit)?;
+                            let mut r = Self::receipt(repo, &p, Some(commit))?;
+                            r.conflict = conflict;
+                            Ok(r)
+                        })
+                        .await;
+                }
+                PushOutcome::Moved => {
+                    rebases += 1;
+                    if rebases > MAX_REBASES {
+                        return Err(BackendError::transient(
+                            "push",
+                            self.remote.to_string(),
+                            format!("the branch moved {MAX_REBASES} times while pushing; will retry"),
+                        ));
+                    }
+                    let remote = self.fetch_branch().await?;
+                    let p = proposal.clone();
+                    let resolution = self.blocking(move |repo| resolve(repo, &p, remote)).await?;
+                    match resolution {
+                        Resolution::Rebased(next) => {
+                            tracing::info!(remote = %self.remote, "another writer pushed; rebased the checkpoint onto it");
+                            proposal = next;
+                        }
+                        Resolution::Conflict(next, paths) => {
+                            let branch = conflict_branch(&self.host, gix::date::Time::now_utc().seconds, &commit);
+                            validate_branch(&branch)
+                                .map_err(|e| BackendError::Config(e.to_string()))?;
+                            match self.push_commit(commit, &format!("refs/heads/{branch}")).await? {
+                                PushOutcome::Pushed => {}
+                                PushOutcome::Moved => {
+                                    return Err(BackendError::transient(
+                                        "push",
+                                        self.remote.to_string(),
+                                        format!("conflict branch {branch} already exists"),
+                                    ));
+                                }
+                            }
+                            let shown: Vec<String> = paths.iter().take(5).map(|p| p.to_str_lossy().into_owned()).collect();
+                            let more = paths.len().saturating_sub(shown.len());
+                            let what = format!(
+                                "{branch} ({} path(s) changed on both sides: {}{})",
+                                paths.len(),
+                                shown.join(", "),
+                                if more > 0 { format!(" and {more} more") } else { String::new() }
+                            );
+                            tracing::warn!(remote = %self.remote, conflict = %what, "another writer changed the same paths; this checkpoint was pushed to a conflict branch");
+                            conflict = Some(what);
+                            proposal = next;
+                        }
+                    }
+                    if let Some(r) = remote {
+                        self.blocking(move |repo| write_ref(repo, BASE_REF, r)).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn restore(&self, dest: &Path, options: &RestoreOptions) -> Result<RestoreReport, BackendError> {
+        let _state = self.state.lock().await;
+        let target = match &options.at {
+            None => self.fetch_branch().await?,
+            Some(at) => {
+                let id = ObjectId::from_hex(at.trim().as_bytes()).map_err(|_| BackendError::NotFound {
+                    what: format!("commit {at:?} (give the full 40-character commit id)"),
+                })?;
+                let present = self.blocking(move |repo| Ok(repo.find_commit(id).is_ok())).await?;
+                if !present {
+                    self.fetch_all_branches().await?;
+                    let present = self.blocking(move |repo| Ok(repo.find_commit(id).is_ok())).await?;
+                    if !present {
+                        return Err(BackendError::NotFound {
+                            what: format!("commit {id} in {}", self.remote.url()),
+                        });
+                    }
+                }
+                Some(id)
+            }
+        };
+        let dest = dest.to_path_buf();
+        let policy = options.existing;
+        let runner = self.runner.clone();
+        self.blocking(move |repo| restore_commit(repo, &runner, target, &dest, policy))
+            .await
+    }
+
+    async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
+        let _state = self.state.lock().await;
+        let Some(head) = self.fetch_branch().await? else {
+            return Ok(Vec::new());
+        };
+        self.blocking(move |repo| {
+            let mut out = Vec::new();
+            let mut reader = TreeReader::new(repo);
+            let mut memo = std::collections::HashMap::new();
+            let mut next = Some(head);
+            while let Some(id) = next.take() {
+                if out.len() >= limit {
+                    break;
+                }
+                let commit = repo.find_commit(id).map_err(|e| BackendError::InvalidRemote {
+                    object: format!("commit {id}"),
+                    reason: e.to_string(),
+                })?;
+                let time = commit
+                    .time()
+                    .ok()
+                    .and_then(|t| u64::try_from(t.seconds).ok())
+                    .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+                let tree = commit_tree(repo, id)?;
+                let (files, bytes) = reader.totals(tree, &mut memo)?;
+                out.push(HistoryEntry {
+                    id: id.to_string(),
+                    time,
+                    files,
+                    bytes,
+                });
+                next = commit.parent_ids().next().map(gix::Id::detach);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// Writes the tree of `commit` into `dest` (nothing for an empty remote).
+fn restore_commit(
+    repo: &gix::Repository,
+    runner: &GitRunner,
+    commit: Option<ObjectId>,
+    dest: &Path,
+    policy: ExistingPolicy,
+) -> Result<RestoreReport, BackendError> {
+    let Some(commit) = commit else {
+        let writer = RestoreWriter::open(dest, policy)?;
+        return Ok(writer.finish(None));
+    };
+    let object = format!("commit {commit}");
+    let tree = commit_tree(repo, commit)?;
+    let listing = TreeReader::new(repo).list(tree)?;
+    let mut items = Vec::with_capacity(listing.len());
+    for (path, entry) in listing {
+        let kind = match entry.kind {
+            EntryKind::Tree => PlanKind::Dir,
+            EntryKind::Blob | EntryKind::BlobExecutable => PlanKind::File,
+            EntryKind::Link => PlanKind::Symlink,
+            EntryKind::Commit => {
+                tracing::warn!(path = %path, "skipping a submodule entry (tether does not restore submodules)");
+                continue;
+            }
+        };
+        let name = path.to_str().map(str::to_owned).map_err(|_| BackendError::InvalidRemote {
+            object: object.clone(),
+            reason: format!("path {path:?} is not valid UTF-8"),
+        })?;
+        items.push((name, kind, entry));
+    }
+    let plan = RestorePlan::validate(items.iter().map(|(n, k, _)| (n.as_str(), *k)), &object)?;
+    let writer = RestoreWriter::open(dest, policy)?;
+    for (path, (_, kind, entry)) in plan.paths.iter().zip(&items) {
+        match kind {
+            PlanKind::Dir => writer.create_dir(path)?,
+            PlanKind::Symlink => {
+                let blob = repo.find_object(entry.id).map_err(|e| local_error(&format!("blob {}", entry.id), e))?;
+                let target = std::str::from_utf8(&blob.data)
+                    .ok()
+                    .filter(|t| !t.is_empty() && !t.contains('\0'))
+                    .ok_or_else(|| BackendError::InvalidRemote {
+                        object: object.clone(),
+                        reason: format!("symlink {path} has an unusable target"),
+                    })?;
+                writer.create_symlink(path, target)?;
+            }
+            PlanKind::File => {
+                let size = repo
+                    .find_header(entry.id)
+                    .map_err(|e| local_error(&format!("blob {}", entry.id), e))?
+                    .size();
+                let spec = FileSpec {
+                    mode: if entry.kind == EntryKind::BlobExecutable { 0o755 } else { 0o644 },
+                    mtime_ns: None,
+                    size: Some(size),
+                    hash: None,
+                };
+                if !writer.should_write(path, &spec)? {
+                    continue;
+                }
+                if size > STREAM_BLOB_ABOVE {
+                    stream_blob(runner, &writer, path, &spec, entry.id)?;
+                } else {
+                    let blob = repo.find_object(entry.id).map_err(|e| local_error(&format!("blob {}", entry.id), e))?;
+                    writer.write_file(path, &spec, &blob.data[..])?;
+                }
+            }
+        }
+    }
+    Ok(writer.finish(Some(commit.to_string())))
+}
+
+/// Writes a large blob through `git cat-file`, which streams it.
+fn stream_blob(
+    runner: &GitRunner,
+    writer: &RestoreWriter,
+    path: &sync_core::RelPath,
+    spec: &FileSpec,
+    id: ObjectId,
+) -> Result<(), BackendError> {
+    let (mut cmd, _) = runner.command(false)?;
+    let hex = id.to_string();
+    cmd.args(["cat-file", "blob", &hex])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| BackendError::Config(format!("cannot run {}: {e}", runner.git.display())))?;
+    let result = match child.stdout.take() {
+        Some(stdout) => writer.write_file(path, spec, stdout).map_err(BackendError::from),
+        None => Err(local_error("git cat-file", "no output")),
+    };
+    let status = child.wait().map_err(|e| local_error("git cat-file", e))?;
+    result?;
+    if !status.success() {
+        return Err(local_error(&format!("blob {id}"), "git cat-file failed"));
+    }
+    Ok(())
+}
+
+/// Paths of the state directory, for callers that want to show them.
+impl GitBackend {
+    /// The state directory given in the options.
+    pub fn state_dir(&self) -> &Path {
+        &self.runner.state_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_branches_are_valid_and_unique_names() {
+        let id = ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").unwrap();
+        let b = conflict_branch("pod-1", 1_700_000_000, &id);
+        assert_eq!(b, "tether/conflict/pod-1/20231114T221320Z-0123456789");
+        assert!(validate_branch(&b).is_ok());
+        for host in ["my pod/äö", "..", "x.lock", "", "-a-"] {
+            let h = sanitize_component(host);
+            assert!(validate_branch(&conflict_branch(&h, 0, &id)).is_ok(), "{host:?} -> {h:?}");
+        }
+        assert_eq!(sanitize_component("my pod/1"), "my-pod-1");
+    }
+}

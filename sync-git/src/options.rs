@@ -1,0 +1,97 @@
+//! [`GitOptions`]: everything about a git backend that is not in its URL.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Options for [`GitBackend::from_url`](crate::GitBackend::from_url).
+///
+/// Only `state_dir` is required; [`GitOptions::new`] fills in the rest.
+/// Credentials are given as *where to read them* (a file or a variable),
+/// re-read before every network command so rotated secrets apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GitOptions {
+    /// A directory owned by this backend, outside the synced directory: the
+    /// bare repository, the 0600 copy of the ssh key and the private `HOME`
+    /// of git and ssh live here. It must be writable; nothing is written
+    /// anywhere else.
+    pub state_dir: PathBuf,
+    /// Commit author and committer name (default `tether`).
+    pub author_name: String,
+    /// Commit author and committer email (default `tether@localhost`).
+    pub author_email: String,
+    /// Private key for `ssh://` remotes. Copied to a 0600 file in the state
+    /// directory before use, so a mount with wider permissions works.
+    pub ssh_key_file: Option<PathBuf>,
+    /// known_hosts file for `ssh://` remotes (required for them: host keys
+    /// are always checked strictly).
+    pub known_hosts_file: Option<PathBuf>,
+    /// File holding the HTTPS token (surrounding whitespace is ignored).
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the HTTPS token (used when
+    /// `token_file` is unset).
+    pub token_env: Option<String>,
+    /// User name sent with the token (default: the user in the URL, else
+    /// `tether`; forges accept any name with a personal access token).
+    pub http_user: Option<String>,
+    /// Name used in conflict branches (`tether/conflict/<host>/<time>`);
+    /// default: `$HOSTNAME`, then `/etc/hostname`, then `unknown`.
+    pub host_name: Option<String>,
+    /// The git executable (default `git`, looked up in `PATH`).
+    pub git_program: PathBuf,
+    /// The ssh executable (default `ssh`).
+    pub ssh_program: PathBuf,
+    /// `libnss_wrapper.so`, used when the UID has no passwd entry and ssh is
+    /// needed (default: searched in the usual library directories).
+    pub nss_wrapper_library: Option<PathBuf>,
+    /// Longest time one git command may take before it is killed and the
+    /// operation fails as transient (default 10 minutes).
+    pub command_timeout: Duration,
+}
+
+impl GitOptions {
+    /// Defaults, with state kept in `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        GitOptions {
+            state_dir: state_dir.into(),
+            author_name: "tether".into(),
+            author_email: "tether@localhost".into(),
+            ssh_key_file: None,
+            known_hosts_file: None,
+            token_file: None,
+            token_env: None,
+            http_user: None,
+            host_name: None,
+            git_program: PathBuf::from("git"),
+            ssh_program: PathBuf::from("ssh"),
+            nss_wrapper_library: None,
+            command_timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// Sets the commit author (and committer).
+    pub fn author(mut self, name: impl Into<String>, email: impl Into<String>) -> Self {
+        self.author_name = name.into();
+        self.author_email = email.into();
+        self
+    }
+
+    /// Sets the ssh key file and known_hosts file.
+    pub fn ssh(mut self, key_file: impl Into<PathBuf>, known_hosts_file: impl Into<PathBuf>) -> Self {
+        self.ssh_key_file = Some(key_file.into());
+        self.known_hosts_file = Some(known_hosts_file.into());
+        self
+    }
+
+    /// Reads the HTTPS token from `path`.
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token_file = Some(path.into());
+        self
+    }
+
+    /// Reads the HTTPS token from the environment variable `name`.
+    pub fn token_env(mut self, name: impl Into<String>) -> Self {
+        self.token_env = Some(name.into());
+        self
+    }
+}
