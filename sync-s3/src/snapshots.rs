@@ -1,0 +1,868 @@
+//! The snapshots layout: packed content-addressed blobs, one manifest per
+//! checkpoint, a head written last with create-if-absent.
+//!
+//! **Push**: read the head and its manifest (cached between pushes), learn
+//! which blobs exist (the head's manifest, plus pack indexes written in the
+//! last [`REUSE_WINDOW`] by anyone, such as an earlier attempt that failed
+//! mid-way), upload only missing blobs (small files packed, large files as
+//! their own multipart pack), write the new manifest, then create head
+//! generation `n + 1`. If another writer created it first, re-read its
+//! manifest, re-apply this checkpoint on top of it (the newest word about
+//! each path wins) and try `n + 2`; the receipt's `conflict` names the paths
+//! both writers changed and the snapshot that keeps the other version.
+//!
+//! **Restore**: head → manifest (size-capped, checked), paths validated with
+//! `RestorePlan`, packs checked to exist and be long enough, then small
+//! blobs fetched as byte ranges in batches of at most one pack size and
+//! large ones streamed; every file is verified against its hash by
+//! `RestoreWriter` before it is renamed into place.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt, stream};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStoreExt, PutMode};
+use sync_core::restore::{FileSpec, PlanKind, RestorePlan, RestoreWriter};
+use sync_core::{
+    BackendError, Change, Checkpoint, ContentHash, FileMeta, HistoryEntry, Meta, PushReceipt,
+    RelPath, RemoteHead, RestoreOptions, RestoreReport, Source,
+};
+
+use crate::config::BackendOptions;
+use crate::manifest::{
+    BlobLoc, HEAD_FORMAT, HeadRecord, Manifest, ManifestEntry, PackBuilder, PackIndex,
+    PackedBlob, SealedPack, apply_checkpoint, batch_ranges, contested_paths, is_pack_id,
+    is_snapshot_id, new_snapshot_id, PACK_INDEX_FORMAT,
+};
+use crate::store::{CreateOutcome, Generations, Remote, remote_err};
+use crate::transfer::{self, UploadLimits};
+
+const HEADS: Generations = Generations { dir: "heads" };
+/// Head generations kept besides the newest.
+const KEEP_HEADS: u64 = 16;
+/// Blobs known only from a pack index (not from the head's manifest) are
+/// reused only if that index is younger than this; `prune` never deletes
+/// anything younger than its `min_age`, which should be well above it.
+pub const REUSE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Small files read ahead of the packer.
+const READ_AHEAD: usize = 8;
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What `prune` should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneOptions {
+    /// Keep only the newest this many snapshots (the head's is always kept);
+    /// `None` keeps every snapshot and only removes unreferenced packs.
+    pub keep_last: Option<usize>,
+    /// Never delete a pack younger than this (default 1 h): a push in
+    /// progress may have uploaded it and not yet written its manifest.
+    pub min_age: Duration,
+    /// Report what would be deleted without deleting.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            keep_last: None,
+            min_age: Duration::from_secs(3600),
+            dry_run: false,
+        }
+    }
+}
+
+/// What `prune` did (or would do, with `dry_run`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Snapshots whose manifests were deleted.
+    pub snapshots_deleted: Vec<String>,
+    /// Unreferenced packs deleted.
+    pub packs_deleted: u64,
+    /// Their bytes.
+    pub bytes_deleted: u64,
+    /// Unreferenced packs kept because they are younger than `min_age`.
+    pub packs_kept_young: u64,
+    /// Packs still referenced.
+    pub packs_referenced: u64,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    /// The newest head generation seen and its manifest.
+    head: Option<(u64, Arc<Manifest>)>,
+    /// Blobs known from pack indexes (ours or recent ones of others).
+    known: HashMap<ContentHash, BlobLoc>,
+    loaded_indexes: HashSet<String>,
+}
+
+/// The snapshots layout over one remote.
+#[derive(Debug)]
+pub(crate) struct Snapshots {
+    remote: Remote,
+    options: BackendOptions,
+    state: tokio::sync::Mutex<WriterState>,
+}
+
+impl Snapshots {
+    pub fn new(remote: Remote, options: BackendOptions) -> Self {
+        Snapshots {
+            remote,
+            options,
+            state: tokio::sync::Mutex::new(WriterState::default()),
+        }
+    }
+
+    fn pack_key(&self, id: &str) -> Result<Path, BackendError> {
+        self.remote.key(&format!("packs/{}/{id}", &id[..2.min(id.len())]))
+    }
+
+    fn index_key(&self, id: &str) -> Result<Path, BackendError> {
+        self.remote.key(&format!("index/{id}"))
+    }
+
+    fn snapshot_key(&self, id: &str) -> Result<Path, BackendError> {
+        self.remote.key(&format!("snapshots/{id}"))
+    }
+
+    async fn read_head(&self) -> Result<Option<(u64, HeadRecord)>, BackendError> {
+        let Some((n, bytes)) = HEADS.latest(&self.remote, 1 << 20).await? else {
+            return Ok(None);
+        };
+        let key = HEADS.key(&self.remote, n)?;
+        Ok(Some((n, HeadRecord::decode(&bytes, key.as_ref())?)))
+    }
+
+    async fn load_manifest(&self, id: &str) -> Result<Option<Manifest>, BackendError> {
+        if !is_snapshot_id(id) {
+            return Ok(None);
+        }
+        let key = self.snapshot_key(id)?;
+        let Some((bytes, _)) = self
+            .remote
+            .get_bounded(&key, self.options.max_manifest_bytes)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let m = Manifest::decode(&bytes, key.as_ref())?;
+        if m.id != id {
+            return Err(BackendError::InvalidRemote {
+                object: key.to_string(),
+                reason: format!("claims to be snapshot {:?}", m.id),
+            });
+        }
+        Ok(Some(m))
+    }
+
+    /// The head's manifest, or `None` for an empty remote; a head naming a
+    /// missing snapshot is an error naming the head object.
+    async fn head_manifest(&self) -> Result<Option<(u64, Manifest)>, BackendError> {
+        let Some((n, head)) = self.read_head().await? else {
+            return Ok(None);
+        };
+        match self.load_manifest(&head.snapshot).await? {
+            Some(m) => Ok(Some((n, m))),
+            None => Err(BackendError::InvalidRemote {
+                object: HEADS.key(&self.remote, n)?.to_string(),
+                reason: format!(
+                    "points at snapshot {:?}, but {} does not exist",
+                    head.snapshot,
+                    self.snapshot_key(&head.snapshot)
+                        .map(|k| k.to_string())
+                        .unwrap_or_default()
+                ),
+            }),
+        }
+    }
+
+    pub async fn head(&self) -> Result<Option<RemoteHead>, BackendError> {
+        Ok(self.read_head().await?.map(|(_, h)| RemoteHead {
+            id: h.snapshot,
+            time: Some(UNIX_EPOCH + Duration::from_millis(h.time_ms)),
+        }))
+    }
+
+    /// The head to build on, from the cache when it is still the newest.
+    async fn current_base(
+        &self,
+        state: &mut WriterState,
+    ) -> Result<Option<(u64, Arc<Manifest>)>, BackendError> {
+        let newest = HEADS.list(&self.remote).await?.last().copied();
+        match (newest, &state.head) {
+            (None, _) => {
+                state.head = None;
+                Ok(None)
+            }
+            (Some(n), Some((cached, m))) if *cached == n => Ok(Some((n, Arc::clone(m)))),
+            (Some(_), _) => {
+                let base = self
+                    .head_manifest()
+                    .await?
+                    .map(|(n, m)| (n, Arc::new(m)));
+                state.head = base.clone();
+                Ok(base)
+            }
+        }
+    }
+
+    /// Loads pack indexes written recently by anyone.
+    async fn refresh_indexes(&self, state: &mut WriterState) -> Result<(), BackendError> {
+        let dir = self.remote.key("index")?;
+        let cutoff = chrono_cutoff(REUSE_WINDOW);
+        let fresh: Vec<Path> = self
+            .remote
+            .store
+            .list(Some(&dir))
+            .map_err(|e| remote_err("list", &dir, e))
+            .try_filter_map(|o| {
+                let name = o.location.filename().unwrap_or("").to_owned();
+                let wanted = is_pack_id(&name)
+                    && !state.loaded_indexes.contains(&name)
+                    && o.last_modified.timestamp_millis() >= cutoff;
+                async move { Ok(wanted.then_some(o.location)) }
+            })
+            .try_collect()
+            .await?;
+        let loaded: Vec<(String, Option<PackIndex>)> = stream::iter(fresh)
+            .map(|key| async move {
+                let name = key.filename().unwrap_or("").to_owned();
+                let index = match self.remote.get_bounded(&key, MAX_INDEX_BYTES).await? {
+                    Some((bytes, _)) => match PackIndex::decode(&bytes, key.as_ref()) {
+                        Ok(i) if i.pack == name => Some(i),
+                        Ok(_) | Err(_) => {
+                            tracing::warn!(object = %key, "ignoring an invalid pack index");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                Ok::<_, BackendError>((name, index))
+            })
+            .buffer_unordered(self.options.concurrency)
+            .try_collect()
+            .await?;
+        for (name, index) in loaded {
+            if let Some(index) = index {
+                for b in index.blobs {
+                    state.known.entry(b.hash).or_insert(BlobLoc {
+                        pack: index.pack.clone(),
+                        offset: b.offset,
+                        length: b.length,
+                    });
+                }
+            }
+            state.loaded_indexes.insert(name);
+        }
+        Ok(())
+    }
+
+    pub async fn push(
+        &self,
+        checkpoint: &Checkpoint,
+        source: &Source,
+    ) -> Result<PushReceipt, BackendError> {
+        let mut state = self.state.lock().await;
+        let mut base = self.current_base(&mut state).await?;
+        self.refresh_indexes(&mut state).await?;
+        let mut locations: HashMap<ContentHash, BlobLoc> = state.known.clone();
+        if let Some((_, m)) = &base {
+            for (h, loc) in m.blob_locations() {
+                locations.insert(h, loc.clone());
+            }
+        }
+        // Blobs to upload, once each.
+        let mut missing: BTreeMap<ContentHash, (RelPath, FileMeta)> = BTreeMap::new();
+        for (path, change) in checkpoint.iter() {
+            if let Change::Upsert(Meta::File(f)) = change
+                && !locations.contains_key(&f.hash)
+            {
+                missing
+                    .entry(f.hash)
+                    .or_insert_with(|| (path.clone(), f.clone()));
+            }
+        }
+        let files_uploaded = missing.len() as u64;
+        let bytes_uploaded = missing.values().map(|(_, f)| f.size).sum();
+        let mut uploaded: Vec<(ContentHash, BlobLoc)> = Vec::new();
+        let result = self
+            .upload_missing(missing.into_values().collect(), source, &mut uploaded)
+            .await;
+        // Whatever landed is reusable by a retry, even if the push failed.
+        for (h, loc) in uploaded {
+            state.known.insert(h, loc.clone());
+            locations.insert(h, loc);
+        }
+        result?;
+
+        let mut contested: Vec<String> = Vec::new();
+        let mut lost_to: Option<String> = None;
+        for _attempt in 0..16 {
+            let base_entries = base.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
+            let entries = apply_checkpoint(&base_entries, checkpoint, &locations).map_err(
+                |h| BackendError::transient("push", self.remote.describe.clone(), format!("blob {h} was not uploaded")),
+            )?;
+            let id = new_snapshot_id(now_ms(), rand::random());
+            let manifest = Manifest::new(
+                id.clone(),
+                base.as_ref().map(|(_, m)| m.id.clone()),
+                now_ms(),
+                entries,
+            );
+            let key = self.snapshot_key(&id)?;
+            self.remote
+                .put(&key, manifest.encode(), PutMode::Create)
+                .await
+                .map_err(|e| remote_err("put", &key, e))?;
+            let head = HeadRecord {
+                format: HEAD_FORMAT.into(),
+                snapshot: id.clone(),
+                time_ms: manifest.time_ms,
+            };
+            let next = base.as_ref().map_or(1, |(n, _)| n + 1);
+            match HEADS.create(&self.remote, next, head.encode()).await? {
+                CreateOutcome::Created => {
+                    state.head = Some((next, Arc::new(manifest)));
+                    HEADS.trim(&self.remote, next, KEEP_HEADS + 1).await;
+                    let conflict = lost_to.map(|other| {
+                        if contested.is_empty() {
+                            format!("re-based on snapshot {other} of another writer; no path was changed by both")
+                        } else {
+                            format!(
+                                "another writer changed {} in snapshot {other}; this checkpoint's version is now the head ({id}), theirs stays in snapshot {other}",
+                                contested.join(", ")
+                            )
+                        }
+                    });
+                    return Ok(PushReceipt {
+                        head: Some(id),
+                        files_uploaded,
+                        bytes_uploaded,
+                        conflict,
+                    });
+                }
+                CreateOutcome::Conflict => {
+                    // Never became head: remove it so history stays honest.
+                    let _ = self.remote.delete(&key).await;
+                    let newer = self
+                        .head_manifest()
+                        .await?
+                        .map(|(n, m)| (n, Arc::new(m)));
+                    let new_entries = newer.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
+                    for p in contested_paths(&base_entries, &new_entries, checkpoint) {
+                        if !contested.contains(&p) {
+                            contested.push(p);
+                        }
+                    }
+                    if let Some((_, m)) = &newer {
+                        for (h, loc) in m.blob_locations() {
+                            locations.entry(h).or_insert_with(|| loc.clone());
+                        }
+                        lost_to = Some(m.id.clone());
+                    }
+                    tracing::info!(remote = %self.remote.describe, "another writer moved the head; re-basing this checkpoint");
+                    base = newer;
+                }
+            }
+        }
+        Err(BackendError::transient(
+            "push",
+            self.remote.describe.clone(),
+            "the head kept moving under concurrent writers",
+        ))
+    }
+
+    async fn upload_missing(
+        &self,
+        files: Vec<(RelPath, FileMeta)>,
+        source: &Source,
+        uploaded: &mut Vec<(ContentHash, BlobLoc)>,
+    ) -> Result<(), BackendError> {
+        let threshold = self.options.large_file_threshold;
+        let (large, small): (Vec<_>, Vec<_>) =
+            files.into_iter().partition(|(_, f)| f.size >= threshold);
+        let (small_result, large_result) = {
+            let small_fut = self.upload_small(small, source);
+            let large_fut = self.upload_large(large, source);
+            futures::join!(small_fut, large_fut)
+        };
+        // Record both sides' successes before reporting either's failure.
+        let mut first_err = None;
+        for r in [small_result, large_result] {
+            match r {
+                (locs, None) => uploaded.extend(locs),
+                (locs, Some(e)) => {
+                    uploaded.extend(locs);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn put_pack(&self, pack: SealedPack) -> Result<Vec<(ContentHash, BlobLoc)>, BackendError> {
+        let key = self.pack_key(&pack.id)?;
+        self.remote
+            .put(&key, pack.bytes.clone(), PutMode::Overwrite)
+            .await
+            .map_err(|e| remote_err("put", &key, e))?;
+        let ikey = self.index_key(&pack.id)?;
+        self.remote
+            .put(&ikey, pack.index.encode(), PutMode::Overwrite)
+            .await
+            .map_err(|e| remote_err("put", &ikey, e))?;
+        Ok(pack.locations().collect())
+    }
+
+    /// Packs small files: read ahead, fill a pack, upload it while the next
+    /// one fills. Memory: `READ_AHEAD × large_file_threshold` plus
+    /// `(parts_in_flight + 1) × pack_size`.
+    async fn upload_small(
+        &self,
+        files: Vec<(RelPath, FileMeta)>,
+        source: &Source,
+    ) -> (Vec<(ContentHash, BlobLoc)>, Option<BackendError>) {
+        let mut done = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut pack = PackBuilder::with_capacity(self.options.pack_size);
+        let mut reads = stream::iter(files)
+            .map(|(path, meta)| async move {
+                let bytes = source.read_all(&path, &meta).await?;
+                Ok::<_, BackendError>((meta.hash, bytes))
+            })
+            .buffered(READ_AHEAD.min(self.options.concurrency).max(1));
+        let max_in_flight = self.options.parts_in_flight.max(1);
+        let mut error = None;
+        loop {
+            let next = reads.next().await;
+            let seal = match &next {
+                Some(Ok((hash, bytes))) => {
+                    pack.add(*hash, bytes);
+                    pack.len() >= self.options.pack_size
+                }
+                Some(Err(_)) => false,
+                None => !pack.is_empty(),
+            };
+            if let Some(Err(e)) = next {
+                error = Some(e);
+                break;
+            }
+            if seal {
+                let full = std::mem::replace(
+                    &mut pack,
+                    PackBuilder::with_capacity(self.options.pack_size),
+                );
+                while in_flight.len() >= max_in_flight {
+                    match in_flight.next().await {
+                        Some(Ok(locs)) => done.extend::<Vec<_>>(locs),
+                        Some(Err(e)) => {
+                            error = Some(e);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if error.is_some() {
+                    break;
+                }
+                in_flight.push(self.put_pack(full.seal()));
+            }
+            if next.is_none() {
+                break;
+            }
+        }
+        while let Some(r) = in_flight.next().await {
+            match r {
+                Ok(locs) => done.extend(locs),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        (done, error)
+    }
+
+    /// Large files: each its own pack (named by its hash), multipart, two
+    /// files at a time.
+    async fn upload_large(
+        &self,
+        files: Vec<(RelPath, FileMeta)>,
+        source: &Source,
+    ) -> (Vec<(ContentHash, BlobLoc)>, Option<BackendError>) {
+        let limits = UploadLimits {
+            large_file_threshold: self.options.large_file_threshold,
+            part_size: self.options.part_size,
+            parts_in_flight: self.options.parts_in_flight,
+        };
+        let results: Vec<Result<(ContentHash, BlobLoc), BackendError>> = stream::iter(files)
+            .map(|(path, meta)| async move {
+                let id = meta.hash.to_hex();
+                let key = self.pack_key(&id)?;
+                let exists = match self.remote.store.head(&key).await {
+                    Ok(m) => m.size == meta.size,
+                    Err(object_store::Error::NotFound { .. }) => false,
+                    Err(e) => return Err(remote_err("head", &key, e)),
+                };
+                if !exists {
+                    transfer::upload_file(
+                        &self.remote,
+                        &key,
+                        &path,
+                        &meta,
+                        source,
+                        object_store::Attributes::new(),
+                        limits,
+                    )
+                    .await?;
+                }
+                let index = PackIndex {
+                    format: PACK_INDEX_FORMAT.into(),
+                    pack: id.clone(),
+                    blobs: vec![PackedBlob {
+                        hash: meta.hash,
+                        offset: 0,
+                        length: meta.size,
+                    }],
+                };
+                let ikey = self.index_key(&id)?;
+                self.remote
+                    .put(&ikey, index.encode(), PutMode::Overwrite)
+                    .await
+                    .map_err(|e| remote_err("put", &ikey, e))?;
+                Ok((
+                    meta.hash,
+                    BlobLoc {
+                        pack: id,
+                        offset: 0,
+                        length: meta.size,
+                    },
+                ))
+            })
+            .buffer_unordered(2)
+            .collect()
+            .await;
+        let mut done = Vec::new();
+        let mut error = None;
+        for r in results {
+            match r {
+                Ok(x) => done.push(x),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        (done, error)
+    }
+
+    pub async fn restore(
+        &self,
+        dest: &FsPath,
+        options: &RestoreOptions,
+    ) -> Result<RestoreReport, BackendError> {
+        let manifest = match &options.at {
+            Some(id) => self.load_manifest(id).await?.ok_or_else(|| BackendError::NotFound {
+                what: format!("snapshot {id:?} in {}", self.remote.describe),
+            })?,
+            None => match self.head_manifest().await? {
+                Some((_, m)) => m,
+                None => {
+                    // Nothing was ever pushed: an empty restore.
+                    let writer = RestoreWriter::open(dest, options.existing)?;
+                    return Ok(writer.finish(None));
+                }
+            },
+        };
+        let object = self.snapshot_key(&manifest.id)?.to_string();
+        let plan = RestorePlan::validate(
+            manifest.entries.iter().map(|e| {
+                let kind = match e.meta {
+                    Meta::File(_) => PlanKind::File,
+                    Meta::Dir => PlanKind::Dir,
+                    Meta::Symlink { .. } => PlanKind::Symlink,
+                };
+                (e.path.as_str(), kind)
+            }),
+            &object,
+        )?;
+        let writer = Arc::new(RestoreWriter::open(dest, options.existing)?);
+        // Directories, symlinks and the should-write decisions: one
+        // blocking pass (stat calls, no network).
+        let items: Vec<(RelPath, ManifestEntry)> =
+            plan.paths.into_iter().zip(manifest.entries).collect();
+        let w = Arc::clone(&writer);
+        let wanted: Vec<(RelPath, FileSpec, BlobLoc)> =
+            tokio::task::spawn_blocking(move || -> Result<_, BackendError> {
+                let mut wanted = Vec::new();
+                for (path, entry) in items {
+                    match (entry.meta, entry.blob) {
+                        (Meta::Dir, _) => w.create_dir(&path)?,
+                        (Meta::Symlink { target }, _) => w.create_symlink(&path, &target)?,
+                        (Meta::File(f), Some(loc)) => {
+                            let spec = FileSpec::from(&f);
+                            if w.should_write(&path, &spec)? {
+                                wanted.push((path, spec, loc));
+                            }
+                        }
+                        (Meta::File(_), None) => {}
+                    }
+                }
+                Ok(wanted)
+            })
+            .await
+            .map_err(|e| BackendError::transient("restore", dest.display().to_string(), e))??;
+
+        // Every pack must exist and be long enough before anything is fetched.
+        let mut by_pack: BTreeMap<String, Vec<(RelPath, FileSpec, BlobLoc)>> = BTreeMap::new();
+        for item in wanted {
+            by_pack.entry(item.2.pack.clone()).or_default().push(item);
+        }
+        let checks: Vec<(String, u64, RelPath)> = by_pack
+            .iter()
+            .map(|(pack, items)| {
+                let end = items.iter().map(|i| i.2.offset + i.2.length).max().unwrap_or(0);
+                (pack.clone(), end, items[0].0.clone())
+            })
+            .collect();
+        stream::iter(checks)
+            .map(|(pack, end, first)| {
+                let object = object.clone();
+                async move {
+                    let key = self.pack_key(&pack)?;
+                    match self.remote.store.head(&key).await {
+                        Ok(m) if m.size >= end => Ok(()),
+                        Ok(m) => Err(BackendError::InvalidRemote {
+                            object: key.to_string(),
+                            reason: format!(
+                                "{} bytes long, but {object} needs {end} (for {first})",
+                                m.size
+                            ),
+                        }),
+                        Err(object_store::Error::NotFound { .. }) => {
+                            Err(BackendError::InvalidRemote {
+                                object: key.to_string(),
+                                reason: format!("missing, but {object} references it for {first}"),
+                            })
+                        }
+                        Err(e) => Err(remote_err("head", &key, e)),
+                    }
+                }
+            })
+            .buffer_unordered(self.options.concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+
+        // Work units: a batch of small blobs of one pack, or one large blob.
+        let mut units: Vec<(String, Vec<(RelPath, FileSpec, BlobLoc)>)> = Vec::new();
+        for (pack, items) in by_pack {
+            let (large, small): (Vec<_>, Vec<_>) = items
+                .into_iter()
+                .partition(|i| i.2.length >= self.options.large_file_threshold);
+            for item in large {
+                units.push((pack.clone(), vec![item]));
+            }
+            let ranges: Vec<(u64, u64)> = small.iter().map(|i| (i.2.offset, i.2.length)).collect();
+            for batch in batch_ranges(ranges, self.options.pack_size as u64) {
+                let set: HashSet<(u64, u64)> = batch.into_iter().collect();
+                let members = small
+                    .iter()
+                    .filter(|i| set.contains(&(i.2.offset, i.2.length)))
+                    .cloned()
+                    .collect();
+                units.push((pack.clone(), members));
+            }
+        }
+        stream::iter(units)
+            .map(|(pack, items)| {
+                let writer = &writer;
+                async move { self.restore_unit(writer, &pack, items).await }
+            })
+            .buffer_unordered(self.options.concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let writer = Arc::into_inner(writer).ok_or_else(|| {
+            BackendError::transient("restore", dest.display().to_string(), "writer still in use")
+        })?;
+        Ok(writer.finish(Some(manifest.id)))
+    }
+
+    async fn restore_unit(
+        &self,
+        writer: &Arc<RestoreWriter>,
+        pack: &str,
+        items: Vec<(RelPath, FileSpec, BlobLoc)>,
+    ) -> Result<(), BackendError> {
+        let key = self.pack_key(pack)?;
+        if let [(path, spec, loc)] = items.as_slice()
+            && loc.length >= self.options.large_file_threshold
+        {
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(loc.offset..loc.offset + loc.length)),
+                ..GetOptions::default()
+            };
+            let res = self
+                .remote
+                .store
+                .get_opts(&key, opts)
+                .await
+                .map_err(|e| remote_err("get", &key, e))?;
+            return transfer::write_stream(writer, &key, path, spec, res.into_stream()).await;
+        }
+        let mut ranges: Vec<std::ops::Range<u64>> = items
+            .iter()
+            .map(|i| i.2.offset..i.2.offset + i.2.length)
+            .collect();
+        ranges.sort_by_key(|r| (r.start, r.end));
+        ranges.dedup();
+        let fetched: Vec<Bytes> = if ranges.iter().all(|r| r.is_empty()) {
+            ranges.iter().map(|_| Bytes::new()).collect()
+        } else {
+            self.remote
+                .store
+                .get_ranges(&key, &ranges)
+                .await
+                .map_err(|e| remote_err("get", &key, e))?
+        };
+        let by_range: HashMap<(u64, u64), Bytes> = ranges
+            .iter()
+            .zip(fetched)
+            .map(|(r, b)| ((r.start, r.end), b))
+            .collect();
+        let files = items
+            .into_iter()
+            .map(|(path, spec, loc)| {
+                let bytes = by_range
+                    .get(&(loc.offset, loc.offset + loc.length))
+                    .cloned()
+                    .unwrap_or_default();
+                (path, spec, bytes)
+            })
+            .collect();
+        transfer::write_files(writer, &key, files).await
+    }
+
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
+        let mut ids = self.snapshot_ids().await?;
+        ids.reverse();
+        ids.truncate(limit);
+        let entries: Vec<Option<HistoryEntry>> = stream::iter(ids)
+            .map(|id| async move {
+                match self.load_manifest(&id).await {
+                    Ok(Some(m)) => Ok(Some(HistoryEntry {
+                        id: m.id,
+                        time: Some(UNIX_EPOCH + Duration::from_millis(m.time_ms)),
+                        files: m.files,
+                        bytes: m.bytes,
+                    })),
+                    Ok(None) => Ok(None),
+                    Err(BackendError::InvalidRemote { object, reason }) => {
+                        tracing::warn!(%object, %reason, "skipping an unreadable snapshot");
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(self.options.concurrency)
+            .try_collect()
+            .await?;
+        Ok(entries.into_iter().flatten().collect())
+    }
+
+    /// Snapshot ids present, oldest first.
+    async fn snapshot_ids(&self) -> Result<Vec<String>, BackendError> {
+        let dir = self.remote.key("snapshots")?;
+        let mut ids: Vec<String> = self
+            .remote
+            .store
+            .list(Some(&dir))
+            .map_err(|e| remote_err("list", &dir, e))
+            .try_filter_map(|o| {
+                let name = o.location.filename().unwrap_or("").to_owned();
+                async move { Ok(is_snapshot_id(&name).then_some(name)) }
+            })
+            .try_collect()
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport, BackendError> {
+        let mut writer_state = self.state.lock().await;
+        let mut report = PruneReport::default();
+        let head = self.read_head().await?.map(|(_, h)| h.snapshot);
+        let mut ids = self.snapshot_ids().await?;
+        if let Some(keep) = options.keep_last {
+            let cut = ids.len().saturating_sub(keep.max(1));
+            let (old, _) = ids.split_at(cut);
+            for id in old.iter().filter(|id| Some(*id) != head.as_ref()) {
+                if !options.dry_run {
+                    self.remote.delete(&self.snapshot_key(id)?).await?;
+                }
+                report.snapshots_deleted.push(id.clone());
+            }
+            ids.retain(|id| !report.snapshots_deleted.contains(id));
+        }
+        // What the remaining snapshots reference. Any unreadable manifest
+        // stops the prune: deleting on uncertain grounds could lose data.
+        let mut referenced: HashSet<String> = HashSet::new();
+        for id in &ids {
+            let m = self.load_manifest(id).await?.ok_or_else(|| BackendError::transient(
+                "prune",
+                self.remote.describe.clone(),
+                format!("snapshot {id} disappeared during prune; try again"),
+            ))?;
+            referenced.extend(m.blob_locations().map(|(_, l)| l.pack.clone()));
+        }
+        let cutoff = chrono_cutoff(options.min_age);
+        let dir = self.remote.key("packs")?;
+        let packs: Vec<object_store::ObjectMeta> = self
+            .remote
+            .store
+            .list(Some(&dir))
+            .map_err(|e| remote_err("list", &dir, e))
+            .try_collect()
+            .await?;
+        for p in packs {
+            let id = p.location.filename().unwrap_or("").to_owned();
+            if !is_pack_id(&id) {
+                continue;
+            }
+            if referenced.contains(&id) {
+                report.packs_referenced += 1;
+            } else if p.last_modified.timestamp_millis() > cutoff {
+                report.packs_kept_young += 1;
+            } else {
+                if !options.dry_run {
+                    // The index first: nobody reuses a pack that is going.
+                    self.remote.delete(&self.index_key(&id)?).await?;
+                    self.remote.delete(&p.location).await?;
+                }
+                report.packs_deleted += 1;
+                report.bytes_deleted += p.size;
+            }
+        }
+        if !options.dry_run && let Some(n) = HEADS.list(&self.remote).await?.last() {
+            HEADS.trim(&self.remote, *n, KEEP_HEADS + 1).await;
+        }
+        if !options.dry_run {
+            // Blobs this process remembered may be gone now.
+            writer_state.known.clear();
+            writer_state.loaded_indexes.clear();
+        }
+        Ok(report)
+    }
+}
+
+/// `now - age` in milliseconds since the epoch.
+fn chrono_cutoff(age: Duration) -> i64 {
+    now_ms() as i64 - age.as_millis() as i64
+}

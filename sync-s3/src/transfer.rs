@@ -1,0 +1,311 @@
+//! Moving bytes: uploads from a [`Source`] and downloads into a
+//! [`RestoreWriter`], both with bounded memory.
+//!
+//! * Upload of a file smaller than the large-file threshold: read whole
+//!   (verified against the checkpoint's hash) and sent in one `PUT`.
+//! * Upload of a larger file: a multipart upload fed chunk by chunk from the
+//!   verifying [`SourceReader`](sync_core::source::SourceReader); it is
+//!   completed only after the reader confirmed the whole file matches its
+//!   hash, and aborted otherwise, so a changed file never becomes an object.
+//!   Memory: `(parts_in_flight + 1) × part_size` plus one 1 MiB read chunk.
+//! * Download: the response body is streamed to a blocking task that feeds
+//!   [`FileWrite`](sync_core::restore::FileWrite) through a channel of four
+//!   256 KiB batches. `FileWrite::commit` verifies size and hash before the
+//!   rename, so a blob whose bytes do not match is never written as the
+//!   file.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    Attribute, AttributeValue, Attributes, PutMultipartOptions, PutOptions,
+    PutPayload, WriteMultipart,
+};
+use sync_core::restore::{FileSpec, RestoreError, RestoreWriter};
+use sync_core::{BackendError, FileMeta, RelPath, Source};
+
+use crate::store::{Remote, remote_err};
+
+/// Object metadata keys of the mirror layout (`x-amz-meta-tether-hash`…).
+pub(crate) const ATTR_HASH: &str = "tether-blake3";
+/// Permission bits, octal.
+pub(crate) const ATTR_MODE: &str = "tether-mode";
+/// Modification time, nanoseconds since the epoch.
+pub(crate) const ATTR_MTIME: &str = "tether-mtime-ns";
+
+/// The attributes describing `meta`.
+pub(crate) fn file_attributes(meta: &FileMeta) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert(
+        Attribute::Metadata(ATTR_HASH.into()),
+        AttributeValue::from(meta.hash.to_hex()),
+    );
+    a.insert(
+        Attribute::Metadata(ATTR_MODE.into()),
+        AttributeValue::from(format!("{:o}", meta.mode)),
+    );
+    a.insert(
+        Attribute::Metadata(ATTR_MTIME.into()),
+        AttributeValue::from(meta.mtime_ns.to_string()),
+    );
+    a
+}
+
+/// Reads a [`FileSpec`] back from object attributes, where present.
+pub(crate) fn spec_from_attributes(a: &Attributes, size: u64) -> Option<FileSpec> {
+    let get = |k: &'static str| a.get(&Attribute::Metadata(k.into())).map(|v| v.as_ref());
+    let hash = sync_core::ContentHash::from_hex(get(ATTR_HASH)?)?;
+    let mode = u32::from_str_radix(get(ATTR_MODE)?, 8).ok()? & 0o7777;
+    let mtime_ns = get(ATTR_MTIME)?.parse::<i64>().ok()?;
+    Some(FileSpec {
+        mode,
+        mtime_ns: Some(mtime_ns),
+        size: Some(size),
+        hash: Some(hash),
+    })
+}
+
+/// How large uploads are cut.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UploadLimits {
+    pub large_file_threshold: u64,
+    pub part_size: usize,
+    pub parts_in_flight: usize,
+}
+
+/// Uploads one file to `key`, verified against `meta`; returns the ETag.
+pub(crate) async fn upload_file(
+    remote: &Remote,
+    key: &Path,
+    path: &RelPath,
+    meta: &FileMeta,
+    source: &Source,
+    attributes: Attributes,
+    limits: UploadLimits,
+) -> Result<Option<String>, BackendError> {
+    use std::sync::atomic::Ordering;
+    let attributes = if remote.attributes.load(Ordering::Relaxed) {
+        attributes
+    } else {
+        Attributes::new()
+    };
+    // A store that keeps no metadata (the local filesystem) refuses it:
+    // remember that and send the object without.
+    let refused = |e: &object_store::Error, a: &Attributes| {
+        matches!(e, object_store::Error::NotImplemented { .. }) && !a.is_empty()
+    };
+    if meta.size < limits.large_file_threshold {
+        let bytes = source.read_all(path, meta).await?;
+        let put = |attributes: Attributes| {
+            let payload = PutPayload::from(bytes.clone());
+            async move {
+                let opts = PutOptions {
+                    attributes,
+                    ..PutOptions::default()
+                };
+                remote.store.put_opts(key, payload, opts).await
+            }
+        };
+        let r = match put(attributes.clone()).await {
+            Err(e) if refused(&e, &attributes) => {
+                remote.attributes.store(false, Ordering::Relaxed);
+                put(Attributes::new()).await
+            }
+            other => other,
+        }
+        .map_err(|e| remote_err("put", key, e))?;
+        return Ok(r.e_tag);
+    }
+    let start = |attributes: Attributes| async move {
+        remote
+            .store
+            .put_multipart_opts(
+                key,
+                PutMultipartOptions {
+                    attributes,
+                    ..PutMultipartOptions::default()
+                },
+            )
+            .await
+    };
+    let upload = match start(attributes.clone()).await {
+        Err(e) if refused(&e, &attributes) => {
+            remote.attributes.store(false, Ordering::Relaxed);
+            start(Attributes::new()).await
+        }
+        other => other,
+    }
+    .map_err(|e| remote_err("start multipart upload", key, e))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, limits.part_size);
+    let mut reader = source.open(path, meta).await?.with_chunk_size(1 << 20);
+    loop {
+        match reader.next_chunk().await {
+            Ok(Some(chunk)) => {
+                if let Err(e) = writer.wait_for_capacity(limits.parts_in_flight).await {
+                    // The upload is unusable; nothing was completed.
+                    return Err(remote_err("upload part", key, e));
+                }
+                writer.put(chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::debug!(error = %abort, key = %key, "could not abort a multipart upload");
+                }
+                return Err(e);
+            }
+        }
+    }
+    let r = writer
+        .finish()
+        .await
+        .map_err(|e| remote_err("complete multipart upload", key, e))?;
+    Ok(r.e_tag)
+}
+
+/// Maps a restore error for content that came from `object`: a content
+/// mismatch is bad remote data and names the object.
+pub(crate) fn restore_err(object: &Path, e: RestoreError) -> BackendError {
+    match e {
+        RestoreError::ContentMismatch { path, what } => BackendError::InvalidRemote {
+            object: object.to_string(),
+            reason: format!("its bytes for {path} do not match the recorded {what}; {path} was not written"),
+        },
+        other => BackendError::Restore(other),
+    }
+}
+
+/// Decides in a blocking task whether `path` must be written.
+pub(crate) async fn should_write(
+    writer: &Arc<RestoreWriter>,
+    path: &RelPath,
+    spec: &FileSpec,
+) -> Result<bool, BackendError> {
+    let (w, p, s) = (Arc::clone(writer), path.clone(), spec.clone());
+    tokio::task::spawn_blocking(move || w.should_write(&p, &s))
+        .await
+        .map_err(|e| join_err(path, e))?
+        .map_err(BackendError::Restore)
+}
+
+fn join_err(path: &RelPath, e: tokio::task::JoinError) -> BackendError {
+    BackendError::Restore(RestoreError::Io {
+        op: "write",
+        path: path.as_str().into(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// Writes files whose content is in memory, in one blocking task.
+pub(crate) async fn write_files(
+    writer: &Arc<RestoreWriter>,
+    object: &Path,
+    files: Vec<(RelPath, FileSpec, Bytes)>,
+) -> Result<(), BackendError> {
+    let Some(first) = files.first().map(|f| f.0.clone()) else {
+        return Ok(());
+    };
+    let w = Arc::clone(writer);
+    let object = object.clone();
+    tokio::task::spawn_blocking(move || {
+        for (path, spec, bytes) in files {
+            w.write_file(&path, &spec, &bytes[..])
+                .map_err(|e| restore_err(&object, e))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| join_err(&first, e))?
+}
+
+enum Piece {
+    Data(Bytes),
+    End,
+}
+
+/// Streams `body` (the content of `object`) into `path`.
+pub(crate) async fn write_stream(
+    writer: &Arc<RestoreWriter>,
+    object: &Path,
+    path: &RelPath,
+    spec: &FileSpec,
+    mut body: BoxStream<'static, Result<Bytes, object_store::Error>>,
+) -> Result<(), BackendError> {
+    const BATCH: usize = 256 << 10;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(4);
+    let (w, p, s) = (Arc::clone(writer), path.clone(), spec.clone());
+    let obj = object.clone();
+    let task = tokio::task::spawn_blocking(move || -> Result<bool, BackendError> {
+        let mut file = w.begin_file(&p, &s).map_err(|e| restore_err(&obj, e))?;
+        while let Some(piece) = rx.blocking_recv() {
+            match piece {
+                Piece::Data(b) => file.write_chunk(&b).map_err(|e| restore_err(&obj, e))?,
+                Piece::End => {
+                    file.commit().map_err(|e| restore_err(&obj, e))?;
+                    return Ok(true);
+                }
+            }
+        }
+        // The download failed: dropping `file` removes the temporary file.
+        Ok(false)
+    });
+    let mut batch = BytesMut::new();
+    let mut download_error = None;
+    let mut receiver_gone = false;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => {
+                batch.extend_from_slice(&c);
+                if batch.len() >= BATCH
+                    && tx.send(Piece::Data(batch.split().freeze())).await.is_err()
+                {
+                    receiver_gone = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                download_error = Some(remote_err("get", object, e));
+                break;
+            }
+        }
+    }
+    if download_error.is_none() && !receiver_gone {
+        if !batch.is_empty() {
+            let _ = tx.send(Piece::Data(batch.freeze())).await;
+        }
+        let _ = tx.send(Piece::End).await;
+    }
+    drop(tx);
+    let written = task.await.map_err(|e| join_err(path, e))??;
+    match download_error {
+        Some(e) => Err(e),
+        None if !written => Err(BackendError::transient(
+            "get",
+            object.to_string(),
+            format!("download of {path} ended early"),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_round_trip() {
+        let meta = FileMeta {
+            size: 3,
+            mtime_ns: 1_700_000_000_123_456_789,
+            mode: 0o755,
+            hash: sync_core::ContentHash::of(b"abc"),
+        };
+        let a = file_attributes(&meta);
+        let spec = spec_from_attributes(&a, 3).unwrap();
+        assert_eq!(spec, FileSpec::from(&meta));
+        assert!(spec_from_attributes(&Attributes::new(), 3).is_none());
+    }
+}
