@@ -10,6 +10,7 @@
 #   TETHER_TEST_GIT_HTTP_ROOT        directory where tests create bare repos
 #   TETHER_TEST_GIT_HTTP_USER        the user name (tether)
 #   TETHER_TEST_GIT_HTTP_TOKEN_FILE  file holding the token (mode 0600)
+#   TETHER_TEST_GIT_HTTP_TOKEN       the token itself (tests of token_env)
 # `stop` kills lighttpd by the PID it started (TERM, wait, KILL).
 set -euo pipefail
 
@@ -75,6 +76,7 @@ CONF
         echo "TETHER_TEST_GIT_HTTP_ROOT=$dir/repos"
         echo "TETHER_TEST_GIT_HTTP_USER=tether"
         echo "TETHER_TEST_GIT_HTTP_TOKEN_FILE=$dir/token"
+        echo "TETHER_TEST_GIT_HTTP_TOKEN=$token"
       } >"$env_file"
       echo "$name ready on http://127.0.0.1:$port/git (pid $(cat "$pid_file"))"
       return 0
