@@ -178,11 +178,24 @@ impl Mirror {
             ));
         }
         let mut cache = self.cache.lock().await;
+        if cache.is_none() {
+            *cache = self.load_index().await?;
+        }
         let concurrency = self.options.concurrency;
         // Deletes first: on a filesystem store, a file replaced by a
         // directory of the same name must go before its children arrive.
+        // Directories and symlinks have no object.
+        let not_an_object = |p: &RelPath| {
+            cache.as_ref().is_some_and(|(_, index)| {
+                index
+                    .entries
+                    .get(p.as_str())
+                    .is_some_and(|e| !matches!(e.meta, Meta::File(_)))
+            })
+        };
         let deletes: Vec<Path> = checkpoint
             .deletes()
+            .filter(|p| !not_an_object(p))
             .map(|p| self.remote.key(p.as_str()))
             .collect::<Result<_, _>>()?;
         stream::iter(deletes)

@@ -723,8 +723,10 @@ impl Snapshots {
             .collect();
         ranges.sort_by_key(|r| (r.start, r.end));
         ranges.dedup();
-        let fetched: Vec<Bytes> = if ranges.iter().all(|r| r.is_empty()) {
-            ranges.iter().map(|_| Bytes::new()).collect()
+        // Empty files need no request (and some stores refuse empty ranges).
+        ranges.retain(|r| !r.is_empty());
+        let fetched: Vec<Bytes> = if ranges.is_empty() {
+            Vec::new()
         } else {
             self.remote
                 .store

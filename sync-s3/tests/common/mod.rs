@@ -1,0 +1,283 @@
+//! Fixtures shared by sync-s3's integration tests: the three stores
+//! (SeaweedFS over S3, `file://`, `memory://`) in both layouts, and helpers
+//! that write raw objects in the backend's storage format.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use sync_core::testkit::conformance::{Fixture, Hostile};
+use sync_core::testkit::testbed_var;
+use sync_core::{Backend, ContentHash, FileMeta, Meta};
+use sync_s3::manifest::{
+    HEAD_FORMAT, HeadRecord, Manifest, ManifestEntry, PackBuilder, new_snapshot_id,
+};
+use sync_s3::{BackendOptions, Layout, ObjectStoreBackend};
+use tempfile::TempDir;
+
+/// Where a fixture's remotes live.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// SeaweedFS from the test bed.
+    S3 {
+        endpoint: String,
+        access_key: String,
+        secret_key: String,
+        bucket: String,
+    },
+    /// A local directory.
+    File,
+    /// Process memory.
+    Memory,
+}
+
+impl Store {
+    /// The SeaweedFS test bed, or `None` (test skipped) when it is not running.
+    pub fn s3() -> Option<Store> {
+        Some(Store::S3 {
+            endpoint: testbed_var("TETHER_TEST_S3_ENDPOINT")?,
+            access_key: testbed_var("TETHER_TEST_S3_ACCESS_KEY")?,
+            secret_key: testbed_var("TETHER_TEST_S3_SECRET_KEY")?,
+            bucket: testbed_var("TETHER_TEST_S3_BUCKET")?,
+        })
+    }
+}
+
+/// A unique name for a remote prefix.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{name}-{}-{nanos}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Builds backends on one kind of store in one layout.
+pub struct StoreFixture {
+    pub store: Store,
+    pub layout: Layout,
+    pub tmp: TempDir,
+    pub options: BackendOptions,
+}
+
+impl StoreFixture {
+    pub fn new(store: Store, layout: Layout) -> Self {
+        StoreFixture {
+            store,
+            layout,
+            tmp: tempfile::tempdir().unwrap(),
+            options: BackendOptions::default(),
+        }
+    }
+
+    /// The URL and options for a remote named `name`.
+    pub fn url(&self, name: &str) -> (String, BackendOptions) {
+        let mut options = BackendOptions {
+            use_env: false,
+            ..self.options.clone()
+        };
+        let url = match &self.store {
+            Store::S3 {
+                endpoint,
+                access_key,
+                secret_key,
+                bucket,
+            } => {
+                options.store_options = vec![
+                    ("aws_access_key_id".into(), access_key.clone()),
+                    ("aws_secret_access_key".into(), secret_key.clone()),
+                    ("aws_region".into(), "us-east-1".into()),
+                ];
+                format!(
+                    "s3://{bucket}/{name}?layout={}&endpoint={endpoint}&allow_http=true",
+                    self.layout
+                )
+            }
+            Store::File => format!(
+                "file://{}?layout={}",
+                self.tmp.path().join(name).display(),
+                self.layout
+            ),
+            Store::Memory => format!("memory://mem/{name}?layout={}", self.layout),
+        };
+        (url, options)
+    }
+
+    /// A backend on a fresh remote.
+    pub fn backend(&self, name: &str) -> ObjectStoreBackend {
+        let (url, options) = self.url(name);
+        ObjectStoreBackend::from_url(&url, options).unwrap()
+    }
+
+    /// A second backend on the same remote as `name` (same store object for
+    /// memory, which has no other way to share).
+    pub fn same_remote(&self, name: &str, first: &ObjectStoreBackend) -> ObjectStoreBackend {
+        match self.store {
+            Store::Memory => ObjectStoreBackend::new(
+                Arc::clone(first.store()),
+                first.prefix().as_ref(),
+                "memory",
+                BackendOptions {
+                    layout: self.layout,
+                    ..self.options.clone()
+                },
+            )
+            .unwrap(),
+            _ => self.backend(name),
+        }
+    }
+}
+
+/// Writes `bytes` at `prefix/rel` in the backend's store.
+pub async fn put_raw(b: &ObjectStoreBackend, rel: &str, bytes: impl Into<Bytes>) {
+    let key = key(b, rel);
+    b.store()
+        .put(&key, PutPayload::from(bytes.into()))
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+}
+
+/// The key `prefix/rel`.
+pub fn key(b: &ObjectStoreBackend, rel: &str) -> Path {
+    let p = b.prefix().as_ref();
+    if p.is_empty() {
+        Path::parse(rel).unwrap()
+    } else {
+        Path::parse(format!("{p}/{rel}")).unwrap()
+    }
+}
+
+pub fn file_meta(content: &[u8]) -> FileMeta {
+    FileMeta {
+        size: content.len() as u64,
+        mtime_ns: 1_600_000_000_000_000_000,
+        mode: 0o644,
+        hash: ContentHash::of(content),
+    }
+}
+
+/// Plants a snapshot whose manifest lists `entries` exactly as given
+/// (unvalidated); files' contents go into one pack. Returns the snapshot id.
+pub async fn plant_snapshot(
+    b: &ObjectStoreBackend,
+    entries: Vec<(String, Meta, Option<Bytes>)>,
+) -> String {
+    let mut pack = PackBuilder::with_capacity(1024);
+    for (_, meta, content) in &entries {
+        if let (Meta::File(f), Some(c)) = (meta, content) {
+            pack.add(f.hash, c);
+        }
+    }
+    let sealed = pack.seal();
+    let locs: std::collections::HashMap<_, _> = sealed.locations().collect();
+    put_raw(
+        b,
+        &format!("packs/{}/{}", &sealed.id[..2], sealed.id),
+        sealed.bytes.clone(),
+    )
+    .await;
+    let mut map = BTreeMap::new();
+    for (path, meta, _) in entries {
+        let blob = meta.as_file().and_then(|f| locs.get(&f.hash).cloned());
+        map.insert(path.clone(), ManifestEntry { path, meta, blob });
+    }
+    let id = new_snapshot_id(1_700_000_000_000, rand::random());
+    let manifest = Manifest::new(id.clone(), None, 1_700_000_000_000, map);
+    put_raw(b, &format!("snapshots/{id}"), manifest.encode()).await;
+    plant_head(b, 1, &id).await;
+    id
+}
+
+/// Plants head generation `n` pointing at `snapshot`.
+pub async fn plant_head(b: &ObjectStoreBackend, n: u64, snapshot: &str) {
+    let head = HeadRecord {
+        format: HEAD_FORMAT.into(),
+        snapshot: snapshot.into(),
+        time_ms: 1_700_000_000_000,
+    };
+    put_raw(b, &format!("heads/{n:020}"), head.encode()).await;
+}
+
+/// Plants mirror index generation 1 with `entries` (name → meta JSON
+/// values, with optional etag) exactly as given.
+pub async fn plant_mirror_index(b: &ObjectStoreBackend, entries: serde_json::Value) {
+    let index = serde_json::json!({
+        "format": "tether-mirror-index-1",
+        "time_ms": 0,
+        "entries": entries,
+    });
+    put_raw(
+        b,
+        &format!(".tether/mirror/{:020}", 1),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .await;
+}
+
+pub fn meta_json(meta: &Meta) -> serde_json::Value {
+    serde_json::to_value(meta).unwrap()
+}
+
+#[async_trait]
+impl Fixture for StoreFixture {
+    async fn fresh(&self) -> Arc<dyn Backend> {
+        Arc::new(self.backend(&unique("conf")))
+    }
+
+    async fn plant_hostile(&self, case: &Hostile) -> Option<Arc<dyn Backend>> {
+        let b = self.backend(&unique("hostile"));
+        let ok = Meta::File(file_meta(b"ok"));
+        let evil = Meta::File(file_meta(b"evil"));
+        let mut raw: Vec<(String, Meta, Option<Bytes>)> =
+            vec![("ok.txt".into(), ok.clone(), Some(Bytes::from_static(b"ok")))];
+        match case {
+            Hostile::Name(name) => {
+                raw.push((name.clone(), evil, Some(Bytes::from_static(b"evil"))));
+            }
+            Hostile::SymlinkThenEntry {
+                link,
+                target,
+                entry,
+            } => {
+                raw.push((
+                    link.clone(),
+                    Meta::Symlink {
+                        target: target.clone(),
+                    },
+                    None,
+                ));
+                raw.push((entry.clone(), evil, Some(Bytes::from_static(b"evil"))));
+            }
+        }
+        match self.layout {
+            Layout::Snapshots => {
+                plant_snapshot(&b, raw).await;
+            }
+            Layout::Mirror => {
+                // The objects that can exist as keys, and an index naming
+                // every entry (the only place a `..` or NUL name can live).
+                let mut entries = serde_json::Map::new();
+                for (name, meta, content) in &raw {
+                    if let Some(c) = content
+                        && object_store::path::Path::parse(name).is_ok()
+                        && !name.starts_with('/')
+                        && !name.contains('\\')
+                    {
+                        put_raw(&b, name, c.clone()).await;
+                    }
+                    entries.insert(name.clone(), meta_json(meta));
+                }
+                plant_mirror_index(&b, serde_json::Value::Object(entries)).await;
+            }
+        }
+        Some(Arc::new(b))
+    }
+}
