@@ -77,7 +77,10 @@ struct Proposal {
 
 impl Proposal {
     fn changes(&self) -> Changes {
-        self.ours.iter().map(|(p, (_, l))| (p.clone(), *l)).collect()
+        self.ours
+            .iter()
+            .map(|(p, (_, l))| (p.clone(), *l))
+            .collect()
     }
 }
 
@@ -118,10 +121,12 @@ fn write_ref(repo: &gix::Repository, name: &str, id: ObjectId) -> Result<(), Bac
 }
 
 fn commit_tree(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId, BackendError> {
-    let c = repo.find_commit(commit).map_err(|e| BackendError::InvalidRemote {
-        object: format!("commit {commit}"),
-        reason: e.to_string(),
-    })?;
+    let c = repo
+        .find_commit(commit)
+        .map_err(|e| BackendError::InvalidRemote {
+            object: format!("commit {commit}"),
+            reason: e.to_string(),
+        })?;
     c.tree_id()
         .map(gix::Id::detach)
         .map_err(|e| BackendError::InvalidRemote {
@@ -159,7 +164,9 @@ pub(crate) fn sanitize_component(s: &str) -> String {
             }
         })
         .collect();
-    let cleaned = cleaned.trim_matches(|c| c == '.' || c == '-').replace("..", "-");
+    let cleaned = cleaned
+        .trim_matches(|c| c == '.' || c == '-')
+        .replace("..", "-");
     if cleaned.is_empty() || cleaned.ends_with(".lock") {
         "unknown".into()
     } else {
@@ -173,7 +180,10 @@ pub(crate) fn conflict_branch(host: &str, seconds: i64, commit: &ObjectId) -> St
         .format(gix::date::time::CustomFormat::new("%Y%m%dT%H%M%SZ"))
         .unwrap_or_else(|_| seconds.to_string());
     let hex = commit.to_hex().to_string();
-    format!("tether/conflict/{host}/{time}-{}", &hex[..hex.len().min(10)])
+    format!(
+        "tether/conflict/{host}/{time}-{}",
+        &hex[..hex.len().min(10)]
+    )
 }
 
 fn default_host() -> String {
@@ -218,12 +228,11 @@ impl GitBackend {
             }
         }
         if remote.kind() == RemoteKind::Ssh {
-            let kh = options
-                .known_hosts_file
-                .as_deref()
-                .ok_or_else(|| ConfigError::MissingKnownHosts {
+            let kh = options.known_hosts_file.as_deref().ok_or_else(|| {
+                ConfigError::MissingKnownHosts {
                     url: remote.url().to_owned(),
-                })?;
+                }
+            })?;
             check_file("known_hosts file", kh)?;
             if let Some(key) = &options.ssh_key_file {
                 check_file("ssh key file", key)?;
@@ -379,7 +388,13 @@ impl GitBackend {
             .runner
             .run(
                 "push",
-                &["push", "--porcelain", "--no-verify", self.remote.url(), &refspec],
+                &[
+                    "push",
+                    "--porcelain",
+                    "--no-verify",
+                    self.remote.url(),
+                    &refspec,
+                ],
                 true,
             )
             .await?;
@@ -448,7 +463,11 @@ impl GitBackend {
         .await
     }
 
-    fn receipt(repo: &gix::Repository, p: &Proposal, head: Option<ObjectId>) -> Result<PushReceipt, BackendError> {
+    fn receipt(
+        repo: &gix::Repository,
+        p: &Proposal,
+        head: Option<ObjectId>,
+    ) -> Result<PushReceipt, BackendError> {
         let mut receipt = PushReceipt {
             head: head.map(|h| h.to_string()),
             ..PushReceipt::default()
@@ -470,7 +489,11 @@ impl GitBackend {
 
 /// Re-applies our changes on top of the remote's new head: all of them when
 /// nothing overlaps, otherwise only the ones that do not.
-fn resolve(repo: &gix::Repository, p: &Proposal, remote: Option<ObjectId>) -> Result<Resolution, BackendError> {
+fn resolve(
+    repo: &gix::Repository,
+    p: &Proposal,
+    remote: Option<ObjectId>,
+) -> Result<Resolution, BackendError> {
     let remote_tree = match remote {
         Some(c) => commit_tree(repo, c)?,
         None => empty_tree(),
@@ -516,7 +539,11 @@ impl Backend for GitBackend {
         let branch_ref = self.remote.branch_ref();
         let out = self
             .runner
-            .run("ls-remote", &["ls-remote", self.remote.url(), &branch_ref], true)
+            .run(
+                "ls-remote",
+                &["ls-remote", self.remote.url(), &branch_ref],
+                true,
+            )
             .await?;
         if !out.success {
             return Err(classify(
@@ -534,8 +561,8 @@ impl Backend for GitBackend {
         };
         let parsed = ObjectId::from_hex(id.as_bytes()).ok();
         let time = match parsed {
-            Some(oid) => self
-                .blocking(move |repo| {
+            Some(oid) => {
+                self.blocking(move |repo| {
                     Ok(repo
                         .find_commit(oid)
                         .ok()
@@ -543,20 +570,26 @@ impl Backend for GitBackend {
                         .and_then(|t| u64::try_from(t.seconds).ok())
                         .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)))
                 })
-                .await?,
+                .await?
+            }
             None => None,
         };
         Ok(Some(RemoteHead { id, time }))
     }
 
-    async fn push(&self, checkpoint: &Checkpoint, source: &Source) -> Result<PushReceipt, BackendError> {
+    async fn push(
+        &self,
+        checkpoint: &Checkpoint,
+        source: &Source,
+    ) -> Result<PushReceipt, BackendError> {
         let mut state = self.state.lock().await;
         let mut base = self.blocking(|repo| read_ref(repo, BASE_REF)).await?;
         if base.is_none() && !state.fetched_once {
             base = self.fetch_branch().await?;
             state.fetched_once = true;
             if let Some(b) = base {
-                self.blocking(move |repo| write_ref(repo, BASE_REF, b)).await?;
+                self.blocking(move |repo| write_ref(repo, BASE_REF, b))
+                    .await?;
             }
         }
         let (cp, src) = (checkpoint.clone(), source.clone());
@@ -617,7 +650,9 @@ impl Backend for GitBackend {
                         return Err(BackendError::transient(
                             "push",
                             self.remote.to_string(),
-                            format!("the branch moved {MAX_REBASES} times while pushing; will retry"),
+                            format!(
+                                "the branch moved {MAX_REBASES} times while pushing; will retry"
+                            ),
                         ));
                     }
                     let remote = self.fetch_branch().await?;
@@ -629,10 +664,17 @@ impl Backend for GitBackend {
                             proposal = next;
                         }
                         Resolution::Conflict(next, paths) => {
-                            let branch = conflict_branch(&self.host, gix::date::Time::now_utc().seconds, &commit);
+                            let branch = conflict_branch(
+                                &self.host,
+                                gix::date::Time::now_utc().seconds,
+                                &commit,
+                            );
                             validate_branch(&branch)
                                 .map_err(|e| BackendError::Config(e.to_string()))?;
-                            match self.push_commit(commit, &format!("refs/heads/{branch}")).await? {
+                            match self
+                                .push_commit(commit, &format!("refs/heads/{branch}"))
+                                .await?
+                            {
                                 PushOutcome::Pushed => {}
                                 PushOutcome::Moved => {
                                     return Err(BackendError::transient(
@@ -642,13 +684,21 @@ impl Backend for GitBackend {
                                     ));
                                 }
                             }
-                            let shown: Vec<String> = paths.iter().take(5).map(|p| p.to_str_lossy().into_owned()).collect();
+                            let shown: Vec<String> = paths
+                                .iter()
+                                .take(5)
+                                .map(|p| p.to_str_lossy().into_owned())
+                                .collect();
                             let more = paths.len().saturating_sub(shown.len());
                             let what = format!(
                                 "{branch} ({} path(s) changed on both sides: {}{})",
                                 paths.len(),
                                 shown.join(", "),
-                                if more > 0 { format!(" and {more} more") } else { String::new() }
+                                if more > 0 {
+                                    format!(" and {more} more")
+                                } else {
+                                    String::new()
+                                }
                             );
                             tracing::warn!(remote = %self.remote, conflict = %what, "another writer changed the same paths; this checkpoint was pushed to a conflict branch");
                             conflict = Some(what);
@@ -656,25 +706,36 @@ impl Backend for GitBackend {
                         }
                     }
                     if let Some(r) = remote {
-                        self.blocking(move |repo| write_ref(repo, BASE_REF, r)).await?;
+                        self.blocking(move |repo| write_ref(repo, BASE_REF, r))
+                            .await?;
                     }
                 }
             }
         }
     }
 
-    async fn restore(&self, dest: &Path, options: &RestoreOptions) -> Result<RestoreReport, BackendError> {
+    async fn restore(
+        &self,
+        dest: &Path,
+        options: &RestoreOptions,
+    ) -> Result<RestoreReport, BackendError> {
         let _state = self.state.lock().await;
         let target = match &options.at {
             None => self.fetch_branch().await?,
             Some(at) => {
-                let id = ObjectId::from_hex(at.trim().as_bytes()).map_err(|_| BackendError::NotFound {
-                    what: format!("commit {at:?} (give the full 40-character commit id)"),
+                let id = ObjectId::from_hex(at.trim().as_bytes()).map_err(|_| {
+                    BackendError::NotFound {
+                        what: format!("commit {at:?} (give the full 40-character commit id)"),
+                    }
                 })?;
-                let present = self.blocking(move |repo| Ok(repo.find_commit(id).is_ok())).await?;
+                let present = self
+                    .blocking(move |repo| Ok(repo.find_commit(id).is_ok()))
+                    .await?;
                 if !present {
                     self.fetch_all_branches().await?;
-                    let present = self.blocking(move |repo| Ok(repo.find_commit(id).is_ok())).await?;
+                    let present = self
+                        .blocking(move |repo| Ok(repo.find_commit(id).is_ok()))
+                        .await?;
                     if !present {
                         return Err(BackendError::NotFound {
                             what: format!("commit {id} in {}", self.remote.url()),
@@ -705,10 +766,12 @@ impl Backend for GitBackend {
                 if out.len() >= limit {
                     break;
                 }
-                let commit = repo.find_commit(id).map_err(|e| BackendError::InvalidRemote {
-                    object: format!("commit {id}"),
-                    reason: e.to_string(),
-                })?;
+                let commit = repo
+                    .find_commit(id)
+                    .map_err(|e| BackendError::InvalidRemote {
+                        object: format!("commit {id}"),
+                        reason: e.to_string(),
+                    })?;
                 let time = commit
                     .time()
                     .ok()
@@ -756,10 +819,13 @@ fn restore_commit(
                 continue;
             }
         };
-        let name = path.to_str().map(str::to_owned).map_err(|_| BackendError::InvalidRemote {
-            object: object.clone(),
-            reason: format!("path {path:?} is not valid UTF-8"),
-        })?;
+        let name = path
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| BackendError::InvalidRemote {
+                object: object.clone(),
+                reason: format!("path {path:?} is not valid UTF-8"),
+            })?;
         items.push((name, kind, entry));
     }
     let plan = RestorePlan::validate(items.iter().map(|(n, k, _)| (n.as_str(), *k)), &object)?;
@@ -768,7 +834,9 @@ fn restore_commit(
         match kind {
             PlanKind::Dir => writer.create_dir(path)?,
             PlanKind::Symlink => {
-                let blob = repo.find_object(entry.id).map_err(|e| local_error(&format!("blob {}", entry.id), e))?;
+                let blob = repo
+                    .find_object(entry.id)
+                    .map_err(|e| local_error(&format!("blob {}", entry.id), e))?;
                 let target = std::str::from_utf8(&blob.data)
                     .ok()
                     .filter(|t| !t.is_empty() && !t.contains('\0'))
@@ -784,7 +852,11 @@ fn restore_commit(
                     .map_err(|e| local_error(&format!("blob {}", entry.id), e))?
                     .size();
                 let spec = FileSpec {
-                    mode: if entry.kind == EntryKind::BlobExecutable { 0o755 } else { 0o644 },
+                    mode: if entry.kind == EntryKind::BlobExecutable {
+                        0o755
+                    } else {
+                        0o644
+                    },
                     mtime_ns: None,
                     size: Some(size),
                     hash: None,
@@ -795,7 +867,9 @@ fn restore_commit(
                 if size > STREAM_BLOB_ABOVE {
                     stream_blob(runner, &writer, path, &spec, entry.id)?;
                 } else {
-                    let blob = repo.find_object(entry.id).map_err(|e| local_error(&format!("blob {}", entry.id), e))?;
+                    let blob = repo
+                        .find_object(entry.id)
+                        .map_err(|e| local_error(&format!("blob {}", entry.id), e))?;
                     writer.write_file(path, &spec, &blob.data[..])?;
                 }
             }
@@ -821,7 +895,9 @@ fn stream_blob(
         .spawn()
         .map_err(|e| BackendError::Config(format!("cannot run {}: {e}", runner.git.display())))?;
     let result = match child.stdout.take() {
-        Some(stdout) => writer.write_file(path, spec, stdout).map_err(BackendError::from),
+        Some(stdout) => writer
+            .write_file(path, spec, stdout)
+            .map_err(BackendError::from),
         None => Err(local_error("git cat-file", "no output")),
     };
     let status = child.wait().map_err(|e| local_error("git cat-file", e))?;
@@ -852,7 +928,10 @@ mod tests {
         assert!(validate_branch(&b).is_ok());
         for host in ["my pod/äö", "..", "x.lock", "", "-a-"] {
             let h = sanitize_component(host);
-            assert!(validate_branch(&conflict_branch(&h, 0, &id)).is_ok(), "{host:?} -> {h:?}");
+            assert!(
+                validate_branch(&conflict_branch(&h, 0, &id)).is_ok(),
+                "{host:?} -> {h:?}"
+            );
         }
         assert_eq!(sanitize_component("my pod/1"), "my-pod-1");
     }

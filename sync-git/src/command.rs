@@ -123,7 +123,13 @@ pub(crate) fn scrub(text: &str, secrets: &[&str]) -> String {
         }
         let mut line = line
             .split(' ')
-            .map(|w| if w.contains("://") { redact_url(w) } else { w.to_owned() })
+            .map(|w| {
+                if w.contains("://") {
+                    redact_url(w)
+                } else {
+                    w.to_owned()
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ");
         for s in secrets.iter().filter(|s| s.len() >= 4) {
@@ -162,8 +168,12 @@ pub(crate) fn classify(
             "ssh host key verification failed: the server's host key is not in the known_hosts file {kh} or does not match it; refusing to connect ({stderr})"
         ));
     }
-    if s.contains("permission denied (publickey") || s.contains("permission denied, please try again") {
-        return permanent(format!("ssh authentication failed: the server refused the key ({stderr})"));
+    if s.contains("permission denied (publickey")
+        || s.contains("permission denied, please try again")
+    {
+        return permanent(format!(
+            "ssh authentication failed: the server refused the key ({stderr})"
+        ));
     }
     if s.contains("no user exists for uid") {
         return permanent(format!(
@@ -245,8 +255,9 @@ impl GitRunner {
     fn token(&self) -> Result<Option<Secret>, BackendError> {
         let raw = match &self.token {
             TokenSource::None => return Ok(None),
-            TokenSource::File(p) => std::fs::read_to_string(p)
-                .map_err(|e| io_config("reading token file", p, e))?,
+            TokenSource::File(p) => {
+                std::fs::read_to_string(p).map_err(|e| io_config("reading token file", p, e))?
+            }
             TokenSource::Env(name) => std::env::var(name).map_err(|_| {
                 BackendError::Config(format!("environment variable {name} (token) is not set"))
             })?,
@@ -261,7 +272,10 @@ impl GitRunner {
     }
 
     /// The environment of every git command, and the secrets to scrub.
-    fn environment(&self, network: bool) -> Result<(Vec<(String, OsString)>, Vec<Secret>), BackendError> {
+    fn environment(
+        &self,
+        network: bool,
+    ) -> Result<(Vec<(String, OsString)>, Vec<Secret>), BackendError> {
         let home = self.home();
         std::fs::create_dir_all(&home).map_err(|e| io_config("creating", &home, e))?;
         let mut env: Vec<(String, OsString)> = vec![
@@ -275,7 +289,10 @@ impl GitRunner {
             ("LANGUAGE".into(), "".into()),
         ];
         let mut config: Vec<(String, String)> = vec![
-            ("safe.directory".into(), self.repo_dir.to_string_lossy().into_owned()),
+            (
+                "safe.directory".into(),
+                self.repo_dir.to_string_lossy().into_owned(),
+            ),
             ("gc.auto".into(), "0".into()),
             ("maintenance.auto".into(), "false".into()),
             ("core.bigFileThreshold".into(), "32m".into()),
@@ -288,8 +305,8 @@ impl GitRunner {
                 RemoteKind::Ssh => {
                     let key = match &self.ssh_key {
                         Some(src) => {
-                            let mut bytes =
-                                std::fs::read(src).map_err(|e| io_config("reading ssh key file", src, e))?;
+                            let mut bytes = std::fs::read(src)
+                                .map_err(|e| io_config("reading ssh key file", src, e))?;
                             // Secret mounts often drop the final newline, which
                             // OpenSSH then refuses as "invalid format".
                             if !bytes.ends_with(b"\n") {
@@ -367,7 +384,10 @@ impl GitRunner {
     }
 
     /// A `std::process::Command` for git with the prepared environment.
-    pub fn command(&self, network: bool) -> Result<(std::process::Command, Vec<Secret>), BackendError> {
+    pub fn command(
+        &self,
+        network: bool,
+    ) -> Result<(std::process::Command, Vec<Secret>), BackendError> {
         let (env, secrets) = self.environment(network)?;
         let mut cmd = std::process::Command::new(&self.git);
         for (k, _) in std::env::vars_os() {
@@ -398,13 +418,17 @@ impl GitRunner {
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
-        let child = cmd.spawn().map_err(|e| {
-            BackendError::Config(format!("cannot run {}: {e}", self.git.display()))
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| BackendError::Config(format!("cannot run {}: {e}", self.git.display())))?;
         let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => {
-                return Err(BackendError::transient(operation, self.remote.to_string(), e));
+                return Err(BackendError::transient(
+                    operation,
+                    self.remote.to_string(),
+                    e,
+                ));
             }
             Err(_) => {
                 return Err(BackendError::transient(
@@ -465,15 +489,48 @@ mod tests {
     #[test]
     fn errors_say_what_to_fix() {
         let r = GitRemote::parse("ssh://git@h:2222/x.git").unwrap();
-        let e = classify("push", &r, Some(Path::new("/kh")), "Host key verification failed.\nfatal: Could not read from remote repository.");
+        let e = classify(
+            "push",
+            &r,
+            Some(Path::new("/kh")),
+            "Host key verification failed.\nfatal: Could not read from remote repository.",
+        );
         let m = e.to_string();
         assert!(m.contains("host key") && m.contains("/kh"), "{m}");
-        assert!(matches!(e, BackendError::Remote { transient: false, .. }));
-        let e = classify("push", &r, None, "ssh: connect to host h port 2222: Connection refused");
-        assert!(matches!(e, BackendError::Remote { transient: true, .. }));
+        assert!(matches!(
+            e,
+            BackendError::Remote {
+                transient: false,
+                ..
+            }
+        ));
+        let e = classify(
+            "push",
+            &r,
+            None,
+            "ssh: connect to host h port 2222: Connection refused",
+        );
+        assert!(matches!(
+            e,
+            BackendError::Remote {
+                transient: true,
+                ..
+            }
+        ));
         let h = GitRemote::parse("https://h/x.git").unwrap();
-        let e = classify("fetch", &h, None, "fatal: Authentication failed for 'https://h/x.git/'");
+        let e = classify(
+            "fetch",
+            &h,
+            None,
+            "fatal: Authentication failed for 'https://h/x.git/'",
+        );
         assert!(e.to_string().contains("check the token"), "{e}");
-        assert!(matches!(e, BackendError::Remote { transient: false, .. }));
+        assert!(matches!(
+            e,
+            BackendError::Remote {
+                transient: false,
+                ..
+            }
+        ));
     }
 }

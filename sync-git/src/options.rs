@@ -77,7 +77,11 @@ impl GitOptions {
     }
 
     /// Sets the ssh key file and known_hosts file.
-    pub fn ssh(mut self, key_file: impl Into<PathBuf>, known_hosts_file: impl Into<PathBuf>) -> Self {
+    pub fn ssh(
+        mut self,
+        key_file: impl Into<PathBuf>,
+        known_hosts_file: impl Into<PathBuf>,
+    ) -> Self {
         self.ssh_key_file = Some(key_file.into());
         self.known_hosts_file = Some(known_hosts_file.into());
         self

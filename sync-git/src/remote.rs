@@ -31,7 +31,9 @@ pub enum ConfigError {
         reason: String,
     },
     /// The URL scheme is not one tether's git backend speaks.
-    #[error("unsupported git URL scheme {scheme:?} in {url:?} (use ssh://, https://, http://, git:// or file://)")]
+    #[error(
+        "unsupported git URL scheme {scheme:?} in {url:?} (use ssh://, https://, http://, git:// or file://)"
+    )]
     UnsupportedScheme {
         /// The scheme found.
         scheme: String,
@@ -39,7 +41,9 @@ pub enum ConfigError {
         url: String,
     },
     /// The URL carries a password or token.
-    #[error("the git URL {url:?} contains a password; put the token in a file or an environment variable instead (token_file / token_env)")]
+    #[error(
+        "the git URL {url:?} contains a password; put the token in a file or an environment variable instead (token_file / token_env)"
+    )]
     CredentialsInUrl {
         /// The URL with the password replaced by `***`.
         url: String,
@@ -61,7 +65,9 @@ pub enum ConfigError {
         url: String,
     },
     /// An ssh remote needs a known_hosts file (host keys are always checked).
-    #[error("ssh remote {url:?} needs a known_hosts file (known_hosts_file): host keys are always checked")]
+    #[error(
+        "ssh remote {url:?} needs a known_hosts file (known_hosts_file): host keys are always checked"
+    )]
     MissingKnownHosts {
         /// The URL.
         url: String,
@@ -142,10 +148,11 @@ impl GitRemote {
             None => (without_prefix, None),
         };
         let shown = redact_url(base);
-        let parsed = gix::url::parse(base.as_bytes().as_bstr()).map_err(|e| ConfigError::InvalidUrl {
-            url: shown.clone(),
-            reason: e.to_string(),
-        })?;
+        let parsed =
+            gix::url::parse(base.as_bytes().as_bstr()).map_err(|e| ConfigError::InvalidUrl {
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?;
         if parsed.password().is_some() {
             return Err(ConfigError::CredentialsInUrl { url: shown });
         }
@@ -155,7 +162,8 @@ impl GitRemote {
             Some(RemoteKind::Ssh) if !base.contains("://") => {
                 return Err(ConfigError::InvalidUrl {
                     url: shown,
-                    reason: "scp-like addresses are not accepted; write ssh://user@host/path".into(),
+                    reason: "scp-like addresses are not accepted; write ssh://user@host/path"
+                        .into(),
                 });
             }
             Some(k) => k,
@@ -282,12 +290,9 @@ pub(crate) fn redact_url(url: &str) -> String {
         Some(at) => {
             let userinfo = &authority[..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!(
-                    "{}://{}:***@{}",
-                    &url[..scheme_end],
-                    user,
-                    &rest[at + 1..]
-                ),
+                Some((user, _)) => {
+                    format!("{}://{}:***@{}", &url[..scheme_end], user, &rest[at + 1..])
+                }
                 None => url.to_owned(),
             }
         }
@@ -368,7 +373,12 @@ mod tests {
         ] {
             assert!(is_git_url(yes), "{yes}");
         }
-        for no in ["s3://b/p", "https://h/bucket", "file:///srv/data", "/local/dir"] {
+        for no in [
+            "s3://b/p",
+            "https://h/bucket",
+            "file:///srv/data",
+            "/local/dir",
+        ] {
             assert!(!is_git_url(no), "{no}");
         }
     }

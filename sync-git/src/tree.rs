@@ -97,7 +97,11 @@ impl<'r> TreeReader<'r> {
     }
 
     /// The entry at `path` (components separated by `/`) under tree `root`.
-    pub fn lookup(&mut self, root: ObjectId, path: &BStr) -> Result<Option<TreeEntry>, BackendError> {
+    pub fn lookup(
+        &mut self,
+        root: ObjectId,
+        path: &BStr,
+    ) -> Result<Option<TreeEntry>, BackendError> {
         let mut current = root;
         let mut comps = path.split(|b| *b == b'/').peekable();
         while let Some(name) = comps.next() {
@@ -118,7 +122,11 @@ impl<'r> TreeReader<'r> {
     /// Every changed leaf between trees `a` and `b` (either may be absent),
     /// with the entry in `b`. Identical subtrees are skipped without being
     /// read.
-    pub fn diff(&mut self, a: Option<ObjectId>, b: Option<ObjectId>) -> Result<Changes, BackendError> {
+    pub fn diff(
+        &mut self,
+        a: Option<ObjectId>,
+        b: Option<ObjectId>,
+    ) -> Result<Changes, BackendError> {
         let mut out = Changes::new();
         let mut stack = vec![(BString::default(), a, b)];
         while let Some((prefix, a, b)) = stack.pop() {
@@ -459,7 +467,10 @@ pub(crate) fn commit_message(
     changes: &BTreeMap<BString, (bool, Option<Leaf>)>,
     max_lines: usize,
 ) -> String {
-    let added = changes.values().filter(|(existed, n)| !existed && n.is_some()).count();
+    let added = changes
+        .values()
+        .filter(|(existed, n)| !existed && n.is_some())
+        .count();
     let deleted = changes.values().filter(|(_, n)| n.is_none()).count();
     let modified = changes.len() - added - deleted;
     let mut msg = format!("{title}: {added} added, {modified} modified, {deleted} deleted\n\n");
@@ -538,7 +549,10 @@ mod tests {
         c.insert(BString::from("old"), (true, None));
         c.insert(BString::from("edited"), (true, leaf(2)));
         let m = commit_message("tether", &c, 2);
-        assert!(m.starts_with("tether: 1 added, 1 modified, 1 deleted\n\n"), "{m}");
+        assert!(
+            m.starts_with("tether: 1 added, 1 modified, 1 deleted\n\n"),
+            "{m}"
+        );
         assert!(m.contains("M edited\nA new\n"), "{m}");
         assert!(m.contains("… and 1 more"), "{m}");
     }

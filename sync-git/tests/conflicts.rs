@@ -12,7 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{GitFixture, Server, git, server_branches, server_file, server_ref};
-use sync_core::{Backend, Checkpoint, ContentHash, FileMeta, Meta, PushReceipt, RelPath, RestoreOptions, Source};
+use sync_core::{
+    Backend, Checkpoint, ContentHash, FileMeta, Meta, PushReceipt, RelPath, RestoreOptions, Source,
+};
 
 /// Writes `files` under `root` and returns the checkpoint upserting them.
 fn write(root: &Path, files: &[(&str, &str)]) -> Checkpoint {
@@ -45,7 +47,12 @@ async fn disjoint_changes_are_rebased(f: &GitFixture) {
     let (url, dir) = f.new_repo();
     let (a, b) = (f.backend_for(&url), f.backend_for(&url));
     let (src_a, src_b) = (f.tmp.path().join("a"), f.tmp.path().join("b"));
-    let r1 = push(&*a, &src_a, &write(&src_a, &[("a.txt", "a1"), ("shared/x", "x")])).await;
+    let r1 = push(
+        &*a,
+        &src_a,
+        &write(&src_a, &[("a.txt", "a1"), ("shared/x", "x")]),
+    )
+    .await;
     assert_eq!(r1.conflict, None);
     // Another pod adds its own file between A's checkpoints.
     let r2 = push(&*b, &src_b, &write(&src_b, &[("b.txt", "b1")])).await;
@@ -55,15 +62,34 @@ async fn disjoint_changes_are_rebased(f: &GitFixture) {
     let r3 = push(&*a, &src_a, &write(&src_a, &[("a.txt", "a2")])).await;
     assert_eq!(r3.conflict, None, "disjoint changes reported as a conflict");
     let head = r3.head.clone().unwrap();
-    assert_eq!(server_ref(&dir, "refs/heads/main").as_deref(), Some(head.as_str()));
+    assert_eq!(
+        server_ref(&dir, "refs/heads/main").as_deref(),
+        Some(head.as_str())
+    );
     assert_eq!(server_file(&dir, "main", "a.txt").as_deref(), Some("a2"));
     assert_eq!(server_file(&dir, "main", "b.txt").as_deref(), Some("b1"));
     assert_eq!(server_file(&dir, "main", "shared/x").as_deref(), Some("x"));
     // Linear history containing the other writer's commit, no merges.
     let d = dir.to_str().unwrap();
-    assert_eq!(git(&["--git-dir", d, "rev-list", "--count", "main"], &dir).trim(), "3");
-    assert_eq!(git(&["--git-dir", d, "rev-list", "--merges", "main"], &dir).trim(), "");
-    git(&["--git-dir", d, "merge-base", "--is-ancestor", &theirs, "main"], &dir);
+    assert_eq!(
+        git(&["--git-dir", d, "rev-list", "--count", "main"], &dir).trim(),
+        "3"
+    );
+    assert_eq!(
+        git(&["--git-dir", d, "rev-list", "--merges", "main"], &dir).trim(),
+        ""
+    );
+    git(
+        &[
+            "--git-dir",
+            d,
+            "merge-base",
+            "--is-ancestor",
+            &theirs,
+            "main",
+        ],
+        &dir,
+    );
     assert_eq!(server_branches(&dir), vec!["main".to_string()]);
     let history = a.history(10).await.unwrap();
     assert_eq!(history.len(), 3);
@@ -75,15 +101,31 @@ async fn overlapping_changes_go_to_a_conflict_branch(f: &GitFixture) {
     let (url, dir) = f.new_repo();
     let (a, b) = (f.backend_for(&url), f.backend_for(&url));
     let (src_a, src_b) = (f.tmp.path().join("a"), f.tmp.path().join("b"));
-    push(&*a, &src_a, &write(&src_a, &[("a.txt", "v1"), ("c.txt", "c")])).await;
+    push(
+        &*a,
+        &src_a,
+        &write(&src_a, &[("a.txt", "v1"), ("c.txt", "c")]),
+    )
+    .await;
     // Another pod edits the same notebook.
     push(&*b, &src_b, &write(&src_b, &[("a.txt", "theirs")])).await;
-    let r = push(&*a, &src_a, &write(&src_a, &[("a.txt", "ours"), ("d.txt", "new")])).await;
+    let r = push(
+        &*a,
+        &src_a,
+        &write(&src_a, &[("a.txt", "ours"), ("d.txt", "new")]),
+    )
+    .await;
     let conflict = r.conflict.clone().expect("overlap not reported");
-    assert!(conflict.starts_with("tether/conflict/test-pod/"), "{conflict}");
+    assert!(
+        conflict.starts_with("tether/conflict/test-pod/"),
+        "{conflict}"
+    );
     assert!(conflict.contains("a.txt"), "{conflict}");
     // The branch keeps their version plus our non-overlapping change...
-    assert_eq!(server_file(&dir, "main", "a.txt").as_deref(), Some("theirs"));
+    assert_eq!(
+        server_file(&dir, "main", "a.txt").as_deref(),
+        Some("theirs")
+    );
     assert_eq!(server_file(&dir, "main", "d.txt").as_deref(), Some("new"));
     assert_eq!(server_file(&dir, "main", "c.txt").as_deref(), Some("c"));
     assert_eq!(r.head, server_ref(&dir, "refs/heads/main"));
@@ -111,7 +153,10 @@ async fn overlapping_changes_go_to_a_conflict_branch(f: &GitFixture) {
     let next = push(&*a, &src_a, &write(&src_a, &[("c.txt", "c2")])).await;
     assert_eq!(next.conflict, None);
     assert_eq!(server_file(&dir, "main", "c.txt").as_deref(), Some("c2"));
-    assert_eq!(server_file(&dir, "main", "a.txt").as_deref(), Some("theirs"));
+    assert_eq!(
+        server_file(&dir, "main", "a.txt").as_deref(),
+        Some("theirs")
+    );
 }
 
 /// A person clones the repository, edits and pushes with the git CLI.
@@ -119,30 +164,75 @@ async fn person_with_git_cli(f: &GitFixture) {
     let (url, dir) = f.new_repo();
     let a = f.backend_for(&url);
     let src = f.tmp.path().join("a");
-    push(&*a, &src, &write(&src, &[("notes.md", "one"), ("nb.ipynb", "{}")])).await;
+    push(
+        &*a,
+        &src,
+        &write(&src, &[("notes.md", "one"), ("nb.ipynb", "{}")]),
+    )
+    .await;
     let clone = f.tmp.path().join("clone");
-    git(&["clone", "-q", &url, clone.to_str().unwrap()], f.tmp.path());
+    git(
+        &["clone", "-q", &url, clone.to_str().unwrap()],
+        f.tmp.path(),
+    );
     std::fs::write(clone.join("README.md"), "by a person").unwrap();
     std::fs::write(clone.join("nb.ipynb"), "{\"person\": 1}").unwrap();
     git(&["add", "-A"], &clone);
-    git(&["-c", "user.name=P", "-c", "user.email=p@example.com", "commit", "-qm", "person"], &clone);
+    git(
+        &[
+            "-c",
+            "user.name=P",
+            "-c",
+            "user.email=p@example.com",
+            "commit",
+            "-qm",
+            "person",
+        ],
+        &clone,
+    );
     git(&["push", "-q", "origin", "main"], &clone);
     // Disjoint: rebased.
     let r = push(&*a, &src, &write(&src, &[("notes.md", "two")])).await;
     assert_eq!(r.conflict, None);
-    assert_eq!(server_file(&dir, "main", "README.md").as_deref(), Some("by a person"));
-    assert_eq!(server_file(&dir, "main", "notes.md").as_deref(), Some("two"));
+    assert_eq!(
+        server_file(&dir, "main", "README.md").as_deref(),
+        Some("by a person")
+    );
+    assert_eq!(
+        server_file(&dir, "main", "notes.md").as_deref(),
+        Some("two")
+    );
     // Overlapping: the person's notebook stays, ours goes to a branch.
     git(&["pull", "-q", "--rebase", "origin", "main"], &clone);
     std::fs::write(clone.join("nb.ipynb"), "{\"person\": 2}").unwrap();
-    git(&["-c", "user.name=P", "-c", "user.email=p@example.com", "commit", "-qam", "person 2"], &clone);
+    git(
+        &[
+            "-c",
+            "user.name=P",
+            "-c",
+            "user.email=p@example.com",
+            "commit",
+            "-qam",
+            "person 2",
+        ],
+        &clone,
+    );
     git(&["push", "-q", "origin", "main"], &clone);
     let r = push(&*a, &src, &write(&src, &[("nb.ipynb", "{\"pod\": 1}")])).await;
     let conflict = r.conflict.expect("overlap not reported");
     let branch = conflict.split(' ').next().unwrap();
-    assert_eq!(server_file(&dir, "main", "nb.ipynb").as_deref(), Some("{\"person\": 2}"));
-    assert_eq!(server_file(&dir, branch, "nb.ipynb").as_deref(), Some("{\"pod\": 1}"));
-    assert_eq!(server_file(&dir, branch, "notes.md").as_deref(), Some("two"));
+    assert_eq!(
+        server_file(&dir, "main", "nb.ipynb").as_deref(),
+        Some("{\"person\": 2}")
+    );
+    assert_eq!(
+        server_file(&dir, branch, "nb.ipynb").as_deref(),
+        Some("{\"pod\": 1}")
+    );
+    assert_eq!(
+        server_file(&dir, branch, "notes.md").as_deref(),
+        Some("two")
+    );
 }
 
 macro_rules! conflict_tests {

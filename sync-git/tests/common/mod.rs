@@ -126,7 +126,10 @@ impl GitFixture {
     pub fn new_repo(&self) -> (String, PathBuf) {
         let name = format!("{}.git", unique("t"));
         let dir = self.root.join(&name);
-        git(&["init", "-q", "--bare", "-b", "main", dir.to_str().unwrap()], &self.root);
+        git(
+            &["init", "-q", "--bare", "-b", "main", dir.to_str().unwrap()],
+            &self.root,
+        );
         self.fix_owner(&dir);
         (format!("{}/{name}", self.url_base), dir)
     }
@@ -164,7 +167,8 @@ impl GitFixture {
         let blob = |data: &[u8]| repo.objects.write_buf(gix::objs::Kind::Blob, data).unwrap();
         let ok = blob(b"ok");
         let evil = blob(b"evil");
-        let mut root: Vec<(&str, Vec<u8>, gix::ObjectId)> = vec![("100644", b"ok.txt".to_vec(), ok)];
+        let mut root: Vec<(&str, Vec<u8>, gix::ObjectId)> =
+            vec![("100644", b"ok.txt".to_vec(), ok)];
         // A file at `name`: nested trees per component, or one verbatim
         // entry when the name has empty components (`/etc/x`).
         let nested = |name: &str, leaf_mode: &'static str, leaf: gix::ObjectId| {
@@ -189,7 +193,11 @@ impl GitFixture {
                 }
                 root.push(nested(name, "100644", evil));
             }
-            Hostile::SymlinkThenEntry { link, target, entry } => {
+            Hostile::SymlinkThenEntry {
+                link,
+                target,
+                entry,
+            } => {
                 root.push(("120000", link.as_bytes().to_vec(), blob(target.as_bytes())));
                 root.push(nested(entry, "100644", evil));
             }
@@ -223,7 +231,10 @@ impl GitFixture {
 }
 
 /// Writes a tree object from raw entries, in the given order, unvalidated.
-pub fn write_tree(repo: &gix::Repository, entries: &[(&str, Vec<u8>, gix::ObjectId)]) -> gix::ObjectId {
+pub fn write_tree(
+    repo: &gix::Repository,
+    entries: &[(&str, Vec<u8>, gix::ObjectId)],
+) -> gix::ObjectId {
     let mut buf = Vec::new();
     for (mode, name, id) in entries {
         buf.extend_from_slice(mode.as_bytes());
@@ -251,7 +262,14 @@ impl Fixture for GitFixture {
 /// The commit a server-side branch points to (read from the bare repo).
 pub fn server_ref(dir: &Path, name: &str) -> Option<String> {
     let out = git_cmd()
-        .args(["--git-dir", dir.to_str().unwrap(), "rev-parse", "--verify", "-q", name])
+        .args([
+            "--git-dir",
+            dir.to_str().unwrap(),
+            "rev-parse",
+            "--verify",
+            "-q",
+            name,
+        ])
         .output()
         .unwrap();
     out.status
@@ -262,7 +280,13 @@ pub fn server_ref(dir: &Path, name: &str) -> Option<String> {
 /// Branch names on the server repository.
 pub fn server_branches(dir: &Path) -> Vec<String> {
     let out = git(
-        &["--git-dir", dir.to_str().unwrap(), "for-each-ref", "--format=%(refname:short)", "refs/heads"],
+        &[
+            "--git-dir",
+            dir.to_str().unwrap(),
+            "for-each-ref",
+            "--format=%(refname:short)",
+            "refs/heads",
+        ],
         dir,
     );
     out.lines().map(str::to_owned).collect()
@@ -271,7 +295,12 @@ pub fn server_branches(dir: &Path) -> Vec<String> {
 /// A file's content at `rev` in the server repository.
 pub fn server_file(dir: &Path, rev: &str, path: &str) -> Option<String> {
     let out = git_cmd()
-        .args(["--git-dir", dir.to_str().unwrap(), "show", &format!("{rev}:{path}")])
+        .args([
+            "--git-dir",
+            dir.to_str().unwrap(),
+            "show",
+            &format!("{rev}:{path}"),
+        ])
         .output()
         .unwrap();
     out.status
