@@ -752,66 +752,84 @@ impl Snapshots {
         transfer::write_files(writer, &key, files).await
     }
 
+    /// Checkpoints that became head, newest first: the chain from the head
+    /// through each manifest's parent (a manifest that lost a race and was
+    /// re-based is not part of it; its re-based successor is).
     pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
-        let mut ids = self.snapshot_ids().await?;
-        ids.reverse();
-        ids.truncate(limit);
-        let entries: Vec<Option<HistoryEntry>> = stream::iter(ids)
-            .map(|id| async move {
-                match self.load_manifest(&id).await {
-                    Ok(Some(m)) => Ok(Some(HistoryEntry {
+        let mut out = Vec::new();
+        let Some((_, head)) = self.read_head().await? else {
+            return Ok(out);
+        };
+        let mut next = Some(head.snapshot);
+        while let Some(id) = next.take() {
+            if out.len() >= limit {
+                break;
+            }
+            match self.load_manifest(&id).await {
+                Ok(Some(m)) => {
+                    next = m.parent.clone();
+                    out.push(HistoryEntry {
                         id: m.id,
                         time: Some(UNIX_EPOCH + Duration::from_millis(m.time_ms)),
                         files: m.files,
                         bytes: m.bytes,
-                    })),
-                    Ok(None) => Ok(None),
-                    Err(BackendError::InvalidRemote { object, reason }) => {
-                        tracing::warn!(%object, %reason, "skipping an unreadable snapshot");
-                        Ok(None)
-                    }
-                    Err(e) => Err(e),
+                    });
                 }
-            })
-            .buffered(self.options.concurrency)
-            .try_collect()
-            .await?;
-        Ok(entries.into_iter().flatten().collect())
-    }
-
-    /// Snapshot ids present, oldest first.
-    async fn snapshot_ids(&self) -> Result<Vec<String>, BackendError> {
-        let dir = self.remote.key("snapshots")?;
-        let mut ids: Vec<String> = self
-            .remote
-            .store
-            .list(Some(&dir))
-            .map_err(|e| remote_err("list", &dir, e))
-            .try_filter_map(|o| {
-                let name = o.location.filename().unwrap_or("").to_owned();
-                async move { Ok(is_snapshot_id(&name).then_some(name)) }
-            })
-            .try_collect()
-            .await?;
-        ids.sort();
-        Ok(ids)
+                // Pruned (or never written): the chain ends here.
+                Ok(None) => {}
+                Err(BackendError::InvalidRemote { object, reason }) if !out.is_empty() => {
+                    tracing::warn!(%object, %reason, "history stops at an unreadable snapshot");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport, BackendError> {
         let mut writer_state = self.state.lock().await;
         let mut report = PruneReport::default();
-        let head = self.read_head().await?.map(|(_, h)| h.snapshot);
-        let mut ids = self.snapshot_ids().await?;
-        if let Some(keep) = options.keep_last {
-            let cut = ids.len().saturating_sub(keep.max(1));
-            let (old, _) = ids.split_at(cut);
-            for id in old.iter().filter(|id| Some(*id) != head.as_ref()) {
-                if !options.dry_run {
-                    self.remote.delete(&self.snapshot_key(id)?).await?;
-                }
-                report.snapshots_deleted.push(id.clone());
+        let cutoff = chrono_cutoff(options.min_age);
+        // The committed chain, newest first.
+        let chain: Vec<String> = self
+            .history(usize::MAX)
+            .await?
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        let dir = self.remote.key("snapshots")?;
+        let listed: Vec<object_store::ObjectMeta> = self
+            .remote
+            .store
+            .list(Some(&dir))
+            .map_err(|e| remote_err("list", &dir, e))
+            .try_collect()
+            .await?;
+        let mut ids = Vec::new();
+        for o in listed {
+            let id = o.location.filename().unwrap_or("").to_owned();
+            if !is_snapshot_id(&id) {
+                continue;
             }
-            ids.retain(|id| !report.snapshots_deleted.contains(id));
+            let drop = match options.keep_last {
+                None => false,
+                Some(keep) => match chain.iter().position(|c| *c == id) {
+                    // Committed history beyond the newest `keep` (the head
+                    // itself always stays).
+                    Some(pos) => pos >= keep.max(1),
+                    // Not in the chain: a lost race or an interrupted push;
+                    // young ones may still be about to become head.
+                    None => o.last_modified.timestamp_millis() <= cutoff,
+                },
+            };
+            if drop {
+                if !options.dry_run {
+                    self.remote.delete(&o.location).await?;
+                }
+                report.snapshots_deleted.push(id);
+            } else {
+                ids.push(id);
+            }
         }
         // What the remaining snapshots reference. Any unreadable manifest
         // stops the prune: deleting on uncertain grounds could lose data.
@@ -824,7 +842,6 @@ impl Snapshots {
             ))?;
             referenced.extend(m.blob_locations().map(|(_, l)| l.pack.clone()));
         }
-        let cutoff = chrono_cutoff(options.min_age);
         let dir = self.remote.key("packs")?;
         let packs: Vec<object_store::ObjectMeta> = self
             .remote

@@ -1,0 +1,356 @@
+//! Layout behaviour through the public API: history and restore of any
+//! snapshot, packing and deduplication, two writers racing for the head,
+//! prune, and the mirror's browsable objects.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::{Store, StoreFixture, key, unique};
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use sync_core::testkit::conformance::Workbench;
+use sync_core::{Backend, BackendError, RestoreOptions, Source};
+use sync_s3::{BackendOptions, Layout, ObjectStoreBackend, PruneOptions};
+
+fn stores() -> Vec<Store> {
+    let mut v = vec![Store::Memory, Store::File];
+    v.extend(Store::s3());
+    v
+}
+
+async fn count(b: &ObjectStoreBackend, dir: &str) -> usize {
+    b.store()
+        .list(Some(&key(b, dir)))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_restore_of_any_snapshot() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = Arc::new(f.backend(&unique("history")));
+        let mut w = Workbench::new(b.clone());
+        w.write("a.txt", b"version 1");
+        let r1 = w.sync().await;
+        let first = b.head().await.unwrap().unwrap().id;
+        w.write("a.txt", b"version two");
+        w.write("b.txt", b"new");
+        w.sync().await;
+        let h = b.history(10).await.unwrap();
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[1].id, first);
+        assert_eq!((h[0].files, h[0].bytes), (2, 14));
+        assert_eq!((h[1].files, h[1].bytes), (1, 9));
+        assert_eq!(b.history(1).await.unwrap().len(), 1);
+        let dest = w.tmp.path().join("old");
+        let report = b
+            .restore(
+                &dest,
+                &RestoreOptions {
+                    at: Some(first.clone()),
+                    ..RestoreOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.head.as_deref(), Some(first.as_str()));
+        assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"version 1");
+        assert!(!dest.join("b.txt").exists());
+        let err = b
+            .restore(
+                &w.tmp.path().join("none"),
+                &RestoreOptions {
+                    at: Some("0000000000000-00000000".into()),
+                    ..RestoreOptions::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackendError::NotFound { .. }), "{err}");
+        drop(r1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_are_packed_and_unchanged_content_is_not_uploaded_again() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = Arc::new(f.backend(&unique("packing")));
+        let mut w = Workbench::new(b.clone());
+        for i in 0..500 {
+            w.write(&format!("d{}/f{i}.txt", i % 7), format!("file {i}").as_bytes());
+        }
+        let c = w.checkpoint();
+        let receipt = b.push(&c, &Source::new(&w.src)).await.unwrap();
+        assert_eq!(receipt.files_uploaded, 500);
+        w.push(&c).await;
+        // 500 small files: one pack and its index, one manifest, one head.
+        assert_eq!(count(&b, "packs").await, 1);
+        assert_eq!(count(&b, "index").await, 1);
+        w.write("extra.txt", b"one more");
+        w.write("copy.txt", b"file 3"); // same content as d3/f3.txt
+        let c = w.checkpoint();
+        let receipt = b.push(&c, &Source::new(&w.src)).await.unwrap();
+        assert_eq!(receipt.files_uploaded, 1, "{receipt:?}");
+        w.push(&c).await;
+        let dest = w.restore_new("restored").await;
+        w.assert_same(&dest);
+    }
+}
+
+/// A store that runs `hook` once, just before the first write of a head
+/// generation: another writer moving the head at the worst moment.
+struct RaceStore {
+    inner: Arc<dyn ObjectStore>,
+    hook: Mutex<Option<BoxFuture<'static, ()>>>,
+}
+
+impl std::fmt::Debug for RaceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RaceStore")
+    }
+}
+
+impl std::fmt::Display for RaceStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RaceStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for RaceStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let key = location.as_ref();
+        if key.contains("/heads/") || key.contains("/.tether/mirror/") {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(h) = hook {
+                h.await;
+            }
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loser_of_a_head_race_rebases_and_nothing_is_lost() {
+    for layout in [Layout::Snapshots, Layout::Mirror] {
+        let shared: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let opts = BackendOptions {
+            layout,
+            ..BackendOptions::default()
+        };
+        let race = Arc::new(RaceStore {
+            inner: Arc::clone(&shared),
+            hook: Mutex::new(None),
+        });
+        let a = Arc::new(ObjectStoreBackend::new(race.clone(), "p", "writer a", opts.clone()).unwrap());
+        let b = Arc::new(ObjectStoreBackend::new(Arc::clone(&shared), "p", "writer b", opts).unwrap());
+
+        let mut wa = Workbench::new(a.clone());
+        wa.write("shared.txt", b"base");
+        wa.sync().await;
+
+        let wb = Workbench::new(b.clone());
+        wb.write("shared.txt", b"b's version");
+        wb.write("only-b.txt", b"b");
+        let cb = wb.checkpoint();
+        let src_b = wb.src.clone();
+        let b2 = b.clone();
+        *race.hook.lock().unwrap() = Some(Box::pin(async move {
+            b2.push(&cb, &Source::new(&src_b)).await.unwrap();
+        }));
+
+        wa.write("shared.txt", b"a's version");
+        wa.write("only-a.txt", b"a");
+        let ca = wa.checkpoint();
+        let receipt = a.push(&ca, &Source::new(&wa.src)).await.unwrap();
+        if layout == Layout::Snapshots {
+            let conflict = receipt.conflict.clone().expect("the race must be reported");
+            assert!(conflict.contains("shared.txt"), "{conflict}");
+            // B's version survives in history.
+            let h = b.history(10).await.unwrap();
+            assert_eq!(h.len(), 3, "{h:?}");
+            let dest = wa.tmp.path().join("b-version");
+            b.restore(
+                &dest,
+                &RestoreOptions {
+                    at: Some(h[1].id.clone()),
+                    ..RestoreOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(std::fs::read(dest.join("shared.txt")).unwrap(), b"b's version");
+        }
+        // The head has both writers' files. Snapshots: A's checkpoint was
+        // re-based on B's, so A's version of the contested file wins.
+        // Mirror: objects are last-writer-wins (B's upload came last) and
+        // the merged index must not make that object unrestorable.
+        let dest = wa.tmp.path().join("merged");
+        b.restore(&dest, &RestoreOptions::default()).await.unwrap();
+        let names: BTreeSet<_> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["only-a.txt".into(), "only-b.txt".into(), "shared.txt".into()]),
+            "{layout}"
+        );
+        let want: &[u8] = match layout {
+            Layout::Snapshots => b"a's version",
+            Layout::Mirror => b"b's version",
+        };
+        assert_eq!(std::fs::read(dest.join("shared.txt")).unwrap(), want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_deletes_only_old_unreferenced_packs() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = Arc::new(f.backend(&unique("prune")));
+        let mut w = Workbench::new(b.clone());
+        w.write("keep.txt", b"kept in every snapshot");
+        w.write("old.txt", b"only in the first snapshot");
+        w.sync().await;
+        std::fs::remove_file(w.src.join("old.txt")).unwrap();
+        w.write("keep.txt", b"kept, second version");
+        w.sync().await;
+        assert_eq!(count(&b, "packs").await, 2);
+
+        // Young packs are kept whatever happens.
+        let r = b
+            .prune(&PruneOptions {
+                keep_last: Some(1),
+                ..PruneOptions::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.snapshots_deleted.len(), 1);
+        assert_eq!((r.packs_deleted, r.packs_kept_young, r.packs_referenced), (0, 1, 1));
+        // With no safety window, the unreferenced pack goes.
+        let r = b
+            .prune(&PruneOptions {
+                keep_last: Some(1),
+                min_age: std::time::Duration::ZERO,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!((r.packs_deleted, r.packs_referenced), (1, 1), "{r:?}");
+        assert_eq!(count(&b, "packs").await, 1);
+        assert_eq!(b.history(10).await.unwrap().len(), 1);
+        let dest = w.restore_new("after-prune").await;
+        w.assert_same(&dest);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_objects_are_plain_files_with_metadata() {
+    for store in stores() {
+        let f = StoreFixture::new(store.clone(), Layout::Mirror);
+        let b = Arc::new(f.backend(&unique("mirror")));
+        let mut w = Workbench::new(b.clone());
+        w.write("notes/a b [1].txt", b"hello");
+        w.sync().await;
+        let k = key(&b, "notes/a b [1].txt");
+        let got = b.store().get(&k).await.unwrap();
+        let attrs = got.attributes.clone();
+        assert_eq!(&got.bytes().await.unwrap()[..], b"hello");
+        if !matches!(store, Store::File) {
+            let hash = attrs
+                .get(&object_store::Attribute::Metadata("tether-blake3".into()))
+                .map(|v| v.as_ref().to_owned());
+            assert_eq!(hash, Some(sync_core::ContentHash::of(b"hello").to_hex()));
+        }
+        // Deletes propagate.
+        std::fs::remove_file(w.src.join("notes/a b [1].txt")).unwrap();
+        w.sync().await;
+        assert!(matches!(
+            b.store().head(&k).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+        // An object put there by another tool is restored too.
+        common::put_raw(&b, "from-another-tool.txt", Bytes::from_static(b"x")).await;
+        let dest = w.restore_new("restored").await;
+        assert_eq!(std::fs::read(dest.join("from-another-tool.txt")).unwrap(), b"x");
+        // The reserved name is refused, with a clear error.
+        w.write(".tether/x", b"x");
+        let c = w.checkpoint();
+        let err = b.push(&c, &Source::new(&w.src)).await.unwrap_err();
+        assert!(err.to_string().contains(".tether"), "{err}");
+        assert!(b.history(1).await.is_err());
+    }
+}
+
+#[test]
+fn bad_urls_are_config_errors_without_secrets() {
+    let opts = BackendOptions {
+        use_env: false,
+        ..BackendOptions::default()
+    };
+    let e = ObjectStoreBackend::from_url("s3://b/p?secret_key=TOPSECRET", opts.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("TOPSECRET"), "{e}");
+    let e = ObjectStoreBackend::from_url("s3://b/p?concurrency=0", opts.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("concurrency"), "{e}");
+    let b = ObjectStoreBackend::from_url("memory://x/y?layout=mirror", opts).unwrap();
+    assert_eq!(b.layout(), Layout::Mirror);
+    assert!(b.describe().contains("memory://x/y") && b.describe().contains("mirror"));
+}

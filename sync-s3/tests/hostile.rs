@@ -1,0 +1,230 @@
+//! Hostile store contents beyond the conformance suite's names: missing
+//! blobs, blobs whose bytes do not match, truncated and oversized
+//! manifests and indexes, a head naming a missing snapshot. Each restore
+//! must fail with an error naming the object and write nothing outside the
+//! destination (and no file whose content is wrong).
+
+mod common;
+
+use std::path::Path as FsPath;
+
+use bytes::Bytes;
+use common::{
+    Store, StoreFixture, file_meta, key, meta_json, plant_head, plant_mirror_index,
+    plant_snapshot, put_raw, unique,
+};
+use object_store::ObjectStoreExt;
+use sync_core::{Backend, BackendError, Meta, RestoreOptions};
+use sync_s3::{BackendOptions, Layout};
+
+fn stores() -> Vec<Store> {
+    let mut v = vec![Store::Memory, Store::File];
+    v.extend(Store::s3());
+    v
+}
+
+/// Restores into `<tmp>/case/dest` and checks that nothing appeared next to
+/// `dest`; returns the error's text.
+async fn refused(b: &dyn Backend, tmp: &FsPath, want_object: &str) -> String {
+    let case = tmp.join(unique("case"));
+    let dest = case.join("dest");
+    let err = match b.restore(&dest, &RestoreOptions::default()).await {
+        Err(e) => e,
+        Ok(r) => panic!("{}: hostile state restored: {r:?}", b.describe()),
+    };
+    let msg = err.to_string();
+    assert!(
+        matches!(err, BackendError::InvalidRemote { .. }),
+        "{}: not reported as invalid remote data: {msg}",
+        b.describe()
+    );
+    assert!(
+        msg.contains(want_object),
+        "{}: error does not name {want_object}: {msg}",
+        b.describe()
+    );
+    // Refused before the destination was even created, or only it exists.
+    let beside: Vec<_> = std::fs::read_dir(&case)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        beside.is_empty() || beside == ["dest"],
+        "wrote outside the destination: {beside:?}"
+    );
+    msg
+}
+
+fn ok_entry() -> (String, Meta, Option<Bytes>) {
+    (
+        "ok.txt".into(),
+        Meta::File(file_meta(b"ok")),
+        Some(Bytes::from_static(b"ok")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_with_a_missing_blob_is_refused() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = f.backend(&unique("missing-blob"));
+        plant_snapshot(&b, vec![ok_entry()]).await;
+        // Delete every pack.
+        let packs: Vec<_> = {
+            use futures::TryStreamExt;
+            b.store()
+                .list(Some(&key(&b, "packs")))
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+        };
+        assert_eq!(packs.len(), 1);
+        b.store().delete(&packs[0].location).await.unwrap();
+        let msg = refused(&b, f.tmp.path(), packs[0].location.as_ref()).await;
+        assert!(msg.contains("missing"), "{msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_blob_with_wrong_bytes_is_never_written() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = f.backend(&unique("bad-blob"));
+        // The manifest says "ok" but the pack holds "xx" at that place.
+        let meta = Meta::File(file_meta(b"ok"));
+        plant_snapshot(&b, vec![("ok.txt".into(), meta, Some(Bytes::from_static(b"xx")))]).await;
+        let case = f.tmp.path().join(unique("case"));
+        let dest = case.join("dest");
+        let err = b
+            .restore(&dest, &RestoreOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/packs/") || err.contains("packs/"),
+            "error does not name the pack: {err}"
+        );
+        assert!(err.contains("ok.txt") && err.contains("not written"), "{err}");
+        assert!(!dest.join("ok.txt").exists(), "mismatching blob written");
+        let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_manifest_is_refused() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = f.backend(&unique("truncated"));
+        let id = plant_snapshot(&b, vec![ok_entry()]).await;
+        let k = key(&b, &format!("snapshots/{id}"));
+        let full = b.store().get(&k).await.unwrap().bytes().await.unwrap();
+        put_raw(&b, &format!("snapshots/{id}"), full.slice(..full.len() / 2)).await;
+        let msg = refused(&b, f.tmp.path(), k.as_ref()).await;
+        assert!(msg.contains("truncated"), "{msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_manifest_is_refused_before_reading() {
+    for store in stores() {
+        let mut f = StoreFixture::new(store, Layout::Snapshots);
+        f.options = BackendOptions {
+            max_manifest_bytes: 2048,
+            ..BackendOptions::default()
+        };
+        let b = f.backend(&unique("oversized"));
+        let entries: Vec<_> = (0..50)
+            .map(|i| {
+                let c = format!("content {i}");
+                (
+                    format!("file-{i:04}.txt"),
+                    Meta::File(file_meta(c.as_bytes())),
+                    Some(Bytes::from(c)),
+                )
+            })
+            .collect();
+        let id = plant_snapshot(&b, entries).await;
+        let msg = refused(&b, f.tmp.path(), &format!("snapshots/{id}")).await;
+        assert!(msg.contains("more than the 2048 bytes"), "{msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_naming_a_missing_snapshot_is_refused() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = f.backend(&unique("dangling-head"));
+        plant_head(&b, 1, "1700000000000-deadbeef").await;
+        let msg = refused(&b, f.tmp.path(), &format!("heads/{:020}", 1)).await;
+        assert!(
+            msg.contains("1700000000000-deadbeef") && msg.contains("does not exist"),
+            "{msg}"
+        );
+        // A head naming something that is not a snapshot id at all.
+        let b = f.backend(&unique("evil-head"));
+        plant_head(&b, 1, "../../etc").await;
+        refused(&b, f.tmp.path(), &format!("heads/{:020}", 1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_steering_a_pack_key_is_refused() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = f.backend(&unique("evil-pack"));
+        let id = plant_snapshot(&b, vec![ok_entry()]).await;
+        let k = key(&b, &format!("snapshots/{id}"));
+        let text = String::from_utf8(
+            b.store().get(&k).await.unwrap().bytes().await.unwrap().to_vec(),
+        )
+        .unwrap();
+        let pack_start = text.find("\"pack\":\"").unwrap() + 8;
+        let evil = format!("{}../../../x{}", &text[..pack_start], &text[pack_start + 64..]);
+        put_raw(&b, &format!("snapshots/{id}"), evil).await;
+        let msg = refused(&b, f.tmp.path(), k.as_ref()).await;
+        assert!(msg.contains("invalid pack id"), "{msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_object_not_matching_its_index_hash_is_never_written() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Mirror);
+        let b = f.backend(&unique("mirror-bad"));
+        put_raw(&b, "ok.txt", Bytes::from_static(b"xx")).await;
+        let etag = b.store().head(&key(&b, "ok.txt")).await.unwrap().e_tag;
+        let mut entry = meta_json(&Meta::File(file_meta(b"ok")));
+        entry["etag"] = serde_json::json!(etag);
+        plant_mirror_index(&b, serde_json::json!({ "ok.txt": entry })).await;
+        let case = f.tmp.path().join(unique("case"));
+        let dest = case.join("dest");
+        let err = b
+            .restore(&dest, &RestoreOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ok.txt") && err.contains("not written"), "{err}");
+        assert!(!dest.join("ok.txt").exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_truncated_or_oversized_index_is_refused() {
+    for store in stores() {
+        let f = StoreFixture::new(store.clone(), Layout::Mirror);
+        let b = f.backend(&unique("mirror-trunc"));
+        put_raw(&b, ".tether/mirror/00000000000000000001", "{\"format\":\"tether-mirror-index-1\",\"time_ms\":0,\"entr").await;
+        let msg = refused(&b, f.tmp.path(), ".tether/mirror/00000000000000000001").await;
+        assert!(msg.contains("truncated"), "{msg}");
+
+        let mut f = StoreFixture::new(store, Layout::Mirror);
+        f.options.max_manifest_bytes = 100;
+        let b = f.backend(&unique("mirror-big"));
+        let entries: serde_json::Map<_, _> = (0..20)
+            .map(|i| (format!("f{i}"), meta_json(&Meta::Dir)))
+            .collect();
+        plant_mirror_index(&b, serde_json::Value::Object(entries)).await;
+        let msg = refused(&b, f.tmp.path(), ".tether/mirror/00000000000000000001").await;
+        assert!(msg.contains("more than the 100 bytes"), "{msg}");
+    }
+}
