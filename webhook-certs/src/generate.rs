@@ -383,6 +383,7 @@ fn validate_dns_name(what: &'static str, value: &str, allow_wildcard: bool) -> R
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -172,6 +172,7 @@ pub(crate) fn certs_to_pem(certs: &[CertInfo]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::generate::{CertRequest, generate_ca, issue_serving_cert};

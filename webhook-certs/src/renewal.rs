@@ -445,6 +445,7 @@ pub(crate) fn renew(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::bundle::PemFiles;

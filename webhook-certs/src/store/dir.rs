@@ -1,19 +1,4 @@
-//! Certificates as PEM files in a directory.
-//!
-//! Layout: `ca.crt`, `ca.key`, `tls.crt`, `tls.key` (the names a mounted
-//! `kubernetes.io/tls` Secret uses, so a Secret volume can be read with the
-//! same store). Each file is written to a temporary file in the same
-//! directory, flushed, given its mode (0600 for keys, 0644 for
-//! certificates) before it gets its content, and renamed over the old one,
-//! so no reader ever sees a half-written file.
-//!
-//! Writers take an exclusive lock on `.webhook-certs.lock`, compare the
-//! files with the revision they loaded, and only then write; readers take a
-//! shared lock, so processes using this store never see a mix of old and
-//! new files. Readers that do not lock (a web server reading `tls.crt`
-//! itself) may briefly see a new certificate with the old key; serve through
-//! [`CertResolver`](crate::CertResolver) to avoid that. A read-only
-//! directory (a mounted Secret volume) is read without the lock.
+//! Certificates as PEM files in a directory (see [`DirStore`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -28,8 +13,22 @@ use crate::error::{Error, Result};
 const LOCK_FILE: &str = ".webhook-certs.lock";
 const FILES: [&str; 4] = ["ca.crt", "ca.key", "tls.crt", "tls.key"];
 
-/// A directory of PEM files. See the [module docs](self) for layout,
-/// atomicity and locking.
+/// Certificates as PEM files in a directory.
+///
+/// Layout: `ca.crt`, `ca.key`, `tls.crt`, `tls.key` (the names a mounted
+/// `kubernetes.io/tls` Secret uses, so a Secret volume can be read with the
+/// same store). Each file is written to a temporary file in the same
+/// directory, flushed, given its mode (0600 for keys, 0644 for
+/// certificates) before it gets its content, and renamed over the old one,
+/// so no reader ever sees a half-written file.
+///
+/// Writers take an exclusive lock on `.webhook-certs.lock`, compare the
+/// files with the revision they loaded, and only then write; readers take a
+/// shared lock, so processes using this store never see a mix of old and
+/// new files. Readers that do not lock (a web server reading `tls.crt`
+/// itself) may briefly see a new certificate with the old key; serve through
+/// [`CertResolver`](crate::CertResolver) to avoid that. A read-only
+/// directory (a mounted Secret volume) is read without the lock.
 #[derive(Debug, Clone)]
 pub struct DirStore {
     dir: PathBuf,

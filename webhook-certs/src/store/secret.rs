@@ -1,24 +1,4 @@
-//! Certificates in a Kubernetes Secret.
-//!
-//! The Secret has type `kubernetes.io/tls` (so anything that reads TLS
-//! Secrets understands `tls.crt`/`tls.key`), plus `ca.crt` (the CA bundle)
-//! and `ca.key` (the current CA's private key).
-//!
-//! Keeping the CA key in the Secret is what lets restarts and replicas reuse
-//! one CA instead of each making its own. It is protected the way any Secret
-//! is: by RBAC (grant the webhook's ServiceAccount `get` and `patch` on this
-//! one Secret by `resourceNames`, and `create` on Secrets in the namespace;
-//! nobody else needs access), by encryption at rest if the cluster enables
-//! it, and by this crate never logging it. The trade-off: whoever can read
-//! the Secret can mint certificates this webhook's clients trust, which is
-//! no more than reading `tls.key` already allows for impersonating the
-//! webhook itself.
-//!
-//! Concurrency: the first write is a `POST` (create-if-absent: a second
-//! replica gets `409 AlreadyExists`), later writes are JSON merge patches
-//! that carry the `metadata.resourceVersion` they were based on (a stale one
-//! gets `409 Conflict`). Merge patches touch only the four data keys, so
-//! labels, annotations and other keys set by others survive.
+//! Certificates in a Kubernetes Secret (see [`SecretStore`]).
 
 use std::collections::BTreeMap;
 
@@ -39,7 +19,27 @@ pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 /// `metadata.managedFields`).
 pub const FIELD_MANAGER: &str = "webhook-certs";
 
-/// A `kubernetes.io/tls` Secret. See the [module docs](self).
+/// Certificates in a Kubernetes Secret.
+///
+/// The Secret has type `kubernetes.io/tls` (so anything that reads TLS
+/// Secrets understands `tls.crt`/`tls.key`), plus `ca.crt` (the CA bundle)
+/// and `ca.key` (the current CA's private key).
+///
+/// Keeping the CA key in the Secret is what lets restarts and replicas reuse
+/// one CA instead of each making its own. It is protected the way any Secret
+/// is: by RBAC (grant the webhook's ServiceAccount `get` and `patch` on this
+/// one Secret by `resourceNames`, and `create` on Secrets in the namespace;
+/// nobody else needs access), by encryption at rest if the cluster enables
+/// it, and by this crate never logging it. The trade-off: whoever can read
+/// the Secret can mint certificates this webhook's clients trust, which is
+/// no more than reading `tls.key` already allows for impersonating the
+/// webhook itself.
+///
+/// Concurrency: the first write is a `POST` (create-if-absent: a second
+/// replica gets `409 AlreadyExists`), later writes are JSON merge patches
+/// that carry the `metadata.resourceVersion` they were based on (a stale one
+/// gets `409 Conflict`). Merge patches touch only the four data keys, so
+/// labels, annotations and other keys set by others survive.
 #[derive(Clone)]
 pub struct SecretStore {
     api: Api<Secret>,
