@@ -57,6 +57,7 @@ write_env() {
     echo "TETHER_TEST_S3_SECRET_KEY=$secret_key"
     echo "TETHER_TEST_S3_BUCKET=$bucket"
     echo "TETHER_TEST_S3_CONTROL=$script"
+    echo "TETHER_TEST_S3_TESTBED_DIR=$testbed_dir"
   } > "$env_file"
 }
 
