@@ -124,3 +124,34 @@ async fn a_resolver_without_a_certificate_refuses_handshakes() {
     let now = OffsetDateTime::now_utc();
     assert!(common::handshake(addr, "hook.tether.svc", &any.ca_bundle_pem(), now).is_err());
 }
+
+#[tokio::test]
+async fn the_rotation_loop_stores_and_serves_on_its_first_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotation = CertRotation::new(
+        DirStore::new(dir.path()),
+        CertRequest::new("hook", "tether").unwrap(),
+        RotationPolicy::default(),
+    );
+    let resolver = rotation.resolver();
+    let task = tokio::spawn(rotation.run(HOUR));
+    for _ in 0..200 {
+        if resolver.has_certificate() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(resolver.has_certificate());
+    assert!(!task.is_finished(), "the loop keeps running");
+    task.abort();
+    let on_disk = std::fs::read_to_string(dir.path().join("tls.crt")).unwrap();
+    let addr = common::start_server(server_config(resolver).unwrap());
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    let leaf = common::handshake(addr, "hook.tether.svc", &ca, OffsetDateTime::now_utc()).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let stored_leaf = rustls::pki_types::CertificateDer::pem_slice_iter(on_disk.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(leaf, stored_leaf.as_ref(), "serves what it stored");
+}
