@@ -108,25 +108,24 @@ impl Detector<'_> {
     }
 
     /// Every path known (confirmed or pending) strictly below `dir`.
-    fn known_under(&self, dir: Option<&RelPath>) -> BTreeSet<RelPath> {
-        let mut out = BTreeSet::new();
-        match dir {
-            Some(d) => out.extend(self.index.under(d).map(|(p, _)| p.clone())),
-            None => out.extend(self.index.iter().map(|(p, _)| p.clone())),
-        }
-        for (p, c) in self.pending.iter() {
-            let below = dir.is_none_or(|d| p.starts_with(d) && p != d);
-            if below {
-                match c {
-                    Change::Upsert(_) => {
-                        out.insert(p.clone());
-                    }
-                    Change::Delete => {
-                        out.remove(p);
-                    }
-                }
-            }
-        }
+    fn known_under(&self, dir: Option<&RelPath>) -> Vec<RelPath> {
+        let below = |p: &RelPath| dir.is_none_or(|d| p.starts_with(d) && p != d);
+        let confirmed: Box<dyn Iterator<Item = (&RelPath, &Meta)>> = match dir {
+            Some(d) => Box::new(self.index.under(d)),
+            None => Box::new(self.index.iter()),
+        };
+        let mut out: Vec<RelPath> = confirmed
+            .filter(|(p, _)| !matches!(self.pending.get(p), Some(Change::Delete)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        out.extend(
+            self.pending
+                .iter()
+                .filter(|(p, c)| {
+                    matches!(c, Change::Upsert(_)) && below(p) && self.index.get(p).is_none()
+                })
+                .map(|(p, _)| p.clone()),
+        );
         out
     }
 
@@ -160,15 +159,17 @@ impl Detector<'_> {
 
     fn walk_and_compare(&mut self, dir: Option<&RelPath>) {
         let listed = scan::walk(self.root, self.rules, dir, self.on_dir);
-        let mut gone = self.known_under(dir);
         for (p, st) in listed {
-            gone.remove(&p);
             self.compare(&p, st);
         }
+        // Whatever was known below `dir` and not seen now is gone.
+        let gone: Vec<RelPath> = self
+            .known_under(dir)
+            .into_iter()
+            .filter(|p| !self.seen.contains(p))
+            .collect();
         for p in gone {
-            if !self.seen.contains(&p) {
-                self.emit_delete(p);
-            }
+            self.emit_delete(p);
         }
     }
 

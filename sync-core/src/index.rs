@@ -37,6 +37,8 @@ const SNAPSHOT: &str = "index.jsonl";
 const JOURNAL: &str = "journal.jsonl";
 const FORMAT: u32 = 1;
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
+/// Checkpoints larger than this (and than half the index) go straight to a snapshot.
+const COMPACT_BULK: usize = 1_000;
 
 /// The index could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +238,23 @@ impl Index {
         checkpoint: &Checkpoint,
         remote_head: Option<String>,
     ) -> Result<(), IndexError> {
+        if checkpoint.len() > COMPACT_BULK.max(self.entries.len() / 2) {
+            // A bulk change (the first push of a tree): a fresh snapshot is
+            // cheaper than a huge journal line and needs no extra buffer.
+            for (p, c) in checkpoint.iter() {
+                match c {
+                    Change::Upsert(meta) => {
+                        self.entries.insert(p.clone(), meta.clone());
+                    }
+                    Change::Delete => {
+                        self.entries.remove(p);
+                    }
+                }
+            }
+            self.remote_head = remote_head;
+            self.seq += 1;
+            return self.compact();
+        }
         let mut put = Vec::new();
         let mut del = Vec::new();
         for (p, c) in checkpoint.iter() {

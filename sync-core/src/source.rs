@@ -231,7 +231,13 @@ impl SourceReader {
         let Some(mut inner) = self.inner.take() else {
             return Ok(None);
         };
-        let chunk = self.chunk;
+        // Never allocate more than what is left (plus one byte to see EOF).
+        let left = inner.check.expected.size.saturating_sub(inner.check.seen);
+        let chunk = self.chunk.min(
+            usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        );
         let path = inner.check.path.clone();
         let (inner, res) = tokio::task::spawn_blocking(move || {
             let mut buf = BytesMut::zeroed(chunk);

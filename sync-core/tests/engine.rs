@@ -132,6 +132,17 @@ async fn burst_of_5000_files_lands_in_few_checkpoints() {
             format!("file {i}").as_bytes(),
         );
     }
+    // "Nothing pending" can be true while events are still queued in the
+    // kernel, so wait for the files themselves (bounded).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.remote_files().len() < 5000 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 5000 files pushed",
+            f.remote_files().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     settle(&h).await;
     let pushes = f.backend.pushes();
     let files: usize = pushes
