@@ -99,7 +99,7 @@ enum Resolution {
 /// (gix's handles are not `Send` without its `parallel` feature, so each
 /// blocking task opens its own; that costs a config read).
 fn open_repo(dir: &Path) -> Result<gix::Repository, gix::Error> {
-    gix::open_opts(dir, gix::open::Options::isolated()).map_err(Into::into)
+    gix::open_opts(dir, gix::open::Options::isolated())
 }
 
 fn empty_tree() -> ObjectId {
@@ -627,11 +627,14 @@ impl Backend for GitBackend {
                     .await;
             }
             let title = if conflict.is_some() {
-                "tether (changes that did not conflict)"
+                format!(
+                    "tether on {} (the changes that did not conflict)",
+                    self.host
+                )
             } else {
-                "tether"
+                format!("tether on {}", self.host)
             };
-            let commit = self.write_commit(&proposal, title.into()).await?;
+            let commit = self.write_commit(&proposal, title).await?;
             match self.push_commit(commit, &self.remote.branch_ref()).await? {
                 PushOutcome::Pushed => {
                     let p = proposal.clone();
@@ -917,6 +920,7 @@ impl GitBackend {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -67,6 +67,9 @@ pub(crate) struct GitRunner {
     pub timeout: Duration,
 }
 
+/// Environment variables set on a git child process.
+type ChildEnv = Vec<(String, OsString)>;
+
 /// What a git command printed.
 #[derive(Debug)]
 pub(crate) struct Output {
@@ -272,10 +275,7 @@ impl GitRunner {
     }
 
     /// The environment of every git command, and the secrets to scrub.
-    fn environment(
-        &self,
-        network: bool,
-    ) -> Result<(Vec<(String, OsString)>, Vec<Secret>), BackendError> {
+    fn environment(&self, network: bool) -> Result<(ChildEnv, Vec<Secret>), BackendError> {
         let home = self.home();
         std::fs::create_dir_all(&home).map_err(|e| io_config("creating", &home, e))?;
         let mut env: Vec<(String, OsString)> = vec![
@@ -451,6 +451,7 @@ impl GitRunner {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
