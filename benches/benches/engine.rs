@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p benches --bench engine`
 
+// Tests and benchmarks fail loudly: unwrap/expect are the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -13,7 +16,10 @@ fn warm(root: &Path, state: &Path, files: usize) -> Index {
     benches::make_tree(root, files, 100).expect("tree");
     let mut index = Index::open(state).expect("index");
     let rules = IgnoreRules::load(root, &IgnoreConfig::default()).expect("rules");
-    let full = DirtySet { paths: BTreeSet::new(), rescan: true };
+    let full = DirtySet {
+        paths: BTreeSet::new(),
+        rescan: true,
+    };
     let found = detect(root, &rules, &index, &Checkpoint::new(), &full, &mut |_| {});
     index.apply(&found.checkpoint, None).expect("apply");
     index.compact().expect("compact");
@@ -30,8 +36,18 @@ fn startup_scan(c: &mut Criterion) {
     g.bench_function("load index + scan 100k files (warm index)", |b| {
         b.iter(|| {
             let index = Index::open(&state).expect("index");
-            let full = DirtySet { paths: BTreeSet::new(), rescan: true };
-            let found = detect(&root, &rules, &index, &Checkpoint::new(), &full, &mut |_| {});
+            let full = DirtySet {
+                paths: BTreeSet::new(),
+                rescan: true,
+            };
+            let found = detect(
+                &root,
+                &rules,
+                &index,
+                &Checkpoint::new(),
+                &full,
+                &mut |_| {},
+            );
             assert!(found.checkpoint.is_empty());
         })
     });
@@ -51,8 +67,18 @@ fn one_change(c: &mut Criterion) {
             b.iter(|| {
                 n += 1;
                 std::fs::write(target.to_path(&root), format!("edit {n}")).expect("write");
-                let dirty = DirtySet { paths: [target.clone()].into(), rescan: false };
-                let found = detect(&root, &rules, &index, &Checkpoint::new(), &dirty, &mut |_| {});
+                let dirty = DirtySet {
+                    paths: [target.clone()].into(),
+                    rescan: false,
+                };
+                let found = detect(
+                    &root,
+                    &rules,
+                    &index,
+                    &Checkpoint::new(),
+                    &dirty,
+                    &mut |_| {},
+                );
                 assert_eq!(found.checkpoint.len(), 1);
                 index.apply(&found.checkpoint, None).expect("apply");
             })

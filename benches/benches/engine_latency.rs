@@ -5,14 +5,17 @@
 //!
 //! `cargo bench -p benches --bench engine_latency`
 
+// Tests and benchmarks fail loudly: unwrap/expect are the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sync_core::{
-    Backend, BackendError, Capabilities, Checkpoint, Engine, EngineConfig, Policy, PushReceipt, RemoteHead,
-    RestoreOptions, RestoreReport, Source,
+    Backend, BackendError, Capabilities, Checkpoint, Engine, EngineConfig, Policy, PushReceipt,
+    RemoteHead, RestoreOptions, RestoreReport, Source,
 };
 
 #[derive(Debug)]
@@ -39,7 +42,11 @@ impl Backend for Signalling {
         }
         self.inner.push(c, s).await
     }
-    async fn restore(&self, d: &std::path::Path, o: &RestoreOptions) -> Result<RestoreReport, BackendError> {
+    async fn restore(
+        &self,
+        d: &std::path::Path,
+        o: &RestoreOptions,
+    ) -> Result<RestoreReport, BackendError> {
         self.inner.restore(d, o).await
     }
 }
@@ -47,19 +54,33 @@ impl Backend for Signalling {
 fn main() {
     // `cargo test --benches` runs bench binaries with `--bench` absent; keep
     // that quick.
-    let edits = if std::env::args().any(|a| a == "--bench") { 300 } else { 5 };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let edits = if std::env::args().any(|a| a == "--bench") {
+        300
+    } else {
+        5
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let tmp = tempfile::tempdir().expect("tmp");
     let root = tmp.path().join("root");
     benches::make_tree(&root, 1_000, 100).expect("tree");
     let (tx, rx) = mpsc::channel();
-    let backend = Arc::new(Signalling { inner: benches::NullBackend::default(), tx: std::sync::Mutex::new(tx) });
+    let backend = Arc::new(Signalling {
+        inner: benches::NullBackend::default(),
+        tx: std::sync::Mutex::new(tx),
+    });
     let mut cfg = EngineConfig::new(&root, tmp.path().join("state"));
     let quiet = Duration::from_millis(50);
-    cfg.policy = Policy { quiet, ..Policy::default() };
+    cfg.policy = Policy {
+        quiet,
+        ..Policy::default()
+    };
     let handle = rt.block_on(Engine::start(cfg, backend)).expect("engine");
     // The start-up push of the 1,000 files.
-    rx.recv_timeout(Duration::from_secs(60)).expect("start-up push");
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("start-up push");
     while handle.status().pending_paths > 0 {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -71,7 +92,9 @@ fn main() {
         let file = root.join(format!("d{:04}/f{:06}.txt", (i % 1000) / 100, i % 1000));
         let t0 = Instant::now();
         std::fs::write(&file, format!("edit {i}")).expect("write");
-        let pushed = rx.recv_timeout(Duration::from_secs(10)).expect("checkpoint");
+        let pushed = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("checkpoint");
         samples.push(pushed.saturating_duration_since(t0));
         std::thread::sleep(Duration::from_millis(100));
     }

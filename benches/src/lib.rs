@@ -19,7 +19,10 @@ pub fn make_tree(root: &Path, files: usize, per_dir: usize) -> std::io::Result<(
         if i % per_dir.max(1) == 0 {
             std::fs::create_dir_all(&dir)?;
         }
-        std::fs::write(dir.join(format!("f{i:06}.txt")), format!("file number {i}\n"))?;
+        std::fs::write(
+            dir.join(format!("f{i:06}.txt")),
+            format!("file number {i}\n"),
+        )?;
     }
     Ok(())
 }
@@ -48,15 +51,27 @@ impl Backend for NullBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { empty_dirs: true, full_mode: true, mtime: true, history: false }
+        Capabilities {
+            empty_dirs: true,
+            full_mode: true,
+            mtime: true,
+            history: false,
+        }
     }
 
     async fn head(&self) -> Result<Option<RemoteHead>, BackendError> {
         let n = self.pushes.load(std::sync::atomic::Ordering::Relaxed);
-        Ok((n > 0).then(|| RemoteHead { id: n.to_string(), time: None }))
+        Ok((n > 0).then(|| RemoteHead {
+            id: n.to_string(),
+            time: None,
+        }))
     }
 
-    async fn push(&self, checkpoint: &Checkpoint, source: &Source) -> Result<PushReceipt, BackendError> {
+    async fn push(
+        &self,
+        checkpoint: &Checkpoint,
+        source: &Source,
+    ) -> Result<PushReceipt, BackendError> {
         let mut receipt = PushReceipt::default();
         for (path, change) in checkpoint.iter() {
             if let Change::Upsert(Meta::File(f)) = change {
@@ -67,12 +82,22 @@ impl Backend for NullBackend {
                 receipt.files_uploaded += 1;
             }
         }
-        let n = self.pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let n = self
+            .pushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         receipt.head = Some(n.to_string());
         Ok(receipt)
     }
 
-    async fn restore(&self, _dest: &Path, _options: &RestoreOptions) -> Result<RestoreReport, BackendError> {
-        Err(BackendError::Unsupported { backend: self.describe(), what: "restore" })
+    async fn restore(
+        &self,
+        _dest: &Path,
+        _options: &RestoreOptions,
+    ) -> Result<RestoreReport, BackendError> {
+        Err(BackendError::Unsupported {
+            backend: self.describe(),
+            what: "restore",
+        })
     }
 }

@@ -472,11 +472,12 @@ impl RestoreWriter {
                     local: "directory",
                 });
             }
-            Some(s) if s.kind == LocalKind::Symlink => {
-                if fs::read_link(&full).ok().as_deref() == Some(Path::new(target)) {
-                    self.record_symlink(path, target);
-                    return Ok(());
-                }
+            Some(s)
+                if s.kind == LocalKind::Symlink
+                    && fs::read_link(&full).ok().as_deref() == Some(Path::new(target)) =>
+            {
+                self.record_symlink(path, target);
+                return Ok(());
             }
             _ => {}
         }

@@ -1,6 +1,9 @@
 //! The conformance suite run against the in-memory backend: proves the suite
 //! (and the shared restore code) before real backends use it.
 
+// Tests and benchmarks fail loudly: unwrap/expect are the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -1,6 +1,9 @@
 //! The engine with real files and inotify, pushing to the recording memory
 //! backend.
 
+// Tests and benchmarks fail loudly: unwrap/expect are the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,6 +6,9 @@
 //! writing its status to a file); otherwise it runs each scenario, spawning
 //! itself as the child, and prints `N passed, N failed`.
 
+// Tests and benchmarks fail loudly: unwrap/expect are the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -15,11 +18,14 @@ use std::time::{Duration, Instant};
 use sync_core::testkit::MemoryBackend;
 use sync_core::{Engine, EngineConfig, Meta, Policy, RetryConfig};
 
+/// One scenario: `Err` carries what went wrong.
+type Scenario = fn() -> Result<(), String>;
+
 fn main() -> ExitCode {
     if std::env::var_os("TETHER_ENGINE_CHILD").is_some() {
         return child_main();
     }
-    let scenarios: [(&str, fn() -> Result<(), String>); 3] = [
+    let scenarios: [(&str, Scenario); 3] = [
         (
             "sigkill_mid_burst_loses_nothing_and_repeats_nothing",
             sigkill_mid_burst,
@@ -117,7 +123,7 @@ fn child_main() -> ExitCode {
 
 // --------------------------------------------------------------- parent side
 
-struct Scenario {
+struct Fixture {
     _tmp: tempfile::TempDir,
     root: PathBuf,
     state: PathBuf,
@@ -125,12 +131,12 @@ struct Scenario {
     status: PathBuf,
 }
 
-impl Scenario {
-    fn new() -> Scenario {
+impl Fixture {
+    fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
         fs::create_dir(&root).unwrap();
-        Scenario {
+        Fixture {
             root,
             state: tmp.path().join("state"),
             backend_dir: tmp.path().join("backend"),
@@ -306,7 +312,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
 /// and nothing confirmed before the kill is pushed again (except possibly
 /// the one push the backend confirmed but the index had not yet recorded).
 fn sigkill_mid_burst() -> Result<(), String> {
-    let sc = Scenario::new();
+    let sc = Fixture::new();
     let mut child = sc.spawn(&[], 30_000)?;
     sc.wait_status(&mut child, "start-up scan", |s| s["scanned"] == "true")?;
     for round in 0..10 {
@@ -390,7 +396,7 @@ fn watch_limit_fallback() -> Result<(), String> {
     if !require("unshare -Ur (user namespaces)", unshare_ok)? {
         return Ok(());
     }
-    let sc = Scenario::new();
+    let sc = Fixture::new();
     for d in 0..20 {
         sc.write(&format!("d{d}/file.txt"), b"x");
     }
@@ -438,7 +444,7 @@ fn queue_overflow() -> Result<(), String> {
     if !require("root (to lower fs.inotify.max_queued_events)", writable)? {
         return Ok(());
     }
-    let sc = Scenario::new();
+    let sc = Fixture::new();
     let mut child;
     {
         // The limit applies to inotify instances created while it is low.

@@ -228,8 +228,8 @@ impl Backend for MemoryBackend {
         let bytes = new_blobs.iter().map(|(_, b)| b.len() as u64).sum();
         let mut fresh = Vec::new();
         for (h, b) in new_blobs {
-            if !inner.blobs.contains_key(&h) {
-                inner.blobs.insert(h, b.clone());
+            if let std::collections::btree_map::Entry::Vacant(slot) = inner.blobs.entry(h) {
+                slot.insert(b.clone());
                 fresh.push((h, b));
             }
         }
