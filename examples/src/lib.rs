@@ -1,1 +1,56 @@
-//! Shared code of the `tether` command and the examples: work in progress.
+//! The `tether` command, as a library: each subcommand is a thin
+//! composition of the tether crates, which stay usable on their own.
+//!
+//! ```text
+//! tether sync DIR --to URL     remote::open_backend ─► (restore if DIR is empty) ─► sync_core::Engine
+//!                              └► health::Monitor (status every 250 ms) ─► /healthz /readyz /metrics
+//! tether restore DIR --from URL  Backend::restore ─► sync_core::Index::replace_all (seed the index)
+//! tether history --from URL      Backend::history
+//! tether certs create|patch|show webhook_certs::{ensure_certs, patch_ca_bundle_by_name, describe}
+//! tether webhook                 webhook_certs::CertRotation + kube_deploy::webhook::serve
+//! tether manifests inject|webhook kube_deploy::{inject_yaml, webhook_bundle}
+//! ```
+//!
+//! # What it does not do
+//!
+//! No sync logic, storage format, certificate logic or injection logic of
+//! its own: those live in `sync-core`, `sync-s3`, `sync-git`,
+//! `webhook-certs` and `kube-deploy`. This crate parses flags and
+//! environment ([`cli`]), picks a backend from a URL ([`remote`]), decides
+//! readiness and exports metrics ([`health`]), and turns every failure into
+//! one line and an exit code ([`error`]).
+//!
+//! # Design choices
+//!
+//! * **One binary for every role.** The init container (`restore`), the
+//!   sidecar (`sync`), the admission webhook (`webhook`) and a person's
+//!   laptop (`sync ./dir`) run the same program, so what works locally works
+//!   in the pod.
+//! * **The state directory is outside the synced directory** (the index,
+//!   git's bare repository). Its default is keyed by the canonical directory
+//!   and the remote, so two directories or two remotes never share an index;
+//!   an explicit `TETHER_STATE_DIR` carries an owner file that refuses to be
+//!   reused for another directory or remote.
+//! * **Status is polled, not pushed.** `sync-core` exposes a status
+//!   snapshot; the command samples it every 250 ms for readiness, metrics,
+//!   logs and the progress bar. The push-duration histogram therefore sees
+//!   at most one push per sample (several pushes within 250 ms count once).
+//! * **Exit codes:** 0 success, 1 runtime failure (remote unreachable,
+//!   changes not saved), 2 usage or configuration (bad flag, bad URL,
+//!   missing credentials, unreadable key file).
+//!
+//! The single-idea programs under `examples/` show the crates without this
+//! command around them.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod health;
+pub mod logging;
+pub mod paths;
+pub mod progress;
+pub mod remote;
+
+pub use error::CliError;

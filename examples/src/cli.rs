@@ -1,0 +1,556 @@
+//! Flags and environment variables of every subcommand (clap derive).
+//!
+//! Every option of `sync`, `restore` and `history` has a `TETHER_*`
+//! environment fallback. Secrets are never flag values (they would show in
+//! `ps`): keys and tokens are named by file (`--ssh-key-file`,
+//! `--token-file`), object-store credentials come from `AWS_*`, `GOOGLE_*`
+//! and `AZURE_*` variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::CliError;
+
+/// tether keeps a working directory tethered to durable storage: it
+/// restores the directory, watches it, and pushes debounced checkpoints to
+/// git or an object store.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Logging options.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging options, accepted by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format: `text` for people, `json` for log collectors; `auto`
+    /// picks text when stderr is a terminal.
+    #[arg(long, global = true, env = "TETHER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// Log filter, in tracing's `EnvFilter` syntax (`info`, `debug`,
+    /// `sync_core=debug,info`).
+    #[arg(long, global = true, env = "TETHER_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Restore DIR if it is empty, then watch it and push checkpoints until
+    /// stopped (SIGTERM or SIGINT flush pending changes first).
+    Sync(SyncArgs),
+    /// Restore DIR from a remote (for init containers): exits 0 only when
+    /// DIR holds the complete state.
+    Restore(RestoreArgs),
+    /// List the checkpoints a remote keeps (snapshots layout, git).
+    History(HistoryArgs),
+    /// Create, publish and show the admission webhook's TLS certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Run the admission webhook that injects tether into annotated pods.
+    Webhook(WebhookArgs),
+    /// Generate Kubernetes manifests offline.
+    #[command(subcommand)]
+    Manifests(ManifestsCommand),
+}
+
+/// Options about the remote, shared by `sync`, `restore` and `history`.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// Directory for tether's own state (the index, git's repository);
+    /// must be outside DIR and shared by the init container and the
+    /// sidecar. Default: `$XDG_STATE_HOME/tether/<dir>-<hash>`.
+    #[arg(long, env = "TETHER_STATE_DIR", value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
+    /// Private key file for `ssh://` git remotes (copied to a 0600 file
+    /// before use).
+    #[arg(long, env = "TETHER_SSH_KEY_FILE", value_name = "PATH")]
+    pub ssh_key_file: Option<PathBuf>,
+    /// known_hosts file for `ssh://` git remotes. Default: `known_hosts`
+    /// next to the key file.
+    #[arg(long, env = "TETHER_SSH_KNOWN_HOSTS_FILE", value_name = "PATH")]
+    pub ssh_known_hosts_file: Option<PathBuf>,
+    /// File holding the token for `https://` git remotes; re-read before
+    /// every push, so rotated tokens apply.
+    #[arg(long, env = "TETHER_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Author name of git commits.
+    #[arg(long, env = "TETHER_GIT_AUTHOR_NAME", default_value = "tether")]
+    pub git_author_name: String,
+    /// Author email of git commits.
+    #[arg(
+        long,
+        env = "TETHER_GIT_AUTHOR_EMAIL",
+        default_value = "tether@localhost"
+    )]
+    pub git_author_email: String,
+    /// Let S3 remotes run without `AWS_*` credentials (EC2 instance
+    /// metadata, public buckets).
+    #[arg(long, env = "TETHER_ALLOW_INSTANCE_CREDENTIALS")]
+    pub allow_instance_credentials: bool,
+}
+
+impl RemoteArgs {
+    /// The backend options these flags describe.
+    pub fn options(&self) -> crate::remote::RemoteOptions {
+        crate::remote::RemoteOptions {
+            ssh_key_file: self.ssh_key_file.clone(),
+            ssh_known_hosts_file: self.ssh_known_hosts_file.clone(),
+            token_file: self.token_file.clone(),
+            git_author_name: self.git_author_name.clone(),
+            git_author_email: self.git_author_email.clone(),
+            allow_instance_credentials: self.allow_instance_credentials,
+        }
+    }
+}
+
+/// When `sync` restores before watching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestoreWhen {
+    /// When DIR is missing or empty (`lost+found` aside).
+    IfEmpty,
+    /// Never: push DIR as it is.
+    Never,
+}
+
+/// `tether sync`.
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// The directory to keep in sync (created if missing).
+    pub dir: PathBuf,
+    /// Remote URL: `file:///dir`, `s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `memory://`, or a git remote (`ssh://`, `https://…​.git`, `git://`,
+    /// `file:///….git`, with `?branch=`). Default: a local store under
+    /// `$XDG_DATA_HOME/tether/store/`.
+    #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
+    pub to: Option<String>,
+    /// Push the current state once and exit (CronJobs, preStop hooks).
+    #[arg(long, env = "TETHER_ONCE")]
+    pub once: bool,
+    /// When to restore DIR from the remote before watching.
+    #[arg(long, env = "TETHER_RESTORE", value_enum, default_value_t = RestoreWhen::IfEmpty)]
+    pub restore: RestoreWhen,
+    /// On SIGTERM/SIGINT (and with --once), keep pushing pending changes
+    /// for at most this long (below Kubernetes' 30 s grace period).
+    #[arg(long, env = "TETHER_GRACE", value_parser = parse_duration, default_value = "20s")]
+    pub grace: Duration,
+    /// Serve /healthz, /readyz and /metrics on this address (off unless
+    /// set), e.g. `0.0.0.0:9477`.
+    #[arg(long, env = "TETHER_HTTP_BIND", value_name = "ADDR")]
+    pub http_bind: Option<SocketAddr>,
+    /// /readyz fails once pushes have failed for longer than this.
+    #[arg(long, env = "TETHER_UNREADY_AFTER", value_parser = parse_duration, default_value = "2m")]
+    pub unready_after: Duration,
+    /// Wait this long after the last change before pushing.
+    #[arg(long, env = "TETHER_DEBOUNCE", value_parser = parse_duration, default_value = "1s")]
+    pub debounce: Duration,
+    /// Never wait longer than this after the first change.
+    #[arg(long, env = "TETHER_MAX_LATENCY", value_parser = parse_duration, default_value = "10s")]
+    pub max_latency: Duration,
+    /// Ignore file in gitignore syntax; relative paths are inside DIR.
+    #[arg(
+        long,
+        env = "TETHER_IGNORE_FILE",
+        value_name = "PATH",
+        default_value = ".tetherignore"
+    )]
+    pub ignore_file: PathBuf,
+    /// Extra ignore pattern (gitignore syntax); repeat, or comma-separate
+    /// in the environment variable.
+    #[arg(
+        long = "ignore",
+        env = "TETHER_IGNORE",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub ignore: Vec<String>,
+    /// Do not apply the built-in ignore patterns (editor swap files,
+    /// .ipynb_checkpoints, .DS_Store).
+    #[arg(long, env = "TETHER_NO_DEFAULT_IGNORES")]
+    pub no_default_ignores: bool,
+    /// Rescan the whole tree at this interval instead of using inotify
+    /// (network filesystems, where inotify sees nothing).
+    #[arg(long, env = "TETHER_POLL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub poll_interval: Option<Duration>,
+    /// Remote options.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// `tether restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The directory to restore into (created if missing).
+    pub dir: PathBuf,
+    /// Remote URL (see `tether sync --help`). Default: the local store
+    /// `tether sync DIR` uses.
+    #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
+    pub from: Option<String>,
+    /// Restore this snapshot or commit (see `tether history`) instead of
+    /// the newest.
+    #[arg(long, env = "TETHER_RESTORE_AT", value_name = "ID")]
+    pub at: Option<String>,
+    /// What to do with files already in DIR: `keep-newer` keeps local
+    /// files newer than the remote's (a pod restarting on its volume),
+    /// `overwrite` replaces them, `fail` refuses a non-empty DIR.
+    #[arg(long, env = "TETHER_EXISTING", value_name = "POLICY", default_value = "keep-newer",
+          value_parser = parse_existing)]
+    pub existing: sync_core::ExistingPolicy,
+    /// Remote options.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// `tether history`.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Remote URL (see `tether sync --help`).
+    #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
+    pub from: String,
+    /// Show at most this many checkpoints, newest first.
+    #[arg(long, env = "TETHER_HISTORY_LIMIT", default_value_t = 20)]
+    pub limit: usize,
+    /// Remote options.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Where the webhook certificates are kept.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct CertStoreArgs {
+    /// Keep the certificates in this directory (ca.crt, ca.key, tls.crt,
+    /// tls.key).
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// Keep the certificates in this Kubernetes Secret (in --namespace).
+    #[arg(long, value_name = "NAME")]
+    pub secret: Option<String>,
+}
+
+/// `tether certs`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make (or renew) the CA and serving certificate for a Service; does
+    /// nothing when valid ones for the same names are stored.
+    Create {
+        /// The webhook's Service name.
+        #[arg(long)]
+        service: String,
+        /// The Service's namespace.
+        #[arg(long, env = "TETHER_NAMESPACE")]
+        namespace: String,
+        /// Where to keep them.
+        #[command(flatten)]
+        store: CertStoreArgs,
+    },
+    /// Set caBundle of every webhook in a Mutating/ValidatingWebhookConfiguration
+    /// to the stored CA bundle.
+    Patch {
+        /// Name of the webhook configuration.
+        #[arg(long)]
+        webhook_config: String,
+        /// Namespace of the Secret.
+        #[arg(long, env = "TETHER_NAMESPACE", default_value = "default")]
+        namespace: String,
+        /// Where the certificates are.
+        #[command(flatten)]
+        store: CertStoreArgs,
+    },
+    /// Print the stored certificates' names and expiry.
+    Show {
+        /// Namespace of the Secret.
+        #[arg(long, env = "TETHER_NAMESPACE", default_value = "default")]
+        namespace: String,
+        /// Where the certificates are.
+        #[command(flatten)]
+        store: CertStoreArgs,
+    },
+}
+
+/// Sidecar settings the injector writes into pods.
+#[derive(Debug, Clone, Args)]
+pub struct InjectorArgs {
+    /// Image of the injected tether containers.
+    #[arg(long, env = "TETHER_SIDECAR_IMAGE", default_value = kube_deploy::inject::DEFAULT_IMAGE)]
+    pub sidecar_image: String,
+    /// `native` (an init container with restartPolicy Always, Kubernetes ≥
+    /// 1.29) or `container` (older clusters).
+    #[arg(long, env = "TETHER_SIDECAR_MODE", value_enum, default_value_t = SidecarModeArg::Native)]
+    pub sidecar_mode: SidecarModeArg,
+    /// Flush deadline of the sidecar on termination, seconds.
+    #[arg(long, env = "TETHER_GRACE_SECONDS", default_value_t = kube_deploy::inject::DEFAULT_GRACE_SECONDS)]
+    pub grace_seconds: u32,
+    /// Port of the sidecar's /healthz, /readyz and /metrics.
+    #[arg(long, env = "TETHER_SIDECAR_HTTP_PORT", default_value_t = kube_deploy::inject::DEFAULT_HTTP_PORT)]
+    pub sidecar_http_port: u16,
+}
+
+impl InjectorArgs {
+    /// The injector configuration.
+    pub fn config(&self) -> kube_deploy::InjectorConfig {
+        kube_deploy::InjectorConfig {
+            image: self.sidecar_image.clone(),
+            sidecar_mode: match self.sidecar_mode {
+                SidecarModeArg::Native => kube_deploy::SidecarMode::Native,
+                SidecarModeArg::Container => kube_deploy::SidecarMode::Container,
+            },
+            grace_seconds: self.grace_seconds,
+            http_port: self.sidecar_http_port,
+            ..kube_deploy::InjectorConfig::default()
+        }
+    }
+}
+
+/// `--sidecar-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SidecarModeArg {
+    /// Native sidecar.
+    Native,
+    /// Regular container.
+    Container,
+}
+
+/// `tether webhook`.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Address of the HTTPS listener.
+    #[arg(long, env = "TETHER_WEBHOOK_BIND", default_value = "0.0.0.0:8443")]
+    pub bind: SocketAddr,
+    /// The webhook's Service name (the certificate's DNS names).
+    #[arg(long, env = "TETHER_WEBHOOK_SERVICE")]
+    pub service: String,
+    /// Namespace the webhook runs in (from the downward API).
+    #[arg(long, env = "TETHER_NAMESPACE")]
+    pub namespace: String,
+    /// Secret holding the webhook's certificates (created and rotated).
+    #[arg(
+        long,
+        env = "TETHER_WEBHOOK_SECRET",
+        conflicts_with = "cert_dir",
+        required_unless_present = "cert_dir"
+    )]
+    pub secret: Option<String>,
+    /// Keep the certificates in a directory instead of a Secret (no
+    /// Kubernetes API needed; for local runs).
+    #[arg(long, value_name = "PATH")]
+    pub cert_dir: Option<PathBuf>,
+    /// MutatingWebhookConfiguration whose caBundle is kept current.
+    #[arg(long, env = "TETHER_WEBHOOK_CONFIG")]
+    pub webhook_config: Option<String>,
+    /// How often certificates are checked for renewal.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    pub check_interval: Duration,
+    /// Injector settings.
+    #[command(flatten)]
+    pub injector: InjectorArgs,
+}
+
+/// `tether manifests`.
+#[derive(Debug, Subcommand)]
+pub enum ManifestsCommand {
+    /// Inject tether into the annotated workloads of a YAML stream and
+    /// print the result (like `linkerd inject`).
+    Inject {
+        /// The YAML file (`-` for stdin).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Injector settings.
+        #[command(flatten)]
+        injector: InjectorArgs,
+    },
+    /// Print the webhook's deployment bundle (namespace, RBAC, Deployment,
+    /// Service, PDB, MutatingWebhookConfiguration).
+    Webhook(WebhookManifestArgs),
+}
+
+/// `tether manifests webhook`.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookManifestArgs {
+    /// Namespace of the webhook.
+    #[arg(long, default_value = "tether-system")]
+    pub namespace: String,
+    /// Name of the webhook's objects.
+    #[arg(long, default_value = "tether-webhook")]
+    pub name: String,
+    /// Name of the TLS Secret.
+    #[arg(long = "secret-name", default_value = "tether-webhook-tls")]
+    pub secret_name: String,
+    /// Image of the webhook.
+    #[arg(long, default_value = kube_deploy::inject::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Webhook replicas.
+    #[arg(long, default_value_t = 2)]
+    pub replicas: i32,
+    /// Container port of the HTTPS listener.
+    #[arg(long, default_value_t = 8443)]
+    pub port: u16,
+    /// What the API server does when the webhook is unreachable.
+    #[arg(long, value_enum, default_value_t = FailurePolicyArg::Fail)]
+    pub failure_policy: FailurePolicyArg,
+    /// Seconds the API server waits for the webhook (1–30).
+    #[arg(long, default_value_t = 5)]
+    pub timeout_seconds: i32,
+    /// Namespace never sent to the webhook (repeat); kube-system and the
+    /// webhook's own are always excluded.
+    #[arg(long = "exclude-namespace", value_name = "NAMESPACE")]
+    pub exclude_namespace: Vec<String>,
+    /// Only namespaces with this label (`key=value`) are sent to the webhook.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub namespace_label: Option<(String, String)>,
+    /// Injector settings.
+    #[command(flatten)]
+    pub injector: InjectorArgs,
+}
+
+/// `--failure-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailurePolicyArg {
+    /// Refuse pods while the webhook is down.
+    Fail,
+    /// Admit pods unchanged while the webhook is down.
+    Ignore,
+}
+
+/// Parses `25s`, `1m30s`, `500ms`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{e} (expected a duration like 25s, 2m, 500ms)"))
+}
+
+fn parse_existing(s: &str) -> Result<sync_core::ExistingPolicy, String> {
+    s.parse()
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err("expected KEY=VALUE".into()),
+    }
+}
+
+/// Turns a clap error into what the command prints: help and version as
+/// clap renders them (exit 0), anything else as one line `tether: …`
+/// (exit 2).
+pub fn render_clap_error(e: &clap::Error) -> (String, u8) {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => (e.render().to_string(), 0),
+        _ => {
+            let text = e.render().to_string();
+            let head = text.split("\n\nUsage:").next().unwrap_or(&text);
+            let head = head.strip_prefix("error: ").unwrap_or(head);
+            let mut line = String::new();
+            for part in head
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+            {
+                if !line.is_empty() {
+                    line.push_str(if line.ends_with(':') { " " } else { "; " });
+                }
+                line.push_str(part);
+            }
+            if let Some(tip) = text.lines().find(|l| l.trim_start().starts_with("tip:")) {
+                line.push_str(&format!(" ({})", tip.trim().trim_start_matches("tip: ")));
+            }
+            (format!("tether: {line}\n"), 2)
+        }
+    }
+}
+
+impl From<clap::Error> for CliError {
+    fn from(e: clap::Error) -> Self {
+        CliError::usage(
+            render_clap_error(&e)
+                .0
+                .trim_start_matches("tether: ")
+                .trim_end(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("25s"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn kube_deploy_contract_parses() {
+        let cli = Cli::try_parse_from([
+            "tether",
+            "sync",
+            "/home/jovyan",
+            "--to",
+            "s3://b/alice",
+            "--grace",
+            "25s",
+            "--http-bind",
+            "0.0.0.0:9477",
+        ])
+        .unwrap();
+        let Command::Sync(s) = cli.command else {
+            panic!("not sync")
+        };
+        assert_eq!(s.grace, Duration::from_secs(25));
+        assert_eq!(s.http_bind, Some("0.0.0.0:9477".parse().unwrap()));
+        let args = kube_deploy::WebhookManifestConfig::default().container_args();
+        let mut argv = vec!["tether".to_owned()];
+        argv.extend(args);
+        let cli = Cli::try_parse_from(argv.iter().map(String::as_str).chain(["--namespace", "x"]))
+            .unwrap();
+        assert!(matches!(cli.command, Command::Webhook(_)));
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let e = Cli::try_parse_from(["tether", "history"]).unwrap_err();
+        let (text, code) = render_clap_error(&e);
+        assert_eq!(code, 2);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("--from"), "{text}");
+    }
+}

@@ -1,0 +1,71 @@
+//! `tether history --from URL`: the checkpoints a remote keeps.
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use super::{context, human_bytes};
+use crate::cli::HistoryArgs;
+use crate::error::CliError;
+use crate::paths::{self, BaseDirs};
+
+/// A table of history entries: id, time (UTC), files, bytes.
+pub fn table(entries: &[sync_core::HistoryEntry]) -> String {
+    let mut out = format!(
+        "{:<24} {:<20} {:>8} {:>12}\n",
+        "ID", "TIME (UTC)", "FILES", "BYTES"
+    );
+    for e in entries {
+        let time = e
+            .time
+            .map(|t: SystemTime| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<24} {:<20} {:>8} {:>12}\n",
+            e.id,
+            time,
+            e.files,
+            human_bytes(e.bytes)
+        ));
+    }
+    out
+}
+
+/// Runs `tether history`.
+pub async fn run(args: HistoryArgs) -> Result<ExitCode, CliError> {
+    let url = args.from.trim().to_owned();
+    let state_dir = match &args.remote.state_dir {
+        Some(s) => s.clone(),
+        None => paths::remote_state_dir(&BaseDirs::from_env(), &url)?,
+    };
+    paths::claim_state_dir(&state_dir, None, &url)?;
+    let backend = crate::remote::open_backend(&url, &args.remote.options(), &state_dir)?;
+    let entries = backend
+        .history(args.limit)
+        .await
+        .map_err(|e| context(e, format!("listing the history of {}", backend.describe())))?;
+    if entries.is_empty() {
+        println!("{} has no checkpoints yet", backend.describe());
+    } else {
+        print!("{}", table(&entries));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn table_has_one_row_per_entry() {
+        let t = table(&[sync_core::HistoryEntry {
+            id: "00000000000000000002".into(),
+            time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+            files: 3,
+            bytes: 2048,
+        }]);
+        assert_eq!(t.lines().count(), 2);
+        assert!(t.contains("2027-01-15T08:00:00Z"), "{t}");
+        assert!(t.contains("2.0 KiB"), "{t}");
+    }
+}

@@ -1,0 +1,147 @@
+//! One module per subcommand; [`run`] dispatches.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use sync_core::{Backend, BackendError};
+
+use crate::cli::{Cli, Command, RemoteArgs};
+use crate::error::CliError;
+use crate::paths::{self, BaseDirs};
+
+pub mod certs;
+pub mod history;
+pub mod kube;
+pub mod restore;
+pub mod sync;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Sync(args) => sync::run(args).await,
+        Command::Restore(args) => restore::run(args).await,
+        Command::History(args) => history::run(args).await,
+        Command::Certs(cmd) => certs::run(cmd).await,
+        Command::Webhook(args) => kube::webhook(args).await,
+        Command::Manifests(cmd) => kube::manifests(cmd),
+    }
+}
+
+/// A backend error with what was being done, keeping its exit code.
+pub fn context(e: BackendError, what: impl std::fmt::Display) -> CliError {
+    match CliError::from(e) {
+        CliError::Usage(m) => CliError::Usage(format!("{what}: {m}")),
+        CliError::Runtime(m) => CliError::Runtime(format!("{what}: {m}")),
+    }
+}
+
+/// A synced directory, its remote and its state directory, ready to use.
+#[derive(Debug)]
+pub struct Workspace {
+    /// The canonical directory.
+    pub dir: PathBuf,
+    /// The remote URL as given (or the default local store).
+    pub url: String,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The backend.
+    pub backend: Arc<dyn Backend>,
+}
+
+/// Resolves DIR, the remote (default: the local store of DIR) and the state
+/// directory, claims the state directory and opens the backend.
+pub fn open_workspace(
+    dir: &Path,
+    url: Option<&str>,
+    remote: &RemoteArgs,
+) -> Result<Workspace, CliError> {
+    let base = BaseDirs::from_env();
+    let dir = paths::prepare_dir(dir)?;
+    let url = match url {
+        Some(u) if !u.trim().is_empty() => u.trim().to_owned(),
+        _ => paths::default_store_url(&base, &dir)?,
+    };
+    let state_dir = match &remote.state_dir {
+        Some(s) => absolute(s)?,
+        None => paths::default_state_dir(&base, &dir, &url)?,
+    };
+    if state_dir.starts_with(&dir) {
+        return Err(CliError::usage(format!(
+            "state directory {} must be outside the synced directory {}",
+            state_dir.display(),
+            dir.display()
+        )));
+    }
+    paths::claim_state_dir(&state_dir, Some(&dir), &url)?;
+    let backend = crate::remote::open_backend(&url, &remote.options(), &state_dir)?;
+    Ok(Workspace {
+        dir,
+        url,
+        state_dir,
+        backend,
+    })
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, CliError> {
+    if p.is_absolute() {
+        return Ok(p.to_owned());
+    }
+    std::env::current_dir()
+        .map(|c| c.join(p))
+        .map_err(|e| CliError::usage(format!("cannot resolve {}: {e}", p.display())))
+}
+
+/// SIGTERM or SIGINT, whichever comes first.
+pub struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts listening (call early, before long work).
+    pub fn new() -> Result<Self, CliError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let err = |e: std::io::Error| CliError::runtime(format!("cannot listen for signals: {e}"));
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).map_err(err)?,
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+        })
+    }
+
+    /// Waits for the next stop signal and returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_humane() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+}

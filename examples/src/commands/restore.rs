@@ -1,0 +1,104 @@
+//! `tether restore DIR --from URL [--at ID]`: for init containers. Exits 0
+//! only when DIR holds the complete state, and seeds the index in the state
+//! directory so the sidecar that follows pushes nothing.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use sync_core::{Backend, Index, RestoreOptions};
+
+use super::{context, human_bytes, open_workspace};
+use crate::cli::RestoreArgs;
+use crate::error::CliError;
+
+/// What [`restore_into`] did.
+#[derive(Debug)]
+pub enum Restored {
+    /// The remote holds nothing yet; DIR was left as it is.
+    EmptyRemote,
+    /// The remote state was written.
+    Done(sync_core::RestoreReport),
+}
+
+/// Restores `backend`'s state into `dir` and seeds the index in
+/// `state_dir` with what was restored.
+pub async fn restore_into(
+    backend: &Arc<dyn Backend>,
+    dir: &Path,
+    state_dir: &Path,
+    options: &RestoreOptions,
+) -> Result<Restored, CliError> {
+    let remote = backend.describe();
+    if options.at.is_none() {
+        let head = backend
+            .head()
+            .await
+            .map_err(|e| context(e, format!("reading {remote}")))?;
+        if head.is_none() {
+            Index::open(state_dir)?.replace_all(std::iter::empty(), None)?;
+            return Ok(Restored::EmptyRemote);
+        }
+    }
+    let spinner = crate::progress::spinner(format!("restoring {remote} into {}", dir.display()));
+    let result = backend.restore(dir, options).await;
+    spinner.finish_and_clear();
+    let report =
+        result.map_err(|e| context(e, format!("restoring {remote} into {}", dir.display())))?;
+    Index::open(state_dir)?.replace_all(report.entries.iter().cloned(), report.head.clone())?;
+    Ok(Restored::Done(report))
+}
+
+/// One line describing a restore.
+pub fn summary(restored: &Restored, remote: &str, dir: &Path) -> String {
+    match restored {
+        Restored::EmptyRemote => format!(
+            "{remote} is empty; nothing to restore into {}",
+            dir.display()
+        ),
+        Restored::Done(r) => {
+            let mut line = format!(
+                "restored {} files ({}) from {remote}{} into {}",
+                r.files_written,
+                human_bytes(r.bytes_written),
+                r.head
+                    .as_deref()
+                    .map(|h| format!(" at {h}"))
+                    .unwrap_or_default(),
+                dir.display()
+            );
+            if r.unchanged > 0 {
+                line.push_str(&format!("; {} already up to date", r.unchanged));
+            }
+            if !r.kept_local.is_empty() {
+                line.push_str(&format!(
+                    "; kept {} newer local files (the next sync pushes them)",
+                    r.kept_local.len()
+                ));
+            }
+            line
+        }
+    }
+}
+
+/// Runs `tether restore`.
+pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
+    let ws = open_workspace(&args.dir, args.from.as_deref(), &args.remote)?;
+    let options = RestoreOptions {
+        at: args.at.clone(),
+        existing: args.existing,
+    };
+    let mut signals = super::StopSignals::new()?;
+    let restored = tokio::select! {
+        r = restore_into(&ws.backend, &ws.dir, &ws.state_dir, &options) => r?,
+        sig = signals.recv() => {
+            return Err(CliError::runtime(format!(
+                "{sig} during restore: {} is incomplete", ws.dir.display()
+            )));
+        }
+    };
+    let line = summary(&restored, &ws.backend.describe(), &ws.dir);
+    tracing::info!(dir = %ws.dir.display(), remote = %ws.backend.describe(), "{line}");
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,221 @@
+//! `tether sync DIR [--to URL]`: restore if DIR is empty, then watch and
+//! push until SIGTERM/SIGINT, which flush pending changes within `--grace`.
+//! `--once` pushes the current state and exits.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use sync_core::{
+    Engine, EngineConfig, IgnoreConfig, Policy, RestoreOptions, ShutdownReport, Status,
+};
+
+use super::restore::{restore_into, summary};
+use super::{StopSignals, human_bytes, open_workspace};
+use crate::cli::{RestoreWhen, SyncArgs};
+use crate::error::CliError;
+use crate::health::{Monitor, Phase};
+
+/// How often the engine's status is sampled.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The engine configuration the flags describe.
+pub fn engine_config(
+    args: &SyncArgs,
+    dir: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> EngineConfig {
+    let mut config = EngineConfig::new(dir, state_dir);
+    config.ignore = IgnoreConfig {
+        defaults: !args.no_default_ignores,
+        file: Some(args.ignore_file.clone()),
+        patterns: args.ignore.clone(),
+    };
+    config.policy = Policy {
+        quiet: args.debounce,
+        max_latency: args.max_latency.max(args.debounce),
+        ..Policy::default()
+    };
+    if let Some(interval) = args.poll_interval {
+        config.use_inotify = false;
+        config.poll_interval = interval;
+    }
+    config
+}
+
+/// The message for a shutdown that did not save everything, or `None`.
+pub fn unsaved_message(report: &ShutdownReport, grace: Duration) -> Option<String> {
+    if report.flushed {
+        return None;
+    }
+    let shown: Vec<String> = report
+        .unsaved
+        .iter()
+        .take(5)
+        .map(|p| p.to_string())
+        .collect();
+    let mut msg = if shown.is_empty() {
+        format!("pending changes not saved within {}s", grace.as_secs())
+    } else {
+        format!(
+            "not saved within {}s: {}{}",
+            grace.as_secs(),
+            shown.join(", "),
+            if report.unsaved.len() > shown.len() {
+                format!(" and {} more", report.unsaved.len() - shown.len())
+            } else {
+                String::new()
+            }
+        )
+    };
+    if let Some(e) = &report.last_error {
+        msg.push_str(&format!(" (last error: {e})"));
+    }
+    Some(msg)
+}
+
+/// Logs what changed between two status samples.
+fn log_transitions(old: &Status, new: &Status) {
+    if new.checkpoints_pushed > old.checkpoints_pushed {
+        tracing::info!(
+            files = new.files_pushed - old.files_pushed.min(new.files_pushed),
+            bytes = new.bytes_pushed - old.bytes_pushed.min(new.bytes_pushed),
+            head = new.remote_head.as_deref().unwrap_or(""),
+            pending = new.pending_paths,
+            "pushed checkpoint"
+        );
+    }
+    if new.last_error != old.last_error {
+        match &new.last_error {
+            Some(e) => tracing::warn!(error = %e, "push failed; retrying"),
+            None => tracing::info!("pushes succeed again"),
+        }
+    }
+    if new.conflicts > old.conflicts {
+        tracing::warn!(
+            saved_to = new.last_conflict.as_deref().unwrap_or(""),
+            "another writer changed the same paths; this version was saved elsewhere"
+        );
+    }
+    if new.watch_mode != old.watch_mode {
+        tracing::warn!(mode = ?new.watch_mode, "watch mode changed");
+    }
+}
+
+/// Runs `tether sync`.
+pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
+    let mut signals = StopSignals::new()?;
+    let ws = open_workspace(&args.dir, args.to.as_deref(), &args.remote)?;
+    let remote = ws.backend.describe();
+    let monitor = Monitor::new(args.unready_after);
+    let _http = match args.http_bind {
+        Some(addr) => Some(crate::health::serve(addr, monitor.clone()).await?),
+        None => None,
+    };
+    tracing::info!(dir = %ws.dir.display(), remote = %remote, url = %ws.url, state_dir = %ws.state_dir.display(), "tether sync starting");
+
+    if args.restore == RestoreWhen::IfEmpty && crate::paths::is_effectively_empty(&ws.dir)? {
+        let options = RestoreOptions {
+            at: None,
+            existing: sync_core::ExistingPolicy::KeepNewer,
+        };
+        let restored = tokio::select! {
+            r = restore_into(&ws.backend, &ws.dir, &ws.state_dir, &options) => r?,
+            sig = signals.recv() => {
+                return Err(CliError::runtime(format!("{sig} during restore: {} is incomplete", ws.dir.display())));
+            }
+        };
+        tracing::info!("{}", summary(&restored, &remote, &ws.dir));
+    }
+
+    let config = engine_config(&args, &ws.dir, &ws.state_dir);
+    let engine = Engine::start(config, ws.backend.clone()).await?;
+    monitor.set_phase(Phase::Syncing);
+
+    if args.once {
+        let flushed = engine.flush().await;
+        if let Err(e) = &flushed {
+            tracing::warn!(error = %e, "push failed; retrying until the grace period ends");
+        }
+        let status = engine.status();
+        let report = engine.shutdown(args.grace).await;
+        if let Some(msg) = unsaved_message(&report, args.grace) {
+            return Err(CliError::runtime(msg));
+        }
+        println!(
+            "pushed {} files ({}) to {remote}",
+            status.files_pushed,
+            human_bytes(status.bytes_pushed)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let bar = crate::progress::push_bar();
+    let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
+    let signal = loop {
+        tokio::select! {
+            sig = signals.recv() => break sig,
+            _ = ticker.tick() => {
+                let status = engine.status();
+                if !bar.is_finished() {
+                    crate::progress::update_push_bar(&bar, status.files_pushed, status.pending_paths);
+                }
+                let fresh = status.clone();
+                let was_initialized = monitor.initialized();
+                if let Some(old) = monitor.observe(status) {
+                    log_transitions(&old, &fresh);
+                }
+                if !was_initialized && monitor.initialized() {
+                    bar.finish_and_clear();
+                    tracing::info!(files = fresh.files_pushed, bytes = fresh.bytes_pushed, "in sync; watching for changes");
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    monitor.set_phase(Phase::Stopping);
+    let pending = engine.status().pending_paths;
+    tracing::info!(
+        signal,
+        pending,
+        grace_s = args.grace.as_secs_f64(),
+        "stopping: pushing pending changes"
+    );
+    let report = engine.shutdown(args.grace).await;
+    match unsaved_message(&report, args.grace) {
+        Some(msg) => Err(CliError::runtime(msg)),
+        None => {
+            tracing::info!("stopped; everything is saved");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_core::RelPath;
+
+    #[test]
+    fn unsaved_paths_are_named() {
+        let ok = ShutdownReport {
+            flushed: true,
+            unsaved: vec![],
+            last_error: None,
+        };
+        assert_eq!(unsaved_message(&ok, Duration::from_secs(25)), None);
+        let paths: Vec<RelPath> = (0..7)
+            .map(|i| RelPath::new(format!("f{i}.txt")).unwrap())
+            .collect();
+        let bad = ShutdownReport {
+            flushed: false,
+            unsaved: paths,
+            last_error: Some("put: connection refused".into()),
+        };
+        let msg = unsaved_message(&bad, Duration::from_secs(25)).unwrap();
+        assert!(
+            msg.contains("f0.txt") && msg.contains("and 2 more"),
+            "{msg}"
+        );
+        assert!(msg.contains("connection refused"), "{msg}");
+    }
+}

@@ -1,0 +1,104 @@
+//! [`CliError`]: one line for the user and an exit code.
+
+use std::process::ExitCode;
+
+/// A failure of the command, already phrased for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad flags, URL, credentials or files: exit code 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed while running (remote unreachable, changes not
+    /// saved): exit code 1.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl CliError {
+    /// A usage error.
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        CliError::Usage(message.to_string())
+    }
+
+    /// A runtime error.
+    pub fn runtime(message: impl std::fmt::Display) -> Self {
+        CliError::Runtime(message.to_string())
+    }
+
+    /// The process exit code: 2 for usage, 1 for runtime.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Runtime(_) => 1,
+        }
+    }
+
+    /// The message on one line (newlines in library errors become `; `).
+    pub fn one_line(&self) -> String {
+        one_line(&self.to_string())
+    }
+
+    /// Prints `tether: <message>` to stderr and returns the exit code.
+    pub fn report(&self) -> ExitCode {
+        eprintln!("tether: {}", self.one_line());
+        ExitCode::from(self.exit_code())
+    }
+}
+
+/// Joins the non-empty lines of `text` with `; `.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<sync_core::BackendError> for CliError {
+    fn from(e: sync_core::BackendError) -> Self {
+        use sync_core::BackendError as B;
+        match e {
+            B::Config(_) | B::Unsupported { .. } => CliError::usage(e),
+            _ => CliError::runtime(e),
+        }
+    }
+}
+
+impl From<sync_core::EngineError> for CliError {
+    fn from(e: sync_core::EngineError) -> Self {
+        use sync_core::EngineError as E;
+        match e {
+            E::Root { .. } | E::StateInsideRoot { .. } | E::Rules(_) => CliError::usage(e),
+            _ => CliError::runtime(e),
+        }
+    }
+}
+
+impl From<sync_core::index::IndexError> for CliError {
+    fn from(e: sync_core::index::IndexError) -> Self {
+        CliError::runtime(format!("state directory: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_one_line() {
+        assert_eq!(CliError::usage("x").exit_code(), 2);
+        assert_eq!(CliError::runtime("x").exit_code(), 1);
+        assert_eq!(
+            CliError::runtime("first\n\n  second  \n").one_line(),
+            "first; second"
+        );
+    }
+
+    #[test]
+    fn backend_config_errors_are_usage_errors() {
+        let e: CliError = sync_core::BackendError::Config("no bucket".into()).into();
+        assert_eq!(e.exit_code(), 2);
+        let e: CliError = sync_core::BackendError::transient("get", "s3://b/x", "refused").into();
+        assert_eq!(e.exit_code(), 1);
+    }
+}

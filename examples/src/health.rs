@@ -1,0 +1,407 @@
+//! Readiness, metrics and the HTTP endpoint of `tether sync`.
+//!
+//! The sync loop samples [`sync_core::Status`] and hands it to
+//! [`Monitor::observe`]; `/readyz` asks the pure [`readiness`] function and
+//! `/metrics` encodes the prometheus-client registry that `observe` keeps
+//! current.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sync_core::Status;
+
+use crate::error::CliError;
+
+/// Where the sync command is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Restoring DIR before watching.
+    Restoring,
+    /// The engine runs.
+    Syncing,
+    /// A signal arrived; pending changes are being flushed.
+    Stopping,
+}
+
+/// What readiness is judged on.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// The phase.
+    pub phase: Phase,
+    /// The engine's last status, once it runs.
+    pub status: Option<Status>,
+    /// Whether the first push succeeded (or there was nothing to push);
+    /// stays true afterwards.
+    pub initialized: bool,
+}
+
+/// Whether a status counts as "the first sync round is done": a push
+/// succeeded, or the start-up comparison found nothing to push.
+pub fn first_round_done(status: &Status) -> bool {
+    status.last_success.is_some()
+        || (status.scanned && status.pending_paths == 0 && status.last_error.is_none())
+}
+
+/// `Ok(())` when ready, else why not. Ready after the restore and the first
+/// successful push (or when there was nothing to push); not ready while
+/// stopping, or while pushes have failed for longer than `unready_after`.
+pub fn readiness(health: &Health, now: SystemTime, unready_after: Duration) -> Result<(), String> {
+    match health.phase {
+        Phase::Restoring => return Err("restoring".into()),
+        Phase::Stopping => return Err("stopping".into()),
+        Phase::Syncing => {}
+    }
+    let Some(status) = &health.status else {
+        return Err("starting".into());
+    };
+    if !health.initialized {
+        return Err(match &status.last_error {
+            Some(e) => format!("first push not done yet: {e}"),
+            None => "first push not done yet".into(),
+        });
+    }
+    if let Some(since) = status.failing_since {
+        let failing = now.duration_since(since).unwrap_or_default();
+        if failing > unready_after {
+            return Err(format!(
+                "pushes failing for {}s: {}",
+                failing.as_secs(),
+                status.last_error.as_deref().unwrap_or("unknown error")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The metrics `/metrics` serves.
+#[derive(Debug)]
+struct Metrics {
+    registry: Registry,
+    pending: Gauge,
+    checkpoints: Counter,
+    files: Counter,
+    bytes: Counter,
+    failures: Counter,
+    conflicts: Counter,
+    rescans: Counter,
+    duration: Histogram,
+    last_success: Gauge<f64, AtomicU64>,
+    ready: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("tether");
+        let m = Metrics {
+            registry: Registry::default(),
+            pending: Gauge::default(),
+            checkpoints: Counter::default(),
+            files: Counter::default(),
+            bytes: Counter::default(),
+            failures: Counter::default(),
+            conflicts: Counter::default(),
+            rescans: Counter::default(),
+            duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            last_success: Gauge::default(),
+            ready: Gauge::default(),
+        };
+        registry.register(
+            "pending_paths",
+            "Paths changed but not yet pushed",
+            m.pending.clone(),
+        );
+        registry.register(
+            "checkpoints_pushed",
+            "Checkpoint batches pushed",
+            m.checkpoints.clone(),
+        );
+        registry.register("files_pushed", "Files uploaded", m.files.clone());
+        registry.register("bytes_pushed", "Content bytes uploaded", m.bytes.clone());
+        registry.register("push_failures", "Failed pushes", m.failures.clone());
+        registry.register(
+            "conflicts",
+            "Pushes diverted because another writer changed the same paths",
+            m.conflicts.clone(),
+        );
+        registry.register("rescans", "Full-tree comparisons", m.rescans.clone());
+        registry.register(
+            "push_duration_seconds",
+            "Duration of successful pushes (sampled every 250 ms)",
+            m.duration.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful push",
+            m.last_success.clone(),
+        );
+        registry.register("ready", "1 when /readyz answers 200", m.ready.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+fn grow(counter: &Counter, old: u64, new: u64) {
+    if new > old {
+        counter.inc_by(new - old);
+    }
+}
+
+/// Shared between the sync loop and the HTTP endpoint.
+#[derive(Debug)]
+pub struct Monitor {
+    health: Mutex<Health>,
+    metrics: Metrics,
+    unready_after: Duration,
+}
+
+impl Monitor {
+    /// A monitor in the `Restoring` phase.
+    pub fn new(unready_after: Duration) -> Arc<Self> {
+        Arc::new(Monitor {
+            health: Mutex::new(Health {
+                phase: Phase::Restoring,
+                status: None,
+                initialized: false,
+            }),
+            metrics: Metrics::new(),
+            unready_after,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the phase.
+    pub fn set_phase(&self, phase: Phase) {
+        self.lock().phase = phase;
+        self.refresh_ready();
+    }
+
+    /// Records a new status sample; returns the previous one.
+    pub fn observe(&self, status: Status) -> Option<Status> {
+        let mut h = self.lock();
+        let old = h.status.take().unwrap_or_default();
+        let m = &self.metrics;
+        m.pending.set(status.pending_paths as i64);
+        grow(
+            &m.checkpoints,
+            old.checkpoints_pushed,
+            status.checkpoints_pushed,
+        );
+        grow(&m.files, old.files_pushed, status.files_pushed);
+        grow(&m.bytes, old.bytes_pushed, status.bytes_pushed);
+        grow(&m.failures, old.push_failures, status.push_failures);
+        grow(&m.conflicts, old.conflicts, status.conflicts);
+        grow(&m.rescans, old.rescans, status.rescans);
+        if let Some(d) = status
+            .last_push_duration
+            .filter(|_| status.checkpoints_pushed > old.checkpoints_pushed)
+        {
+            m.duration.observe(d.as_secs_f64());
+        }
+        if let Some(since) = status
+            .last_success
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        {
+            m.last_success.set(since.as_secs_f64());
+        }
+        if first_round_done(&status) {
+            h.initialized = true;
+        }
+        h.status = Some(status);
+        drop(h);
+        self.refresh_ready();
+        Some(old)
+    }
+
+    /// Whether the first round is done.
+    pub fn initialized(&self) -> bool {
+        self.lock().initialized
+    }
+
+    /// The readiness verdict now.
+    pub fn ready(&self) -> Result<(), String> {
+        readiness(&self.lock(), SystemTime::now(), self.unready_after)
+    }
+
+    fn refresh_ready(&self) {
+        self.metrics.ready.set(i64::from(self.ready().is_ok()));
+    }
+
+    /// The metrics in Prometheus/OpenMetrics text format.
+    pub fn encode_metrics(&self) -> String {
+        self.refresh_ready();
+        let mut text = String::new();
+        if encode(&mut text, &self.metrics.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(monitor): State<Arc<Monitor>>) -> Response {
+    match monitor.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(monitor): State<Arc<Monitor>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        monitor.encode_metrics(),
+    )
+        .into_response()
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn router(monitor: Arc<Monitor>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(monitor)
+}
+
+/// Binds `addr` and serves [`router`] in a background task until the
+/// returned sender is dropped or fired.
+pub async fn serve(
+    addr: SocketAddr,
+    monitor: Arc<Monitor>,
+) -> Result<tokio::sync::oneshot::Sender<()>, CliError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::usage(format!("cannot listen on --http-bind {addr}: {e}")))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %local, "serving /healthz, /readyz and /metrics");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        if let Err(e) = axum::serve(listener, router(monitor))
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::warn!(error = %e, "HTTP endpoint stopped");
+        }
+    });
+    Ok(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syncing(status: Status, initialized: bool) -> Health {
+        Health {
+            phase: Phase::Syncing,
+            status: Some(status),
+            initialized,
+        }
+    }
+
+    #[test]
+    fn not_ready_before_the_first_round() {
+        let now = SystemTime::now();
+        let t = Duration::from_secs(60);
+        let restoring = Health {
+            phase: Phase::Restoring,
+            status: None,
+            initialized: false,
+        };
+        assert!(readiness(&restoring, now, t).is_err());
+        let pending = Status {
+            scanned: true,
+            pending_paths: 3,
+            ..Status::default()
+        };
+        assert!(!first_round_done(&pending));
+        assert!(readiness(&syncing(pending, false), now, t).is_err());
+        let clean = Status {
+            scanned: true,
+            ..Status::default()
+        };
+        assert!(first_round_done(&clean));
+        assert_eq!(readiness(&syncing(clean, true), now, t), Ok(()));
+    }
+
+    #[test]
+    fn unready_only_after_failing_longer_than_the_threshold() {
+        let now = SystemTime::now();
+        let t = Duration::from_secs(60);
+        let failing = |secs| Status {
+            scanned: true,
+            pending_paths: 1,
+            last_error: Some("put: connection refused".into()),
+            failing_since: Some(now - Duration::from_secs(secs)),
+            ..Status::default()
+        };
+        assert_eq!(readiness(&syncing(failing(10), true), now, t), Ok(()));
+        let why = readiness(&syncing(failing(120), true), now, t).unwrap_err();
+        assert!(why.contains("connection refused"), "{why}");
+        let stopping = Health {
+            phase: Phase::Stopping,
+            ..syncing(Status::default(), true)
+        };
+        assert!(readiness(&stopping, now, t).is_err());
+    }
+
+    #[test]
+    fn counters_follow_status_totals() {
+        let m = Monitor::new(Duration::from_secs(60));
+        m.set_phase(Phase::Syncing);
+        m.observe(Status {
+            scanned: true,
+            checkpoints_pushed: 2,
+            files_pushed: 5,
+            bytes_pushed: 100,
+            last_success: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            last_push_duration: Some(Duration::from_millis(20)),
+            ..Status::default()
+        });
+        m.observe(Status {
+            scanned: true,
+            checkpoints_pushed: 3,
+            files_pushed: 7,
+            bytes_pushed: 150,
+            ..Status::default()
+        });
+        let text = m.encode_metrics();
+        assert!(text.contains("tether_files_pushed_total 7"), "{text}");
+        assert!(text.contains("tether_bytes_pushed_total 150"), "{text}");
+        assert!(text.contains("tether_checkpoints_pushed_total 3"), "{text}");
+        assert!(
+            text.contains("tether_push_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tether_last_success_timestamp_seconds 1700000000"),
+            "{text}"
+        );
+        assert!(text.contains("tether_ready 1"), "{text}");
+    }
+}

@@ -1,0 +1,235 @@
+//! From a URL to a [`Backend`]: git remotes go to `sync-git`, everything
+//! else to `sync-s3` (object stores).
+//!
+//! Git remotes are `ssh://`, `git://`, `http(s)://…​.git`, `file:///…​.git`
+//! and any `git+` URL (see [`sync_git::is_git_url`]); `s3://`, `gs://`,
+//! `az://`, `file:///dir` and `memory://` are object stores. Credentials
+//! come from the environment or from files, never from the URL (both
+//! backends refuse URLs that carry them).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sync_core::Backend;
+
+use crate::error::CliError;
+
+/// Settings of a backend that are not in its URL.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// Private key for `ssh://` git remotes.
+    pub ssh_key_file: Option<PathBuf>,
+    /// known_hosts for `ssh://` git remotes; default: `known_hosts` next to
+    /// the key file, when it exists.
+    pub ssh_known_hosts_file: Option<PathBuf>,
+    /// File holding an HTTPS token for git remotes.
+    pub token_file: Option<PathBuf>,
+    /// Commit author name (git).
+    pub git_author_name: String,
+    /// Commit author email (git).
+    pub git_author_email: String,
+    /// Allow S3 without `AWS_*` credentials (instance metadata, anonymous
+    /// endpoints).
+    pub allow_instance_credentials: bool,
+}
+
+/// Which backend crate a URL belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteFamily {
+    /// `sync-git`.
+    Git,
+    /// `sync-s3`.
+    ObjectStore,
+}
+
+/// Classifies `url` (pure).
+pub fn family(url: &str) -> RemoteFamily {
+    let lower = url.trim().to_ascii_lowercase();
+    let base = lower.split('?').next().unwrap_or("");
+    if sync_git::is_git_url(url)
+        || (lower.starts_with("file://") && lower.contains("branch="))
+        || base.ends_with(".git/")
+    {
+        RemoteFamily::Git
+    } else {
+        RemoteFamily::ObjectStore
+    }
+}
+
+/// Why an `s3://` remote cannot authenticate, judged from the environment
+/// (pure: `var` looks a variable up). `None` when credentials are present,
+/// another mechanism is configured, or the URL asks for no signing.
+pub fn missing_s3_credentials(
+    url: &str,
+    allow_instance: bool,
+    var: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("s3://") || lower.starts_with("s3a://")) {
+        return None;
+    }
+    let set = |name: &str| var(name).is_some_and(|v| !v.trim().is_empty());
+    if lower.contains("skip_signature=true") || lower.contains("skip_signature=1") {
+        return None;
+    }
+    match (set("AWS_ACCESS_KEY_ID"), set("AWS_SECRET_ACCESS_KEY")) {
+        (true, true) => return None,
+        (true, false) => {
+            return Some("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into());
+        }
+        (false, true) => {
+            return Some("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".into());
+        }
+        (false, false) => {}
+    }
+    if set("AWS_WEB_IDENTITY_TOKEN_FILE")
+        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        || allow_instance
+    {
+        return None;
+    }
+    Some(
+        "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_WEB_IDENTITY_TOKEN_FILE), \
+         or pass --allow-instance-credentials to use the instance metadata service"
+            .into(),
+    )
+}
+
+fn check_readable(what: &str, path: &Path) -> Result<(), CliError> {
+    match std::fs::File::open(path).and_then(|f| f.metadata()) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(CliError::usage(format!(
+            "cannot read {what} {}: not a regular file",
+            path.display()
+        ))),
+        Err(e) => Err(CliError::usage(format!(
+            "cannot read {what} {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Builds the backend for `url`, keeping backend state (git's bare
+/// repository) under `state_dir`. Configuration problems (bad URL, missing
+/// credentials, unreadable key or token file) are usage errors; nothing is
+/// contacted yet.
+pub fn open_backend(
+    url: &str,
+    options: &RemoteOptions,
+    state_dir: &Path,
+) -> Result<Arc<dyn Backend>, CliError> {
+    match family(url) {
+        RemoteFamily::Git => {
+            let mut git = sync_git::GitOptions::new(state_dir.join("git"))
+                .author(&options.git_author_name, &options.git_author_email);
+            let lower = url.to_ascii_lowercase();
+            let ssh = lower.starts_with("ssh://") || lower.starts_with("git+ssh://");
+            if ssh {
+                if let Some(key) = &options.ssh_key_file {
+                    check_readable("ssh key file", key)?;
+                }
+                let known_hosts = options.ssh_known_hosts_file.clone().or_else(|| {
+                    let sibling = options.ssh_key_file.as_ref()?.parent()?.join("known_hosts");
+                    sibling.is_file().then_some(sibling)
+                });
+                match known_hosts {
+                    Some(kh) => {
+                        check_readable("known_hosts file", &kh)?;
+                        git.known_hosts_file = Some(kh);
+                    }
+                    None => {
+                        return Err(CliError::usage(
+                            "ssh remotes need a known_hosts file: --ssh-known-hosts-file or TETHER_SSH_KNOWN_HOSTS_FILE (host keys are always checked)",
+                        ));
+                    }
+                }
+                git.ssh_key_file = options.ssh_key_file.clone();
+            }
+            if let Some(token) = &options.token_file {
+                check_readable("token file", token)?;
+                git.token_file = Some(token.clone());
+            }
+            let backend = sync_git::GitBackend::from_url(url, git).map_err(CliError::usage)?;
+            Ok(Arc::new(backend))
+        }
+        RemoteFamily::ObjectStore => {
+            if let Some(problem) =
+                missing_s3_credentials(url, options.allow_instance_credentials, |n| {
+                    std::env::var(n).ok()
+                })
+            {
+                return Err(CliError::usage(problem));
+            }
+            let backend =
+                sync_s3::ObjectStoreBackend::from_url(url, sync_s3::BackendOptions::default())
+                    .map_err(|e| match e {
+                        sync_s3::ConfigError::UnsupportedScheme(scheme) => CliError::usage(format!(
+                            "unsupported remote scheme {scheme:?}: use file:///dir, s3://, gs://, az://, memory://, \
+                             or a git remote (ssh://, https://….git, git://, file:///….git)"
+                        )),
+                        other => CliError::usage(other),
+                    })?;
+            Ok(Arc::new(backend))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_dispatched_by_family() {
+        use RemoteFamily::*;
+        for (url, want) in [
+            ("ssh://git@host/me/notes.git", Git),
+            ("git://127.0.0.1:9418/notes.git", Git),
+            ("https://git.example.com/me/notes.git?branch=pod-a", Git),
+            ("file:///srv/notes.git", Git),
+            ("file:///srv/notes?branch=main", Git),
+            ("git+https://gitea.local/me/notes", Git),
+            ("file:///srv/store", ObjectStore),
+            ("s3://bucket/prefix", ObjectStore),
+            ("gs://bucket/prefix", ObjectStore),
+            ("az://container/prefix", ObjectStore),
+            ("memory://test", ObjectStore),
+        ] {
+            assert_eq!(family(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn s3_credentials_are_required_unless_another_way_is_set() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(missing_s3_credentials("s3://b/p", false, env(&[])).is_some());
+        assert!(missing_s3_credentials("s3://b/p", true, env(&[])).is_none());
+        assert!(missing_s3_credentials("gs://b/p", false, env(&[])).is_none());
+        assert!(missing_s3_credentials("s3://b/p?skip_signature=true", false, env(&[])).is_none());
+        let half = missing_s3_credentials("s3://b/p", false, env(&[("AWS_ACCESS_KEY_ID", "a")]));
+        assert!(half.unwrap().contains("AWS_SECRET_ACCESS_KEY"));
+        assert!(
+            missing_s3_credentials(
+                "s3://b/p",
+                false,
+                env(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "s")])
+            )
+            .is_none()
+        );
+        assert!(
+            missing_s3_credentials(
+                "s3://b/p",
+                false,
+                env(&[("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")])
+            )
+            .is_none()
+        );
+    }
+}
