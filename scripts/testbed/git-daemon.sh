@@ -18,25 +18,12 @@ dir="$testbed_dir/$name"
 pid_file="$dir/daemon.pid"
 env_file="$testbed_dir/$name.env"
 
-stop_pid() {
-  [ -f "$pid_file" ] || return 0
-  local pid
-  pid="$(cat "$pid_file")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pid_file"
-}
+# shellcheck source=../lib/testbed.sh
+. "$(dirname "$0")/../lib/testbed.sh"
 
 start() {
   if ! command -v git >/dev/null 2>&1; then
-    echo "installing git"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git >/dev/null
+    apt_install git
   fi
   stop_pid
   mkdir -p "$dir/repos"

@@ -24,20 +24,8 @@ dir="$testbed_dir/$name"
 pid_file="$dir/sshd.pid"
 env_file="$testbed_dir/$name.env"
 
-stop_pid() {
-  [ -f "$pid_file" ] || return 0
-  local pid
-  pid="$(cat "$pid_file")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pid_file"
-}
+# shellcheck source=../lib/testbed.sh
+. "$(dirname "$0")/../lib/testbed.sh"
 
 install_missing() {
   local missing=()
@@ -47,9 +35,7 @@ install_missing() {
   compgen -G '/usr/lib*/libnss_wrapper.so' >/dev/null || compgen -G '/usr/lib/*/libnss_wrapper.so' >/dev/null \
     || missing+=(libnss-wrapper)
   if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
   fi
 }
 
