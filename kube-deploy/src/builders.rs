@@ -406,6 +406,7 @@ pub fn support_volumes(plan: &PodPlan) -> Vec<Volume> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

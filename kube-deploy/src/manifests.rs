@@ -680,6 +680,7 @@ pub fn webhook_bundle(config: &WebhookManifestConfig) -> Result<String, Manifest
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

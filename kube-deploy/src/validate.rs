@@ -406,6 +406,7 @@ pub fn remote_url(value: &str) -> Result<(Url, RemoteKind), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
