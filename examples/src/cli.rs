@@ -481,9 +481,6 @@ pub fn render_clap_error(e: &clap::Error) -> (String, u8) {
                 }
                 line.push_str(part);
             }
-            if let Some(tip) = text.lines().find(|l| l.trim_start().starts_with("tip:")) {
-                line.push_str(&format!(" ({})", tip.trim().trim_start_matches("tip: ")));
-            }
             (format!("tether: {line}\n"), 2)
         }
     }

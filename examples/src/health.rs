@@ -47,11 +47,13 @@ pub struct Health {
     pub initialized: bool,
 }
 
-/// Whether a status counts as "the first sync round is done": a push
-/// succeeded, or the start-up comparison found nothing to push.
+/// Whether a status shows a successful push. The other way to finish the
+/// first round, "nothing to push", is known only from the answer to the
+/// engine's first `flush()` (see [`Monitor::mark_initialized`]): a status
+/// sample alone cannot tell "nothing pending" from "pending not counted
+/// yet".
 pub fn first_round_done(status: &Status) -> bool {
     status.last_success.is_some()
-        || (status.scanned && status.pending_paths == 0 && status.last_error.is_none())
 }
 
 /// `Ok(())` when ready, else why not. Ready after the restore and the first
@@ -226,6 +228,13 @@ impl Monitor {
         Some(old)
     }
 
+    /// Records that the first round finished: the first flush succeeded
+    /// (possibly with nothing to push).
+    pub fn mark_initialized(&self) {
+        self.lock().initialized = true;
+        self.refresh_ready();
+    }
+
     /// Whether the first round is done.
     pub fn initialized(&self) -> bool {
         self.lock().initialized
@@ -345,8 +354,13 @@ mod tests {
             scanned: true,
             ..Status::default()
         };
-        assert!(first_round_done(&clean));
+        assert!(!first_round_done(&clean), "a sample alone is not proof");
         assert_eq!(readiness(&syncing(clean, true), now, t), Ok(()));
+        let pushed = Status {
+            last_success: Some(now),
+            ..Status::default()
+        };
+        assert!(first_round_done(&pushed));
     }
 
     #[test]

@@ -151,23 +151,41 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
 
     let bar = crate::progress::push_bar();
     let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
-    let signal = loop {
-        tokio::select! {
-            sig = signals.recv() => break sig,
-            _ = ticker.tick() => {
-                let status = engine.status();
-                if !bar.is_finished() {
-                    crate::progress::update_push_bar(&bar, status.files_pushed, status.pending_paths);
+    let signal = {
+        // The first flush answers "is the first round done" exactly, also
+        // when there is nothing to push.
+        let first_flush = engine.flush();
+        tokio::pin!(first_flush);
+        let mut first_done = false;
+        loop {
+            tokio::select! {
+                sig = signals.recv() => break sig,
+                result = &mut first_flush, if !first_done => {
+                    first_done = true;
+                    match result {
+                        Ok(()) => monitor.mark_initialized(),
+                        Err(e) => tracing::warn!(error = %e, "first push failed; retrying"),
+                    }
                 }
-                let fresh = status.clone();
-                let was_initialized = monitor.initialized();
-                if let Some(old) = monitor.observe(status) {
-                    log_transitions(&old, &fresh);
+                _ = ticker.tick() => {
+                    let status = engine.status();
+                    if !bar.is_finished() {
+                        crate::progress::update_push_bar(&bar, status.files_pushed, status.pending_paths);
+                    }
+                    let fresh = status.clone();
+                    if let Some(old) = monitor.observe(status) {
+                        log_transitions(&old, &fresh);
+                    }
                 }
-                if !was_initialized && monitor.initialized() {
-                    bar.finish_and_clear();
-                    tracing::info!(files = fresh.files_pushed, bytes = fresh.bytes_pushed, "in sync; watching for changes");
-                }
+            }
+            if monitor.initialized() && !bar.is_finished() {
+                bar.finish_and_clear();
+                let s = engine.status();
+                tracing::info!(
+                    files = s.files_pushed,
+                    bytes = s.bytes_pushed,
+                    "in sync; watching for changes"
+                );
             }
         }
     };
