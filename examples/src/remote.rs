@@ -154,6 +154,8 @@ pub fn open_backend(
             Ok(Arc::new(backend))
         }
         RemoteFamily::ObjectStore => {
+            // A bad URL is reported before missing credentials.
+            sync_s3::config::RemoteUrl::parse(url).map_err(scheme_hint)?;
             if let Some(problem) =
                 missing_s3_credentials(url, options.allow_instance_credentials, |n| {
                     std::env::var(n).ok()
@@ -163,15 +165,19 @@ pub fn open_backend(
             }
             let backend =
                 sync_s3::ObjectStoreBackend::from_url(url, sync_s3::BackendOptions::default())
-                    .map_err(|e| match e {
-                        sync_s3::ConfigError::UnsupportedScheme(scheme) => CliError::usage(format!(
-                            "unsupported remote scheme {scheme:?}: use file:///dir, s3://, gs://, az://, memory://, \
-                             or a git remote (ssh://, https://….git, git://, file:///….git)"
-                        )),
-                        other => CliError::usage(other),
-                    })?;
+                    .map_err(scheme_hint)?;
             Ok(Arc::new(backend))
         }
+    }
+}
+
+fn scheme_hint(e: sync_s3::ConfigError) -> CliError {
+    match e {
+        sync_s3::ConfigError::UnsupportedScheme(scheme) => CliError::usage(format!(
+            "unsupported remote scheme {scheme:?}: use file:///dir, s3://, gs://, az://, memory://, \
+             or a git remote (ssh://, https://….git, git://, file:///….git)"
+        )),
+        other => CliError::usage(other),
     }
 }
 
