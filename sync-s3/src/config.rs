@@ -248,7 +248,13 @@ pub struct RemoteUrl {
 
 /// Query parameters that name credentials: refused in URLs.
 const SECRET_HINTS: &[&str] = &[
-    "key", "secret", "token", "password", "sas", "credential", "signature",
+    "key",
+    "secret",
+    "token",
+    "password",
+    "sas",
+    "credential",
+    "signature",
 ];
 
 impl RemoteUrl {
@@ -350,10 +356,11 @@ impl RemoteUrl {
             match lower.as_str() {
                 "layout" => out.layout = Some(value.parse()?),
                 "concurrency" => {
-                    out.concurrency = Some(value.parse().map_err(|_| ConfigError::InvalidValue {
-                        name,
-                        reason: format!("{value:?} is not a number"),
-                    })?)
+                    out.concurrency =
+                        Some(value.parse().map_err(|_| ConfigError::InvalidValue {
+                            name,
+                            reason: format!("{value:?} is not a number"),
+                        })?)
                 }
                 "pack_size" => out.pack_size = Some(parse_size(&name, &value)?),
                 "endpoint" | "endpoint_url" => {
@@ -361,7 +368,8 @@ impl RemoteUrl {
                         name: name.clone(),
                         reason: format!("not a URL: {e}"),
                     })?;
-                    out.store_settings.push((store_key(&out.kind, "endpoint")?, value))
+                    out.store_settings
+                        .push((store_key(&out.kind, "endpoint")?, value))
                 }
                 "region" => out
                     .store_settings
@@ -478,7 +486,12 @@ fn percent_decode(s: &str) -> Result<String, String> {
 
 /// `scheme://host/path` plus the values of non-secret parameters only.
 fn redact(url: &url::Url) -> String {
-    let mut out = format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.path());
+    let mut out = format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.path()
+    );
     let shown: Vec<String> = url
         .query_pairs()
         .map(|(k, v)| {
@@ -546,13 +559,19 @@ mod tests {
             (StoreKind::Gcs { bucket: "g".into() }, "x")
         );
         let u = RemoteUrl::parse("az://c/y").unwrap();
-        assert_eq!(u.kind, StoreKind::Azure {
-            container: "c".into()
-        });
+        assert_eq!(
+            u.kind,
+            StoreKind::Azure {
+                container: "c".into()
+            }
+        );
         let u = RemoteUrl::parse("file:///tmp/store%20dir?layout=mirror").unwrap();
-        assert_eq!(u.kind, StoreKind::File {
-            dir: "/tmp/store dir".into()
-        });
+        assert_eq!(
+            u.kind,
+            StoreKind::File {
+                dir: "/tmp/store dir".into()
+            }
+        );
         assert_eq!(u.layout, Some(Layout::Mirror));
         let u = RemoteUrl::parse("memory://t/a/b").unwrap();
         assert_eq!((u.kind, u.prefix.as_str()), (StoreKind::Memory, "t/a/b"));
@@ -570,7 +589,10 @@ mod tests {
         assert_eq!(
             u.store_settings,
             vec![
-                ("aws_endpoint".to_string(), "http://127.0.0.1:8333".to_string()),
+                (
+                    "aws_endpoint".to_string(),
+                    "http://127.0.0.1:8333".to_string()
+                ),
                 ("allow_http".into(), "true".into()),
                 ("aws_region".into(), "eu-west-1".into()),
                 ("aws_virtual_hosted_style_request".into(), "false".into()),
@@ -595,7 +617,10 @@ mod tests {
         let e = RemoteUrl::parse("s3://b/p?aws_secret_access_key=SUPERSECRET")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("credential") && !e.contains("SUPERSECRET"), "{e}");
+        assert!(
+            e.contains("credential") && !e.contains("SUPERSECRET"),
+            "{e}"
+        );
         let e = RemoteUrl::parse("s3://AKIA:SUPERSECRET@b/p")
             .unwrap_err()
             .to_string();
@@ -608,8 +633,8 @@ mod tests {
 
     #[test]
     fn redaction_keeps_public_parameters_only() {
-        let u = RemoteUrl::parse("s3://b/p?layout=mirror&endpoint=http://127.0.0.1:8333/x?y")
-            .unwrap();
+        let u =
+            RemoteUrl::parse("s3://b/p?layout=mirror&endpoint=http://127.0.0.1:8333/x?y").unwrap();
         assert_eq!(
             u.redacted(),
             "s3://b/p?layout=mirror&endpoint=http://127.0.0.1:8333"

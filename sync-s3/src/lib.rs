@@ -16,7 +16,7 @@
 //!
 //! # What it does
 //!
-//! It implements sync-core's [`Backend`](sync_core::Backend): `push` applies
+//! It implements sync-core's [`Backend`]: `push` applies
 //! a checkpoint to the store, `restore` writes the newest (or a named)
 //! state into a directory, `history` lists snapshots, and
 //! [`ObjectStoreBackend::prune`] removes what no snapshot needs. Two layouts,
@@ -87,7 +87,7 @@
 //! * **Credentials** come from the standard environment (`AWS_*`, including
 //!   web identity / IRSA, `GOOGLE_*`, `AZURE_*`) or
 //!   [`BackendOptions::store_options`]; never from the URL, and they never
-//!   appear in [`Backend::describe`](sync_core::Backend::describe), errors
+//!   appear in [`Backend::describe`], errors
 //!   or logs.
 
 #![forbid(unsafe_code)]
@@ -166,10 +166,11 @@ impl ObjectStoreBackend {
         options: BackendOptions,
     ) -> Result<Self, ConfigError> {
         options.validate()?;
-        let prefix = Path::parse(prefix.trim_matches('/')).map_err(|e| ConfigError::InvalidValue {
-            name: "prefix".into(),
-            reason: e.to_string(),
-        })?;
+        let prefix =
+            Path::parse(prefix.trim_matches('/')).map_err(|e| ConfigError::InvalidValue {
+                name: "prefix".into(),
+                reason: e.to_string(),
+            })?;
         let remote = Remote {
             store,
             prefix,

@@ -142,7 +142,10 @@ impl Manifest {
         entries: BTreeMap<String, ManifestEntry>,
     ) -> Self {
         let entries: Vec<ManifestEntry> = entries.into_values().collect();
-        let files = entries.iter().filter(|e| e.meta.as_file().is_some()).count() as u64;
+        let files = entries
+            .iter()
+            .filter(|e| e.meta.as_file().is_some())
+            .count() as u64;
         let bytes = entries.iter().map(|e| e.meta.size()).sum();
         Manifest {
             format: MANIFEST_FORMAT.into(),
@@ -239,10 +242,12 @@ impl Manifest {
 
     /// Every blob this manifest references, by hash.
     pub fn blob_locations(&self) -> impl Iterator<Item = (ContentHash, &BlobLoc)> {
-        self.entries.iter().filter_map(|e| match (&e.meta, &e.blob) {
-            (Meta::File(f), Some(loc)) => Some((f.hash, loc)),
-            _ => None,
-        })
+        self.entries
+            .iter()
+            .filter_map(|e| match (&e.meta, &e.blob) {
+                (Meta::File(f), Some(loc)) => Some((f.hash, loc)),
+                _ => None,
+            })
     }
 }
 
@@ -257,7 +262,10 @@ impl HeadRecord {
         let h: HeadRecord = serde_json::from_slice(bytes)
             .map_err(|e| invalid(object, format!("not a valid head record: {e}")))?;
         if h.format != HEAD_FORMAT {
-            return Err(invalid(object, format!("unknown head format {:?}", h.format)));
+            return Err(invalid(
+                object,
+                format!("unknown head format {:?}", h.format),
+            ));
         }
         if !is_snapshot_id(&h.snapshot) {
             return Err(invalid(
@@ -479,7 +487,10 @@ mod tests {
         let (_, sealed) = sample();
         assert_eq!(&sealed.bytes[..], b"aabbb");
         assert_eq!(sealed.id, blake3::hash(b"aabbb").to_hex().to_string());
-        let locs: Vec<_> = sealed.locations().map(|(_, l)| (l.offset, l.length)).collect();
+        let locs: Vec<_> = sealed
+            .locations()
+            .map(|(_, l)| (l.offset, l.length))
+            .collect();
         assert_eq!(locs, [(0, 2), (2, 3)]);
         let back = PackIndex::decode(&sealed.index.encode(), "i").unwrap();
         assert_eq!(back, sealed.index);
@@ -509,7 +520,13 @@ mod tests {
 
         let mut evil_pack = m.clone();
         evil_pack.entries[0].blob.as_mut().unwrap().pack = "../../x".into();
-        assert!(evil_pack.check("m").unwrap_err().to_string().contains("invalid pack id"));
+        assert!(
+            evil_pack
+                .check("m")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid pack id")
+        );
 
         let mut wrong_len = m.clone();
         wrong_len.entries[0].blob.as_mut().unwrap().length = 1;
@@ -573,6 +590,9 @@ mod tests {
     #[test]
     fn range_batches_are_bounded() {
         let b = batch_ranges(vec![(10, 5), (0, 5), (5, 5), (0, 5), (100, 50)], 10);
-        assert_eq!(b, vec![vec![(0, 5), (5, 5)], vec![(10, 5)], vec![(100, 50)]]);
+        assert_eq!(
+            b,
+            vec![vec![(0, 5), (5, 5)], vec![(10, 5)], vec![(100, 50)]]
+        );
     }
 }

@@ -241,9 +241,7 @@ impl Mirror {
             match INDEX.create(&self.remote, n + 1, bytes).await? {
                 CreateOutcome::Created => {
                     *cache = Some((n + 1, index));
-                    INDEX
-                        .trim(&self.remote, n + 1, KEEP_GENERATIONS + 1)
-                        .await;
+                    INDEX.trim(&self.remote, n + 1, KEEP_GENERATIONS + 1).await;
                     return Ok(PushReceipt {
                         head: Some((n + 1).to_string()),
                         files_uploaded,
@@ -283,7 +281,8 @@ impl Mirror {
             None => format!("{} (no index)", self.remote.describe),
         };
         // The objects: everything under the prefix except the index.
-        let listing_prefix = (!self.remote.prefix.as_ref().is_empty()).then_some(&self.remote.prefix);
+        let listing_prefix =
+            (!self.remote.prefix.as_ref().is_empty()).then_some(&self.remote.prefix);
         let objects: Vec<ObjectMeta> = self
             .remote
             .store
@@ -314,7 +313,10 @@ impl Mirror {
         }
         // Hostile names (in the index or as keys) fail the whole restore
         // here, before anything is written.
-        let described = format!("{index_object} and the objects under {}", self.remote.describe);
+        let described = format!(
+            "{index_object} and the objects under {}",
+            self.remote.describe
+        );
         RestorePlan::validate(names.iter().map(|(n, k)| (n.as_str(), *k)), &described)?;
         let writer = Arc::new(RestoreWriter::open(dest, options.existing)?);
         let object_names: std::collections::HashSet<&str> = objects
@@ -326,8 +328,15 @@ impl Mirror {
             let others: Vec<(RelPath, Meta)> = index
                 .entries
                 .iter()
-                .filter(|(n, e)| !matches!(e.meta, Meta::File(_)) && !object_names.contains(n.as_str()))
-                .map(|(n, e)| Ok((RelPath::new(n.as_str()).map_err(|_| bad_name(n))?, e.meta.clone())))
+                .filter(|(n, e)| {
+                    !matches!(e.meta, Meta::File(_)) && !object_names.contains(n.as_str())
+                })
+                .map(|(n, e)| {
+                    Ok((
+                        RelPath::new(n.as_str()).map_err(|_| bad_name(n))?,
+                        e.meta.clone(),
+                    ))
+                })
                 .collect::<Result<_, BackendError>>()?;
             tokio::task::spawn_blocking(move || -> Result<(), BackendError> {
                 for (path, meta) in others {
@@ -342,23 +351,39 @@ impl Mirror {
             .await
             .map_err(|e| BackendError::transient("restore", dest.display().to_string(), e))??;
         }
-        let entries = &index.entries;
-        stream::iter(objects)
-            .map(|o| {
-                let writer = &writer;
-                async move {
-                    let rel = self.remote.relative(&o.location).unwrap_or_default();
-                    let path = RelPath::new(rel).map_err(|_| bad_name(rel))?;
-                    let known = entries.get(rel).and_then(|e| match &e.meta {
-                        Meta::File(f)
-                            if f.size == o.size && e.etag.is_some() && e.etag == o.e_tag =>
-                        {
-                            Some(FileSpec::from(f))
-                        }
-                        _ => None,
-                    });
-                    self.restore_object(writer, &o, &path, known).await
+        // Which objects to fetch: objects the index describes are decided in
+        // one blocking pass (stat calls only); the others once their own
+        // metadata has been read.
+        let mut planned: Vec<(ObjectMeta, RelPath, Option<FileSpec>)> = Vec::new();
+        for o in objects {
+            let rel = self.remote.relative(&o.location).unwrap_or_default();
+            let path = RelPath::new(rel).map_err(|_| bad_name(rel))?;
+            let known = index.entries.get(rel).and_then(|e| match &e.meta {
+                Meta::File(f) if f.size == o.size && e.etag.is_some() && e.etag == o.e_tag => {
+                    Some(FileSpec::from(f))
                 }
+                _ => None,
+            });
+            planned.push((o, path, known));
+        }
+        let w = Arc::clone(&writer);
+        let planned: Vec<(ObjectMeta, RelPath, Option<FileSpec>)> =
+            tokio::task::spawn_blocking(move || -> Result<_, BackendError> {
+                let mut keep = Vec::with_capacity(planned.len());
+                for (o, path, known) in planned {
+                    match &known {
+                        Some(spec) if !w.should_write(&path, spec)? => {}
+                        _ => keep.push((o, path, known)),
+                    }
+                }
+                Ok(keep)
+            })
+            .await
+            .map_err(|e| BackendError::transient("restore", dest.display().to_string(), e))??;
+        stream::iter(planned)
+            .map(|(o, path, known)| {
+                let writer = &writer;
+                async move { self.restore_object(writer, &o, &path, known).await }
             })
             .buffer_unordered(self.options.concurrency)
             .try_collect::<Vec<()>>()
@@ -377,11 +402,6 @@ impl Mirror {
         known: Option<FileSpec>,
     ) -> Result<(), BackendError> {
         let key = &object.location;
-        if let Some(spec) = &known
-            && !transfer::should_write(writer, path, spec).await?
-        {
-            return Ok(());
-        }
         let res = match self.remote.store.get_opts(key, GetOptions::default()).await {
             Ok(r) => r,
             // Deleted since the listing: nothing to restore.
@@ -394,11 +414,7 @@ impl Mirror {
                 let spec = transfer::spec_from_attributes(&res.attributes, res.meta.size)
                     .unwrap_or_else(|| FileSpec {
                         mode: 0o644,
-                        mtime_ns: res
-                            .meta
-                            .last_modified
-                            .timestamp_nanos_opt()
-                            .or(Some(0)),
+                        mtime_ns: res.meta.last_modified.timestamp_nanos_opt().or(Some(0)),
                         size: Some(res.meta.size),
                         hash: None,
                     });

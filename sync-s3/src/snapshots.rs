@@ -35,9 +35,9 @@ use sync_core::{
 
 use crate::config::BackendOptions;
 use crate::manifest::{
-    BlobLoc, HEAD_FORMAT, HeadRecord, Manifest, ManifestEntry, PackBuilder, PackIndex,
-    PackedBlob, SealedPack, apply_checkpoint, batch_ranges, contested_paths, is_pack_id,
-    is_snapshot_id, new_snapshot_id, PACK_INDEX_FORMAT,
+    BlobLoc, HEAD_FORMAT, HeadRecord, Manifest, ManifestEntry, PACK_INDEX_FORMAT, PackBuilder,
+    PackIndex, PackedBlob, SealedPack, apply_checkpoint, batch_ranges, contested_paths, is_pack_id,
+    is_snapshot_id, new_snapshot_id,
 };
 use crate::store::{CreateOutcome, Generations, Remote, remote_err};
 use crate::transfer::{self, UploadLimits};
@@ -52,6 +52,9 @@ pub const REUSE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Small files read ahead of the packer.
 const READ_AHEAD: usize = 8;
 const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// A file to restore: where, how, and where its blob is.
+type WantedFile = (RelPath, FileSpec, BlobLoc);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -124,7 +127,8 @@ impl Snapshots {
     }
 
     fn pack_key(&self, id: &str) -> Result<Path, BackendError> {
-        self.remote.key(&format!("packs/{}/{id}", &id[..2.min(id.len())]))
+        self.remote
+            .key(&format!("packs/{}/{id}", &id[..2.min(id.len())]))
     }
 
     fn index_key(&self, id: &str) -> Result<Path, BackendError> {
@@ -206,10 +210,7 @@ impl Snapshots {
             }
             (Some(n), Some((cached, m))) if *cached == n => Ok(Some((n, Arc::clone(m)))),
             (Some(_), _) => {
-                let base = self
-                    .head_manifest()
-                    .await?
-                    .map(|(n, m)| (n, Arc::new(m)));
+                let base = self.head_manifest().await?.map(|(n, m)| (n, Arc::new(m)));
                 state.head = base.clone();
                 Ok(base)
             }
@@ -309,9 +310,13 @@ impl Snapshots {
         let mut lost_to: Option<String> = None;
         for _attempt in 0..16 {
             let base_entries = base.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
-            let entries = apply_checkpoint(&base_entries, checkpoint, &locations).map_err(
-                |h| BackendError::transient("push", self.remote.describe.clone(), format!("blob {h} was not uploaded")),
-            )?;
+            let entries = apply_checkpoint(&base_entries, checkpoint, &locations).map_err(|h| {
+                BackendError::transient(
+                    "push",
+                    self.remote.describe.clone(),
+                    format!("blob {h} was not uploaded"),
+                )
+            })?;
             let id = new_snapshot_id(now_ms(), rand::random());
             let manifest = Manifest::new(
                 id.clone(),
@@ -354,10 +359,7 @@ impl Snapshots {
                 CreateOutcome::Conflict => {
                     // Never became head: remove it so history stays honest.
                     let _ = self.remote.delete(&key).await;
-                    let newer = self
-                        .head_manifest()
-                        .await?
-                        .map(|(n, m)| (n, Arc::new(m)));
+                    let newer = self.head_manifest().await?.map(|(n, m)| (n, Arc::new(m)));
                     let new_entries = newer.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
                     for p in contested_paths(&base_entries, &new_entries, checkpoint) {
                         if !contested.contains(&p) {
@@ -410,7 +412,10 @@ impl Snapshots {
         first_err.map_or(Ok(()), Err)
     }
 
-    async fn put_pack(&self, pack: SealedPack) -> Result<Vec<(ContentHash, BlobLoc)>, BackendError> {
+    async fn put_pack(
+        &self,
+        pack: SealedPack,
+    ) -> Result<Vec<(ContentHash, BlobLoc)>, BackendError> {
         let key = self.pack_key(&pack.id)?;
         self.remote
             .put(&key, pack.bytes.clone(), PutMode::Overwrite)
@@ -570,9 +575,12 @@ impl Snapshots {
         options: &RestoreOptions,
     ) -> Result<RestoreReport, BackendError> {
         let manifest = match &options.at {
-            Some(id) => self.load_manifest(id).await?.ok_or_else(|| BackendError::NotFound {
-                what: format!("snapshot {id:?} in {}", self.remote.describe),
-            })?,
+            Some(id) => self
+                .load_manifest(id)
+                .await?
+                .ok_or_else(|| BackendError::NotFound {
+                    what: format!("snapshot {id:?} in {}", self.remote.describe),
+                })?,
             None => match self.head_manifest().await? {
                 Some((_, m)) => m,
                 None => {
@@ -600,7 +608,7 @@ impl Snapshots {
         let items: Vec<(RelPath, ManifestEntry)> =
             plan.paths.into_iter().zip(manifest.entries).collect();
         let w = Arc::clone(&writer);
-        let wanted: Vec<(RelPath, FileSpec, BlobLoc)> =
+        let wanted: Vec<WantedFile> =
             tokio::task::spawn_blocking(move || -> Result<_, BackendError> {
                 let mut wanted = Vec::new();
                 for (path, entry) in items {
@@ -622,14 +630,18 @@ impl Snapshots {
             .map_err(|e| BackendError::transient("restore", dest.display().to_string(), e))??;
 
         // Every pack must exist and be long enough before anything is fetched.
-        let mut by_pack: BTreeMap<String, Vec<(RelPath, FileSpec, BlobLoc)>> = BTreeMap::new();
+        let mut by_pack: BTreeMap<String, Vec<WantedFile>> = BTreeMap::new();
         for item in wanted {
             by_pack.entry(item.2.pack.clone()).or_default().push(item);
         }
         let checks: Vec<(String, u64, RelPath)> = by_pack
             .iter()
             .map(|(pack, items)| {
-                let end = items.iter().map(|i| i.2.offset + i.2.length).max().unwrap_or(0);
+                let end = items
+                    .iter()
+                    .map(|i| i.2.offset + i.2.length)
+                    .max()
+                    .unwrap_or(0);
                 (pack.clone(), end, items[0].0.clone())
             })
             .collect();
@@ -662,7 +674,7 @@ impl Snapshots {
             .await?;
 
         // Work units: a batch of small blobs of one pack, or one large blob.
-        let mut units: Vec<(String, Vec<(RelPath, FileSpec, BlobLoc)>)> = Vec::new();
+        let mut units: Vec<(String, Vec<WantedFile>)> = Vec::new();
         for (pack, items) in by_pack {
             let (large, small): (Vec<_>, Vec<_>) = items
                 .into_iter()
@@ -699,7 +711,7 @@ impl Snapshots {
         &self,
         writer: &Arc<RestoreWriter>,
         pack: &str,
-        items: Vec<(RelPath, FileSpec, BlobLoc)>,
+        items: Vec<WantedFile>,
     ) -> Result<(), BackendError> {
         let key = self.pack_key(pack)?;
         if let [(path, spec, loc)] = items.as_slice()
@@ -835,11 +847,13 @@ impl Snapshots {
         // stops the prune: deleting on uncertain grounds could lose data.
         let mut referenced: HashSet<String> = HashSet::new();
         for id in &ids {
-            let m = self.load_manifest(id).await?.ok_or_else(|| BackendError::transient(
-                "prune",
-                self.remote.describe.clone(),
-                format!("snapshot {id} disappeared during prune; try again"),
-            ))?;
+            let m = self.load_manifest(id).await?.ok_or_else(|| {
+                BackendError::transient(
+                    "prune",
+                    self.remote.describe.clone(),
+                    format!("snapshot {id} disappeared during prune; try again"),
+                )
+            })?;
             referenced.extend(m.blob_locations().map(|(_, l)| l.pack.clone()));
         }
         let dir = self.remote.key("packs")?;
@@ -869,7 +883,9 @@ impl Snapshots {
                 report.bytes_deleted += p.size;
             }
         }
-        if !options.dry_run && let Some(n) = HEADS.list(&self.remote).await?.last() {
+        if !options.dry_run
+            && let Some(n) = HEADS.list(&self.remote).await?.last()
+        {
             HEADS.trim(&self.remote, *n, KEEP_HEADS + 1).await;
         }
         if !options.dry_run {

@@ -196,11 +196,13 @@ impl Generations {
             Ok(_) => Ok(CreateOutcome::Created),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(CreateOutcome::Conflict),
-            Err(e @ object_store::Error::NotImplemented { .. }) => Err(BackendError::Config(format!(
-                "{}: the store cannot create objects only if absent ({}); tether needs that to keep writers from overwriting each other (for S3, leave aws_conditional_put at its default, etag)",
-                remote.describe,
-                flatten(&e)
-            ))),
+            Err(e @ object_store::Error::NotImplemented { .. }) => {
+                Err(BackendError::Config(format!(
+                    "{}: the store cannot create objects only if absent ({}); tether needs that to keep writers from overwriting each other (for S3, leave aws_conditional_put at its default, etag)",
+                    remote.describe,
+                    flatten(&e)
+                )))
+            }
             Err(e) => Err(remote_err("put", &key, e)),
         }
     }
@@ -284,7 +286,11 @@ pub(crate) fn build(url: &RemoteUrl, options: &BackendOptions) -> Result<Remote,
         .with_pool_max_idle_per_host(options.concurrency.max(8));
     // Settings that belong to the HTTP client rather than the store.
     let mut settings: Vec<(String, String)> = Vec::new();
-    for (k, v) in url.store_settings.iter().chain(options.store_options.iter()) {
+    for (k, v) in url
+        .store_settings
+        .iter()
+        .chain(options.store_options.iter())
+    {
         if k == "allow_http" || k == "aws_allow_http" {
             client = client.with_allow_http(v == "true" || v == "1");
         } else {
@@ -445,8 +451,8 @@ mod tests {
 
     #[test]
     fn builds_stores_without_leaking_options() {
-        let url = RemoteUrl::parse("s3://bucket/p?endpoint=http://127.0.0.1:1&allow_http=true")
-            .unwrap();
+        let url =
+            RemoteUrl::parse("s3://bucket/p?endpoint=http://127.0.0.1:1&allow_http=true").unwrap();
         let opts = BackendOptions {
             use_env: false,
             store_options: vec![
@@ -463,6 +469,9 @@ mod tests {
             ..opts
         };
         let e = build(&url, &bad).unwrap_err().to_string();
-        assert!(e.contains("no_such_option") && !e.contains("SUPERSECRET"), "{e}");
+        assert!(
+            e.contains("no_such_option") && !e.contains("SUPERSECRET"),
+            "{e}"
+        );
     }
 }

@@ -21,8 +21,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, PutMultipartOptions, PutOptions,
-    PutPayload, WriteMultipart,
+    Attribute, AttributeValue, Attributes, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
 };
 use sync_core::restore::{FileSpec, RestoreError, RestoreWriter};
 use sync_core::{BackendError, FileMeta, RelPath, Source};
@@ -172,7 +172,9 @@ pub(crate) fn restore_err(object: &Path, e: RestoreError) -> BackendError {
     match e {
         RestoreError::ContentMismatch { path, what } => BackendError::InvalidRemote {
             object: object.to_string(),
-            reason: format!("its bytes for {path} do not match the recorded {what}; {path} was not written"),
+            reason: format!(
+                "its bytes for {path} do not match the recorded {what}; {path} was not written"
+            ),
         },
         other => BackendError::Restore(other),
     }

@@ -2,6 +2,8 @@
 //! snapshot, packing and deduplication, two writers racing for the head,
 //! prune, and the mirror's browsable objects.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeSet;
@@ -91,7 +93,10 @@ async fn small_files_are_packed_and_unchanged_content_is_not_uploaded_again() {
         let b = Arc::new(f.backend(&unique("packing")));
         let mut w = Workbench::new(b.clone());
         for i in 0..500 {
-            w.write(&format!("d{}/f{i}.txt", i % 7), format!("file {i}").as_bytes());
+            w.write(
+                &format!("d{}/f{i}.txt", i % 7),
+                format!("file {i}").as_bytes(),
+            );
         }
         let c = w.checkpoint();
         let receipt = b.push(&c, &Source::new(&w.src)).await.unwrap();
@@ -195,8 +200,10 @@ async fn the_loser_of_a_head_race_rebases_and_nothing_is_lost() {
             inner: Arc::clone(&shared),
             hook: Mutex::new(None),
         });
-        let a = Arc::new(ObjectStoreBackend::new(race.clone(), "p", "writer a", opts.clone()).unwrap());
-        let b = Arc::new(ObjectStoreBackend::new(Arc::clone(&shared), "p", "writer b", opts).unwrap());
+        let a =
+            Arc::new(ObjectStoreBackend::new(race.clone(), "p", "writer a", opts.clone()).unwrap());
+        let b =
+            Arc::new(ObjectStoreBackend::new(Arc::clone(&shared), "p", "writer b", opts).unwrap());
 
         let mut wa = Workbench::new(a.clone());
         wa.write("shared.txt", b"base");
@@ -232,7 +239,10 @@ async fn the_loser_of_a_head_race_rebases_and_nothing_is_lost() {
             )
             .await
             .unwrap();
-            assert_eq!(std::fs::read(dest.join("shared.txt")).unwrap(), b"b's version");
+            assert_eq!(
+                std::fs::read(dest.join("shared.txt")).unwrap(),
+                b"b's version"
+            );
         }
         // The head has both writers' files. Snapshots: A's checkpoint was
         // re-based on B's, so A's version of the contested file wins.
@@ -246,7 +256,11 @@ async fn the_loser_of_a_head_race_rebases_and_nothing_is_lost() {
             .collect();
         assert_eq!(
             names,
-            BTreeSet::from(["only-a.txt".into(), "only-b.txt".into(), "shared.txt".into()]),
+            BTreeSet::from([
+                "only-a.txt".into(),
+                "only-b.txt".into(),
+                "shared.txt".into()
+            ]),
             "{layout}"
         );
         let want: &[u8] = match layout {
@@ -280,7 +294,10 @@ async fn prune_deletes_only_old_unreferenced_packs() {
             .await
             .unwrap();
         assert_eq!(r.snapshots_deleted.len(), 1);
-        assert_eq!((r.packs_deleted, r.packs_kept_young, r.packs_referenced), (0, 1, 1));
+        assert_eq!(
+            (r.packs_deleted, r.packs_kept_young, r.packs_referenced),
+            (0, 1, 1)
+        );
         // With no safety window, the unreferenced pack goes.
         let r = b
             .prune(&PruneOptions {
@@ -326,7 +343,10 @@ async fn mirror_objects_are_plain_files_with_metadata() {
         // An object put there by another tool is restored too.
         common::put_raw(&b, "from-another-tool.txt", Bytes::from_static(b"x")).await;
         let dest = w.restore_new("restored").await;
-        assert_eq!(std::fs::read(dest.join("from-another-tool.txt")).unwrap(), b"x");
+        assert_eq!(
+            std::fs::read(dest.join("from-another-tool.txt")).unwrap(),
+            b"x"
+        );
         // The reserved name is refused, with a clear error.
         w.write(".tether/x", b"x");
         let c = w.checkpoint();

@@ -1,6 +1,8 @@
 //! sync-core's backend conformance suite, for both layouts, against
 //! SeaweedFS (the test bed's real S3 server), `file://` and `memory://`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Store, StoreFixture};

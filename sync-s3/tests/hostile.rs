@@ -4,14 +4,16 @@
 //! must fail with an error naming the object and write nothing outside the
 //! destination (and no file whose content is wrong).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::Path as FsPath;
 
 use bytes::Bytes;
 use common::{
-    Store, StoreFixture, file_meta, key, meta_json, plant_head, plant_mirror_index,
-    plant_snapshot, put_raw, unique,
+    Store, StoreFixture, file_meta, key, meta_json, plant_head, plant_mirror_index, plant_snapshot,
+    put_raw, unique,
 };
 use object_store::ObjectStoreExt;
 use sync_core::{Backend, BackendError, Meta, RestoreOptions};
@@ -91,7 +93,11 @@ async fn snapshot_blob_with_wrong_bytes_is_never_written() {
         let b = f.backend(&unique("bad-blob"));
         // The manifest says "ok" but the pack holds "xx" at that place.
         let meta = Meta::File(file_meta(b"ok"));
-        plant_snapshot(&b, vec![("ok.txt".into(), meta, Some(Bytes::from_static(b"xx")))]).await;
+        plant_snapshot(
+            &b,
+            vec![("ok.txt".into(), meta, Some(Bytes::from_static(b"xx")))],
+        )
+        .await;
         let case = f.tmp.path().join(unique("case"));
         let dest = case.join("dest");
         let err = b
@@ -103,7 +109,10 @@ async fn snapshot_blob_with_wrong_bytes_is_never_written() {
             err.contains("/packs/") || err.contains("packs/"),
             "error does not name the pack: {err}"
         );
-        assert!(err.contains("ok.txt") && err.contains("not written"), "{err}");
+        assert!(
+            err.contains("ok.txt") && err.contains("not written"),
+            "{err}"
+        );
         assert!(!dest.join("ok.txt").exists(), "mismatching blob written");
         let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
         assert!(left.is_empty(), "temporary files left: {left:?}");
@@ -175,11 +184,22 @@ async fn manifest_steering_a_pack_key_is_refused() {
         let id = plant_snapshot(&b, vec![ok_entry()]).await;
         let k = key(&b, &format!("snapshots/{id}"));
         let text = String::from_utf8(
-            b.store().get(&k).await.unwrap().bytes().await.unwrap().to_vec(),
+            b.store()
+                .get(&k)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec(),
         )
         .unwrap();
         let pack_start = text.find("\"pack\":\"").unwrap() + 8;
-        let evil = format!("{}../../../x{}", &text[..pack_start], &text[pack_start + 64..]);
+        let evil = format!(
+            "{}../../../x{}",
+            &text[..pack_start],
+            &text[pack_start + 64..]
+        );
         put_raw(&b, &format!("snapshots/{id}"), evil).await;
         let msg = refused(&b, f.tmp.path(), k.as_ref()).await;
         assert!(msg.contains("invalid pack id"), "{msg}");
@@ -203,7 +223,10 @@ async fn mirror_object_not_matching_its_index_hash_is_never_written() {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("ok.txt") && err.contains("not written"), "{err}");
+        assert!(
+            err.contains("ok.txt") && err.contains("not written"),
+            "{err}"
+        );
         assert!(!dest.join("ok.txt").exists());
     }
 }
@@ -213,7 +236,12 @@ async fn mirror_truncated_or_oversized_index_is_refused() {
     for store in stores() {
         let f = StoreFixture::new(store.clone(), Layout::Mirror);
         let b = f.backend(&unique("mirror-trunc"));
-        put_raw(&b, ".tether/mirror/00000000000000000001", "{\"format\":\"tether-mirror-index-1\",\"time_ms\":0,\"entr").await;
+        put_raw(
+            &b,
+            ".tether/mirror/00000000000000000001",
+            "{\"format\":\"tether-mirror-index-1\",\"time_ms\":0,\"entr",
+        )
+        .await;
         let msg = refused(&b, f.tmp.path(), ".tether/mirror/00000000000000000001").await;
         assert!(msg.contains("truncated"), "{msg}");
 

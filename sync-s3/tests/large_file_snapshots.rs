@@ -2,6 +2,8 @@
 //! test binary, so no other test's allocations count towards the peak.
 //! Against SeaweedFS when the test bed runs, else a `file://` store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Store, StoreFixture};

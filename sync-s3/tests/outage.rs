@@ -4,6 +4,8 @@
 //! by themselves, and in the end the store restores to exactly the
 //! directory. Both layouts, one after the other (they share the server).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::process::Command;
@@ -83,7 +85,10 @@ async fn outage(layout: Layout, store: Store, script: &str, testbed_dir: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (error, pending, failures) = seen_error.expect("status never showed the outage");
-    assert!(failures > 0 && pending > 0, "{error}: {pending} pending, {failures} failures");
+    assert!(
+        failures > 0 && pending > 0,
+        "{error}: {pending} pending, {failures} failures"
+    );
     eprintln!("{layout}: while down: {error} ({pending} paths pending)");
     control(script, testbed_dir, "start");
 
@@ -93,7 +98,10 @@ async fn outage(layout: Layout, store: Store, script: &str, testbed_dir: &str) {
         match engine.flush().await {
             Ok(()) => break,
             Err(e) => {
-                assert!(Instant::now() < deadline, "still failing after restart: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "still failing after restart: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -115,7 +123,10 @@ async fn outage(layout: Layout, store: Store, script: &str, testbed_dir: &str) {
     let want = tree(&src, caps);
     let got = tree(&dest, caps);
     assert_eq!(want.len(), got.len(), "{layout}: entry count differs");
-    assert!(want == got, "{layout}: restored tree differs from the directory");
+    assert!(
+        want == got,
+        "{layout}: restored tree differs from the directory"
+    );
     assert_eq!(
         want.values()
             .filter(|n| matches!(n, sync_core::testkit::conformance::Node::File(..)))

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# tether's object-store backend vs rclone and restic on the same SeaweedFS
+# server, in the same run: 10,000 × 4 KiB files and one 1 GiB file, pushed
+# to the server and restored into an empty directory. Wall time and peak RSS
+# of each command come from /usr/bin/time. Prints a markdown table.
+#
+#   bash benches/s3-vs-peers.sh                 # one run of each
+#   BENCH_RUNS=3 bash benches/s3-vs-peers.sh    # median of three
+#   BENCH_SWEEP=1 bash benches/s3-vs-peers.sh   # also tether's concurrency sweep
+#   BENCH_LARGE=0 bash benches/s3-vs-peers.sh   # skip the 1 GiB file
+#
+# Installs rclone, restic and GNU time with apt if they are missing. Starts
+# SeaweedFS with scripts/testbed/seaweedfs.sh (reusing one already running
+# from the same $TETHER_TESTBED_DIR, and then leaving it running).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tether-target}"
+export TETHER_TESTBED_DIR="${TETHER_TESTBED_DIR:-$PWD/.testbed}"
+runs="${BENCH_RUNS:-1}"
+work="${BENCH_WORK:-/var/tmp/tether-s3-bench}"
+# Ambient AWS_* (CA bundles, profiles) must not change what is measured.
+while IFS= read -r name; do unset "$name"; done < <(env | grep -o '^AWS_[A-Za-z0-9_]*' || true)
+
+need=()
+command -v rclone >/dev/null || need+=(rclone)
+command -v restic >/dev/null || need+=(restic)
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build --release -q -p benches --example s3_once
+tether="$CARGO_TARGET_DIR/release/examples/s3_once"
+
+started_here=0
+if out="$(bash scripts/testbed/seaweedfs.sh start)"; then
+  echo "$out" >&2
+  case "$out" in *"already running"*) ;; *) started_here=1 ;; esac
+else
+  echo "could not start SeaweedFS" >&2; exit 1
+fi
+cleanup() {
+  rm -rf "$work/out"
+  if [ "$started_here" = 1 ]; then bash "$repo/scripts/testbed/seaweedfs.sh" stop; fi
+}
+trap cleanup EXIT
+set -a; . "$TETHER_TESTBED_DIR/seaweedfs.env"; set +a
+ep="$TETHER_TEST_S3_ENDPOINT"
+bucket="$TETHER_TEST_S3_BUCKET"
+
+export AWS_ACCESS_KEY_ID="$TETHER_TEST_S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$TETHER_TEST_S3_SECRET_KEY"
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export RESTIC_PASSWORD=bench
+export RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Other RCLONE_CONFIG_S3_ENDPOINT="$ep" \
+  RCLONE_CONFIG_S3_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" RCLONE_CONFIG_S3_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+  RCLONE_CONFIG_S3_FORCE_PATH_STYLE=true RCLONE_CONFIG_S3_REGION=us-east-1
+
+mkdir -p "$work"
+small="$work/small" large="$work/large"
+if [ ! -f "$small/.complete" ]; then
+  echo "generating 10,000 × 4 KiB files in $small" >&2
+  rm -rf "$small"
+  python3 - "$small" <<'EOF'
+import os, sys
+root = sys.argv[1]
+for i in range(10000):
+    d = os.path.join(root, f"d{i % 100:02d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:05d}.bin"), "wb") as f:
+        f.write(os.urandom(4096))
+EOF
+  touch "$small/.complete"
+fi
+if [ "${BENCH_LARGE:-1}" = 1 ] && [ ! -f "$large/.complete" ]; then
+  echo "generating one 1 GiB file in $large" >&2
+  rm -rf "$large"; mkdir -p "$large"
+  head -c $((1 << 30)) /dev/urandom > "$large/big.bin"
+  touch "$large/.complete"
+fi
+rm -f "$small/.complete.tmp"
+
+# measure NAME CMD...: runs CMD under /usr/bin/time, appends "NAME secs rss_kb".
+results="$work/results.txt"; : > "$results"
+measure() {
+  local name="$1"; shift
+  local t="$work/time.txt"
+  if ! /usr/bin/time -f "%e %M" -o "$t" "$@" > "$work/last.log" 2>&1; then
+    echo "FAILED: $name: $*" >&2; tail -n 20 "$work/last.log" >&2; exit 1
+  fi
+  echo "$name $(cat "$t")" >> "$results"
+  echo "  $name: $(cat "$t" | awk '{printf "%.2f s, %d MB", $1, $2/1024}')" >&2
+}
+
+fresh_out() { rm -rf "$work/out"; mkdir -p "$work/out"; echo "$work/out"; }
+tag() { echo "$1-$(date +%s%N)"; }
+turl() { echo "s3://$bucket/$1?layout=$2&endpoint=$ep&allow_http=true${3:-}"; }
+
+# The source trees exclude the marker file from every tool.
+rm -f "$small/.complete"
+for run in $(seq 1 "$runs"); do
+  echo "== run $run/$runs: 10,000 × 4 KiB" >&2
+  for layout in mirror snapshots; do
+    p=$(tag "tether-$layout-small")
+    measure "tether-$layout small push" "$tether" push "$(turl "$p" $layout)" "$small"
+    measure "tether-$layout small restore" "$tether" restore "$(turl "$p" $layout)" "$(fresh_out)"
+  done
+  p=$(tag rclone-small)
+  measure "rclone small push" rclone copy --transfers 16 "$small" "s3:$bucket/$p"
+  measure "rclone small restore" rclone copy --transfers 16 "s3:$bucket/$p" "$(fresh_out)"
+  p=$(tag restic-small)
+  restic -q -r "s3:$ep/$bucket/$p" init >/dev/null
+  measure "restic small push" restic -q -r "s3:$ep/$bucket/$p" backup "$small"
+  measure "restic small restore" restic -q -r "s3:$ep/$bucket/$p" restore latest --target "$(fresh_out)"
+
+  if [ "${BENCH_LARGE:-1}" = 1 ]; then
+    echo "== run $run/$runs: one 1 GiB file" >&2
+    for layout in mirror snapshots; do
+      p=$(tag "tether-$layout-large")
+      measure "tether-$layout large push" "$tether" push "$(turl "$p" $layout)" "$large"
+      measure "tether-$layout large restore" "$tether" restore "$(turl "$p" $layout)" "$(fresh_out)"
+    done
+    p=$(tag rclone-large)
+    measure "rclone large push" rclone copy --transfers 16 "$large" "s3:$bucket/$p"
+    measure "rclone large restore" rclone copy --transfers 16 "s3:$bucket/$p" "$(fresh_out)"
+    p=$(tag restic-large)
+    restic -q -r "s3:$ep/$bucket/$p" init >/dev/null
+    measure "restic large push" restic -q -r "s3:$ep/$bucket/$p" backup "$large"
+    measure "restic large restore" restic -q -r "s3:$ep/$bucket/$p" restore latest --target "$(fresh_out)"
+  fi
+
+  if [ "${BENCH_SWEEP:-0}" = 1 ]; then
+    echo "== run $run/$runs: tether mirror concurrency sweep (10,000 × 4 KiB)" >&2
+    for c in 8 16 32 64; do
+      p=$(tag "sweep-$c")
+      measure "sweep-$c push" "$tether" push "$(turl "$p" mirror "&concurrency=$c")" "$small"
+      measure "sweep-$c restore" "$tether" restore "$(turl "$p" mirror "&concurrency=$c")" "$(fresh_out)"
+    done
+  fi
+done
+touch "$small/.complete"
+
+python3 - "$results" <<'EOF'
+import statistics, sys, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    parts = line.split()
+    name, secs, rss = " ".join(parts[:-2]), float(parts[-2]), int(parts[-1])
+    rows[name].append((secs, rss))
+def med(name):
+    v = rows.get(name)
+    if not v: return None
+    return statistics.median(s for s, _ in v), max(r for _, r in v) / 1024
+def cell(name):
+    m = med(name)
+    return "—" if m is None else f"{m[0]:.2f} s / {m[1]:.0f} MB"
+print()
+print("| workload | tool | push (wall / peak RSS) | restore (wall / peak RSS) |")
+print("|---|---|---|---|")
+for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
+    for tool in ("tether-mirror", "tether-snapshots", "rclone", "restic"):
+        if f"{tool} {size} push" in rows:
+            print(f"| {label} | {tool} | {cell(f'{tool} {size} push')} | {cell(f'{tool} {size} restore')} |")
+print()
+print("Speed-ups (peer time / tether time; > 1 means tether is faster):")
+print()
+print("| workload | tether layout | vs | push | restore |")
+print("|---|---|---|---|---|")
+for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
+    for layout, peer in (("mirror", "rclone"), ("snapshots", "restic"), ("mirror", "restic"), ("snapshots", "rclone")):
+        t = f"tether-{layout} {size}"
+        if f"{t} push" not in rows or f"{peer} {size} push" not in rows: continue
+        r = [med(f"{peer} {size} {op}")[0] / med(f"{t} {op}")[0] for op in ("push", "restore")]
+        print(f"| {label} | {layout} | {peer} | {r[0]:.2f}× | {r[1]:.2f}× |")
+sweep = sorted({int(n.split()[0].split("-")[1]) for n in rows if n.startswith("sweep-")})
+if sweep:
+    print()
+    print("tether mirror, 10,000 × 4 KiB, by concurrency:")
+    print()
+    print("| concurrency | push | restore |")
+    print("|---|---|---|")
+    for c in sweep:
+        print(f"| {c} | {cell(f'sweep-{c} push')} | {cell(f'sweep-{c} restore')} |")
+EOF
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm); $(rclone version | head -n1); $(restic version | cut -d' ' -f1-2); SeaweedFS $(weed version 2>/dev/null | head -n1 || "$HOME/.cache/tether/seaweedfs-venv/bin/weed" version | head -n1); date $(date -u +%F)"
