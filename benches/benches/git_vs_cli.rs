@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sync_core::detect::{DirtySet, detect};
-use sync_core::{Backend, Checkpoint, Index, IgnoreRules, RelPath, Source};
+use sync_core::{Backend, Checkpoint, IgnoreRules, Index, RelPath, Source};
 use sync_git::{GitBackend, GitOptions};
 
 fn git(dir: &Path, args: &[&str]) {
@@ -36,7 +36,11 @@ fn git(dir: &Path, args: &[&str]) {
         .env("GIT_COMMITTER_EMAIL", "cli@example.com")
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn sh(dir: &Path, script: &str) {
@@ -51,7 +55,11 @@ fn sh(dir: &Path, script: &str) {
         .env("GIT_COMMITTER_EMAIL", "cli@example.com")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `n` files of ~1 KiB in directories of 100.
@@ -67,7 +75,10 @@ fn make_tree(root: &Path, n: usize) {
 fn bare_repo(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    git(root, &["init", "-q", "--bare", "-b", "main", dir.to_str().unwrap()]);
+    git(
+        root,
+        &["init", "-q", "--bare", "-b", "main", dir.to_str().unwrap()],
+    );
     dir
 }
 
@@ -106,8 +117,19 @@ impl Tether {
                 rescan: true,
             },
         };
-        let found = detect(&self.src, &IgnoreRules::none(), &self.index, &Checkpoint::new(), &dirty, &mut |_| {});
-        let receipt = self.backend.push(&found.checkpoint, &Source::new(&self.src)).await.unwrap();
+        let found = detect(
+            &self.src,
+            &IgnoreRules::none(),
+            &self.index,
+            &Checkpoint::new(),
+            &dirty,
+            &mut |_| {},
+        );
+        let receipt = self
+            .backend
+            .push(&found.checkpoint, &Source::new(&self.src))
+            .await
+            .unwrap();
         self.index.apply(&found.checkpoint, receipt.head).unwrap();
     }
 }
@@ -122,7 +144,10 @@ async fn main() {
         eprintln!("git_vs_cli: run benches/git-vs-cli.sh (needs the git daemon test bed)");
         return;
     };
-    let runs: usize = std::env::var("GIT_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let runs: usize = std::env::var("GIT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let root = PathBuf::from(root);
     let work = std::env::temp_dir().join(format!("tether-git-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
@@ -136,15 +161,36 @@ async fn main() {
     make_tree(&cli, files);
     bare_repo(&root, "bench-tether.git");
     bare_repo(&root, "bench-cli.git");
-    let mut tether = Tether::new(&format!("{url_base}/bench-tether.git"), &work.join("tether-state"), &src);
+    let mut tether = Tether::new(
+        &format!("{url_base}/bench-tether.git"),
+        &work.join("tether-state"),
+        &src,
+    );
     tether.checkpoint_and_push(None).await;
     git(&cli, &["init", "-q", "-b", "main"]);
-    sh(&cli, &format!("git add -A && git commit -q -m init && git push -q {url_base}/bench-cli.git main"));
-    git(&cli, &["remote", "add", "origin", &format!("{url_base}/bench-cli.git")]);
+    sh(
+        &cli,
+        &format!(
+            "git add -A && git commit -q -m init && git push -q {url_base}/bench-cli.git main"
+        ),
+    );
+    git(
+        &cli,
+        &[
+            "remote",
+            "add",
+            "origin",
+            &format!("{url_base}/bench-cli.git"),
+        ],
+    );
 
     let (mut t_times, mut c_times) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        let rel = format!("d{:03}/f{:05}.txt", (run * 37) % 100, (run * 37) % 100 * 100 + run);
+        let rel = format!(
+            "d{:03}/f{:05}.txt",
+            (run * 37) % 100,
+            (run * 37) % 100 * 100 + run
+        );
         let content = format!("changed in run {run}\n");
         std::fs::write(src.join(&rel), &content).unwrap();
         std::fs::write(cli.join(&rel), &content).unwrap();
@@ -152,9 +198,16 @@ async fn main() {
         tether.checkpoint_and_push(Some(&rel)).await;
         let te = t.elapsed();
         let t = Instant::now();
-        sh(&cli, "git add -A && git commit -q -m x && git push -q origin main");
+        sh(
+            &cli,
+            "git add -A && git commit -q -m x && git push -q origin main",
+        );
         let ce = t.elapsed();
-        println!("one-file run {run}: tether {:>7.1} ms, git CLI {:>7.1} ms", te.as_secs_f64() * 1e3, ce.as_secs_f64() * 1e3);
+        println!(
+            "one-file run {run}: tether {:>7.1} ms, git CLI {:>7.1} ms",
+            te.as_secs_f64() * 1e3,
+            ce.as_secs_f64() * 1e3
+        );
         t_times.push(te);
         c_times.push(ce);
     }
@@ -167,7 +220,11 @@ async fn main() {
     for run in 0..runs {
         bare_repo(&root, "bench-init-tether.git");
         bare_repo(&root, "bench-init-cli.git");
-        let mut t1 = Tether::new(&format!("{url_base}/bench-init-tether.git"), &work.join("init-state"), &small);
+        let mut t1 = Tether::new(
+            &format!("{url_base}/bench-init-tether.git"),
+            &work.join("init-state"),
+            &small,
+        );
         let t = Instant::now();
         t1.checkpoint_and_push(None).await;
         let te = t.elapsed();
@@ -178,10 +235,16 @@ async fn main() {
         let t = Instant::now();
         sh(
             &cli_small,
-            &format!("git init -q -b main && git add -A && git commit -q -m init && git push -q {url_base}/bench-init-cli.git main"),
+            &format!(
+                "git init -q -b main && git add -A && git commit -q -m init && git push -q {url_base}/bench-init-cli.git main"
+            ),
         );
         let ce = t.elapsed();
-        println!("initial 1,000 files run {run}: tether {:>7.1} ms, git CLI {:>7.1} ms", te.as_secs_f64() * 1e3, ce.as_secs_f64() * 1e3);
+        println!(
+            "initial 1,000 files run {run}: tether {:>7.1} ms, git CLI {:>7.1} ms",
+            te.as_secs_f64() * 1e3,
+            ce.as_secs_f64() * 1e3
+        );
         ti.push(te);
         ci.push(ce);
     }
