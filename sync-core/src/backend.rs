@@ -13,7 +13,7 @@
 //!   checkpoint again, or the same checkpoint merged with newer changes. A
 //!   backend must accept that without duplicating or losing anything:
 //!   upserts carry full metadata and deletes of absent paths are no-ops.
-//! * **Content is read from a [`Source`](crate::Source) as a stream.** A
+//! * **Content is read from a [`Source`] as a stream.** A
 //!   large file is never held whole in memory. The readers check that the
 //!   bytes match the hash the checkpoint recorded; if a file changed since the
 //!   checkpoint was built, reading it fails with

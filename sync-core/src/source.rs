@@ -5,7 +5,7 @@
 //! of the file it checks that the bytes match the checkpoint's size and hash;
 //! if the file changed since the checkpoint was built, the last read fails
 //! with [`SourceChangedError`] (mapped to
-//! [`BackendError::SourceChanged`](crate::BackendError::SourceChanged)), so a
+//! [`BackendError::SourceChanged`]), so a
 //! backend can never record a hash for bytes other than those it sent.
 //!
 //! Files are opened with `O_NOFOLLOW`: a file replaced by a symlink is

@@ -4,12 +4,12 @@
 //! each event's paths to [`RelPath`]s, drops ignored ones and events that
 //! cannot change anything (plain opens and reads — including tether's own
 //! reads while hashing), and adds the rest to a shared [`DirtySet`], waking
-//! the engine. Deciding what actually changed is [`detect`](crate::detect)'s
+//! the engine. Deciding what actually changed is [`detect()`](crate::detect())'s
 //! job, so event order and duplicates do not matter: a rename reports both
 //! sides, and each side is looked at.
 //!
 //! Watches are added one directory at a time (non-recursive), by the walks
-//! of [`detect`](crate::detect) through [`Watcher::add_dir`] *before* each
+//! of [`detect()`](crate::detect()) through [`Watcher::add_dir`] *before* each
 //! directory is listed. So ignored directories (a `.git`, a virtualenv) cost
 //! no watch, and a directory created with content already in it (notify
 //! #727) is watched and then walked, missing nothing.

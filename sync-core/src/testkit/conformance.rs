@@ -3,7 +3,7 @@
 //! Every backend's tests implement [`Fixture`] for their real server and
 //! call these functions, one `#[tokio::test]` each (or [`run_all`]). Each
 //! check builds real files in a temporary directory, turns them into
-//! checkpoints the way the engine does ([`detect`](crate::detect) against a
+//! checkpoints the way the engine does ([`detect()`](crate::detect()) against a
 //! scratch [`Index`]), pushes them and restores into fresh directories.
 //!
 //! What is compared depends on the backend's [`Capabilities`]: empty
