@@ -76,9 +76,10 @@
 //!   (`concurrency × pack_size` worst case), large files streamed in 256 KiB
 //!   batches. Manifests and indexes are refused above `max_manifest_bytes`.
 //! * **Concurrency 32 by default**, measured against SeaweedFS on this
-//!   project's 2-core machines (see `benches/s3-vs-peers.sh`): small-object
-//!   throughput stops growing around there, and each request in flight
-//!   costs little memory.
+//!   project's 2-core machines (`BENCH_SWEEP=1 benches/s3-vs-peers.sh`):
+//!   restores of small files stop improving past 32, pushes still gain a
+//!   little up to 64; 32 keeps one pod's load on a shared server moderate
+//!   (see [`BackendOptions::concurrency`] for the figures).
 //! * **TLS without aws-lc-rs.** object_store's `aws` feature pulls aws-lc-rs
 //!   (a long C build); this crate enables `aws-base`, `gcp-base`,
 //!   `azure-base` with `ring` instead and installs ring as rustls' process
