@@ -140,7 +140,7 @@ impl Metrics {
         registry.register("rescans", "Full-tree comparisons", m.rescans.clone());
         registry.register(
             "push_duration_seconds",
-            "Duration of successful pushes (sampled every 250 ms)",
+            "Duration of every push attempt",
             m.duration.clone(),
         );
         registry.register(
@@ -207,12 +207,6 @@ impl Monitor {
         grow(&m.failures, old.push_failures, status.push_failures);
         grow(&m.conflicts, old.conflicts, status.conflicts);
         grow(&m.rescans, old.rescans, status.rescans);
-        if let Some(d) = status
-            .last_push_duration
-            .filter(|_| status.checkpoints_pushed > old.checkpoints_pushed)
-        {
-            m.duration.observe(d.as_secs_f64());
-        }
         if let Some(since) = status
             .last_success
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -226,6 +220,12 @@ impl Monitor {
         drop(h);
         self.refresh_ready();
         Some(old)
+    }
+
+    /// Records one push attempt's duration (every attempt, from the
+    /// engine's push events).
+    pub fn observe_push(&self, duration: Duration) {
+        self.metrics.duration.observe(duration.as_secs_f64());
     }
 
     /// Records that the first round finished: the first flush succeeded
@@ -394,9 +394,11 @@ mod tests {
             files_pushed: 5,
             bytes_pushed: 100,
             last_success: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            last_push_duration: Some(Duration::from_millis(20)),
             ..Status::default()
         });
+        // Two pushes within one status sample are both counted.
+        m.observe_push(Duration::from_millis(20));
+        m.observe_push(Duration::from_millis(30));
         m.observe(Status {
             scanned: true,
             checkpoints_pushed: 3,
@@ -409,7 +411,7 @@ mod tests {
         assert!(text.contains("tether_bytes_pushed_total 150"), "{text}");
         assert!(text.contains("tether_checkpoints_pushed_total 3"), "{text}");
         assert!(
-            text.contains("tether_push_duration_seconds_count 1"),
+            text.contains("tether_push_duration_seconds_count 2"),
             "{text}"
         );
         assert!(

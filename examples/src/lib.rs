@@ -31,10 +31,10 @@
 //!   and the remote, so two directories or two remotes never share an index;
 //!   an explicit `TETHER_STATE_DIR` carries an owner file that refuses to be
 //!   reused for another directory or remote.
-//! * **Status is polled, not pushed.** `sync-core` exposes a status
-//!   snapshot; the command samples it every 250 ms for readiness, metrics,
-//!   logs and the progress bar. The push-duration histogram therefore sees
-//!   at most one push per sample (several pushes within 250 ms count once).
+//! * **Status is polled; pushes are events.** `sync-core` exposes a status
+//!   snapshot, which the command samples every 250 ms for readiness, gauges,
+//!   counters, logs and the progress bar; the push-duration histogram
+//!   observes every push attempt from the engine's push events.
 //! * **Exit codes:** 0 success, 1 runtime failure (remote unreachable,
 //!   changes not saved), 2 usage or configuration (bad flag, bad URL,
 //!   missing credentials, unreadable key file).

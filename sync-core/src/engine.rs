@@ -192,6 +192,21 @@ pub struct ShutdownReport {
     pub last_error: Option<String>,
 }
 
+/// One push attempt, as it happened; see [`EngineHandle::push_events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushEvent {
+    /// How long the backend took.
+    pub duration: Duration,
+    /// Changed paths in the pushed batch.
+    pub paths: usize,
+    /// Files uploaded (0 on failure).
+    pub files: u64,
+    /// Bytes uploaded (0 on failure).
+    pub bytes: u64,
+    /// The error, if the push failed.
+    pub error: Option<String>,
+}
+
 enum Command {
     Flush(oneshot::Sender<Result<(), String>>),
     Shutdown(Instant, oneshot::Sender<ShutdownReport>),
@@ -204,6 +219,7 @@ pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
     status: Arc<Mutex<Status>>,
     watcher: Arc<Watcher>,
+    events: tokio::sync::broadcast::Sender<PushEvent>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -218,6 +234,13 @@ impl EngineHandle {
         s.pending_paths += self.watcher.timing().count;
         s.watch_mode = self.watcher.mode();
         s
+    }
+
+    /// Every push attempt from now on, for metrics such as a duration
+    /// histogram. A receiver that falls more than 1,024 events behind misses
+    /// the oldest ones.
+    pub fn push_events(&self) -> tokio::sync::broadcast::Receiver<PushEvent> {
+        self.events.subscribe()
     }
 
     /// Pushes everything noticed so far now, without waiting for the quiet
@@ -325,6 +348,7 @@ impl Engine {
         let watcher = Arc::new(Watcher::new(&root, rules.clone(), config.use_inotify));
         watcher.mark_rescan();
         let (tx, rx) = mpsc::channel(16);
+        let (events, _) = tokio::sync::broadcast::channel(1024);
         let retry = config.retry;
         let runner = Runner {
             policy: config.policy,
@@ -348,12 +372,15 @@ impl Engine {
             shutdown: None,
             next_poll: None,
             startup: true,
+            in_flight: 0,
+            events: events.clone(),
         };
         let task = tokio::spawn(runner.run(rx));
         Ok(EngineHandle {
             commands: tx,
             status,
             watcher,
+            events,
             task: Some(task),
         })
     }
@@ -377,6 +404,10 @@ struct Runner {
     shutdown: Option<(Instant, oneshot::Sender<ShutdownReport>)>,
     next_poll: Option<Instant>,
     startup: bool,
+    /// Paths taken out of the dirty set or the pending checkpoint and not
+    /// yet back or confirmed (being detected or pushed): still pending.
+    in_flight: usize,
+    events: tokio::sync::broadcast::Sender<PushEvent>,
 }
 
 impl Runner {
@@ -457,7 +488,10 @@ impl Runner {
     async fn cycle(&mut self) {
         let dirty = self.watcher.take_dirty();
         if !dirty.is_empty() {
+            self.in_flight = dirty.len();
+            self.update_status(|_| {});
             self.detect(dirty).await;
+            self.in_flight = 0;
         }
         self.startup = false;
         if self.pending.is_empty() {
@@ -467,6 +501,7 @@ impl Runner {
             return;
         }
         let batch = self.policy.take_batch(&mut self.pending);
+        self.in_flight = batch.len();
         self.update_status(|_| {});
         let started = Instant::now();
         let push = self.backend.push(&batch, &self.source);
@@ -481,6 +516,24 @@ impl Runner {
             },
             None => push.await,
         };
+        self.in_flight = 0;
+        let paths = batch.len();
+        let _ = self.events.send(match &result {
+            Ok(r) => PushEvent {
+                duration: started.elapsed(),
+                paths,
+                files: r.files_uploaded,
+                bytes: r.bytes_uploaded,
+                error: None,
+            },
+            Err(e) => PushEvent {
+                duration: started.elapsed(),
+                paths,
+                files: 0,
+                bytes: 0,
+                error: Some(e.to_string()),
+            },
+        });
         match result {
             Ok(receipt) => {
                 let elapsed = started.elapsed();
@@ -590,9 +643,11 @@ impl Runner {
             }
         }
         self.pending.merge(found.checkpoint);
-        let mut status = lock(&self.status);
-        status.scanned = true;
-        status.rescans += u64::from(rescan);
+        self.in_flight = 0;
+        self.update_status(|s| {
+            s.scanned = true;
+            s.rescans += u64::from(rescan);
+        });
     }
 
     fn answer_flush(&mut self, result: Result<(), String>) {
@@ -604,7 +659,7 @@ impl Runner {
     fn update_status(&self, f: impl FnOnce(&mut Status)) {
         let mut s = lock(&self.status);
         f(&mut s);
-        s.pending_paths = self.pending.len();
+        s.pending_paths = self.pending.len() + self.in_flight;
     }
 
     fn finish_shutdown(&mut self, flushed: bool) {

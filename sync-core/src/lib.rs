@@ -66,7 +66,7 @@ pub use backend::{Backend, BackendError, Capabilities, HistoryEntry, PushReceipt
 pub use checkpoint::{Change, Checkpoint, CheckpointStats};
 pub use detect::{DirtySet, detect};
 pub use engine::{
-    Engine, EngineConfig, EngineError, EngineHandle, RetryConfig, ShutdownReport, Status,
+    Engine, EngineConfig, EngineError, EngineHandle, PushEvent, RetryConfig, ShutdownReport, Status,
 };
 pub use entry::{ContentHash, Entry, FileMeta, Meta};
 pub use index::Index;

@@ -151,6 +151,7 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
 
     let bar = crate::progress::push_bar();
     let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
+    let mut push_events = engine.push_events();
     let signal = {
         // The first flush answers "is the first round done" exactly, also
         // when there is nothing to push.
@@ -168,6 +169,9 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
                     }
                 }
                 _ = ticker.tick() => {
+                    while let Ok(event) = push_events.try_recv() {
+                        monitor.observe_push(event.duration);
+                    }
                     let status = engine.status();
                     if !bar.is_finished() {
                         crate::progress::update_push_bar(&bar, status.files_pushed, status.pending_paths);
