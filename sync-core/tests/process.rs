@@ -269,6 +269,23 @@ impl Fixture {
         collect(&self.root, &self.root, &mut local);
         local.sort();
         if remote != local {
+            let differing: Vec<_> = remote
+                .iter()
+                .zip(&local)
+                .filter(|(r, l)| r.0 == l.0 && r.1 != l.1)
+                .map(|(r, l)| {
+                    format!(
+                        "{}: remote {:?} local {:?}",
+                        r.0,
+                        String::from_utf8_lossy(&r.1),
+                        String::from_utf8_lossy(&l.1)
+                    )
+                })
+                .take(5)
+                .collect();
+            if !differing.is_empty() {
+                return Err(format!("content differs: {differing:?}"));
+            }
             let r: Vec<_> = remote.iter().map(|x| &x.0).collect();
             let l: Vec<_> = local.iter().map(|x| &x.0).collect();
             return Err(format!(

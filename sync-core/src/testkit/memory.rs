@@ -82,9 +82,11 @@ impl MemoryBackend {
                 for ent in std::fs::read_dir(dir.join("blobs"))? {
                     let ent = ent?;
                     if let Some(h) = ent.file_name().to_str().and_then(ContentHash::from_hex) {
-                        inner
-                            .blobs
-                            .insert(h, Bytes::from(std::fs::read(ent.path())?));
+                        // A blob cut short by a kill is not that blob.
+                        let bytes = std::fs::read(ent.path())?;
+                        if ContentHash::of(&bytes) == h {
+                            inner.blobs.insert(h, Bytes::from(bytes));
+                        }
                     }
                 }
             }
@@ -134,7 +136,9 @@ impl MemoryBackend {
         let Some(dir) = &self.dir else { return Ok(()) };
         let io = |e: std::io::Error| BackendError::transient("save", dir.display().to_string(), e);
         for (h, b) in new_blobs {
-            std::fs::write(dir.join("blobs").join(h.to_hex()), b).map_err(io)?;
+            let tmp = dir.join("blobs").join(format!("{}.tmp", h.to_hex()));
+            std::fs::write(&tmp, b).map_err(io)?;
+            std::fs::rename(&tmp, dir.join("blobs").join(h.to_hex())).map_err(io)?;
         }
         let tmp = dir.join("state.json.tmp");
         let json =
