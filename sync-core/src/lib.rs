@@ -72,7 +72,7 @@ pub use entry::{ContentHash, Entry, FileMeta, Meta};
 pub use index::Index;
 pub use path::{PathError, RelPath};
 pub use policy::Policy;
-pub use restore::{ExistingPolicy, RestoreOptions, RestoreReport};
+pub use restore::{ExistingPolicy, RestoreOptions, RestoreProgress, RestoreReport};
 pub use rules::{IgnoreConfig, IgnoreRules};
 pub use source::Source;
 pub use watcher::{WatchMode, Watcher};

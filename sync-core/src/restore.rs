@@ -23,7 +23,8 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::entry::{ContentHash, Entry, FileMeta, LocalKind, LocalStat, Meta};
 use crate::path::{PathError, RelPath};
@@ -58,12 +59,72 @@ impl std::str::FromStr for ExistingPolicy {
 }
 
 /// Options for [`Backend::restore`](crate::Backend::restore).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// A snapshot or commit id; `None` means the newest state.
     pub at: Option<String>,
     /// What to do with a non-empty destination.
     pub existing: ExistingPolicy,
+    /// Live counters for a progress bar, updated as entries are written.
+    pub progress: Option<Arc<RestoreProgress>>,
+}
+
+/// Live counters of a running restore, shared with whoever draws progress.
+///
+/// The [`RestoreWriter`] counts entries done (written, already up to date
+/// or kept) and content bytes written; a backend that knows the size of the
+/// state it restores sets the totals with [`RestoreWriter::expect_total`].
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    entries_done: AtomicU64,
+    bytes_done: AtomicU64,
+    entries_total: AtomicU64,
+    bytes_total: AtomicU64,
+}
+
+impl RestoreProgress {
+    /// Entries done so far.
+    pub fn entries_done(&self) -> u64 {
+        self.entries_done.load(Ordering::Relaxed)
+    }
+    /// Content bytes written so far.
+    pub fn bytes_done(&self) -> u64 {
+        self.bytes_done.load(Ordering::Relaxed)
+    }
+    /// Entries in the restored state, 0 until the backend knows.
+    pub fn entries_total(&self) -> u64 {
+        self.entries_total.load(Ordering::Relaxed)
+    }
+    /// Content bytes in the restored state, 0 until the backend knows.
+    pub fn bytes_total(&self) -> u64 {
+        self.bytes_total.load(Ordering::Relaxed)
+    }
+}
+
+/// How a [`RestoreWriter`] is set up: an [`ExistingPolicy`] alone, or the
+/// whole [`RestoreOptions`] (which also carries progress counters).
+#[derive(Debug, Clone, Default)]
+pub struct WriterSettings {
+    policy: ExistingPolicy,
+    progress: Option<Arc<RestoreProgress>>,
+}
+
+impl From<ExistingPolicy> for WriterSettings {
+    fn from(policy: ExistingPolicy) -> Self {
+        WriterSettings {
+            policy,
+            progress: None,
+        }
+    }
+}
+
+impl From<&RestoreOptions> for WriterSettings {
+    fn from(o: &RestoreOptions) -> Self {
+        WriterSettings {
+            policy: o.existing,
+            progress: o.progress.clone(),
+        }
+    }
 }
 
 /// What a restore did.
@@ -248,13 +309,17 @@ impl From<&FileMeta> for FileSpec {
 pub struct RestoreWriter {
     dest: PathBuf,
     policy: ExistingPolicy,
+    progress: Arc<RestoreProgress>,
     report: Mutex<RestoreReport>,
 }
 
 impl RestoreWriter {
     /// Prepares `dest` (created if missing). With [`ExistingPolicy::Fail`] a
     /// non-empty `dest` is refused here, before anything is written.
-    pub fn open(dest: &Path, policy: ExistingPolicy) -> Result<Self, RestoreError> {
+    /// `settings` is an [`ExistingPolicy`] or `&RestoreOptions` (whose
+    /// progress counters the writer then updates).
+    pub fn open(dest: &Path, settings: impl Into<WriterSettings>) -> Result<Self, RestoreError> {
+        let WriterSettings { policy, progress } = settings.into();
         fs::create_dir_all(dest).map_err(io_err("create", dest))?;
         let meta = fs::symlink_metadata(dest).map_err(io_err("stat", dest))?;
         if !meta.is_dir() {
@@ -275,6 +340,7 @@ impl RestoreWriter {
         Ok(RestoreWriter {
             dest: dest.to_path_buf(),
             policy,
+            progress: progress.unwrap_or_default(),
             report: Mutex::new(RestoreReport::default()),
         })
     }
@@ -282,6 +348,19 @@ impl RestoreWriter {
     /// The destination directory.
     pub fn dest(&self) -> &Path {
         &self.dest
+    }
+
+    /// Tells progress observers how many entries and content bytes the
+    /// restored state holds.
+    pub fn expect_total(&self, entries: u64, bytes: u64) {
+        self.progress
+            .entries_total
+            .store(entries, Ordering::Relaxed);
+        self.progress.bytes_total.store(bytes, Ordering::Relaxed);
+    }
+
+    fn entry_done(&self) {
+        self.progress.entries_done.fetch_add(1, Ordering::Relaxed);
     }
 
     fn with_report<T>(&self, f: impl FnOnce(&mut RestoreReport) -> T) -> T {
@@ -357,6 +436,7 @@ impl RestoreWriter {
             && spec.mtime_ns.is_some_and(|remote| local.mtime_ns > remote)
         {
             self.with_report(|r| r.kept_local.push(path.clone()));
+            self.entry_done();
             return Ok(false);
         }
         if let (Some(size), Some(hash)) = (spec.size, spec.hash)
@@ -377,6 +457,7 @@ impl RestoreWriter {
                         }),
                     });
                 });
+                self.entry_done();
                 return Ok(false);
             }
         }
@@ -459,6 +540,7 @@ impl RestoreWriter {
                 meta: Meta::Dir,
             })
         });
+        self.entry_done();
         Ok(())
     }
 
@@ -493,6 +575,7 @@ impl RestoreWriter {
     }
 
     fn record_symlink(&self, path: &RelPath, target: &str) {
+        self.entry_done();
         self.with_report(|r| {
             r.entries.push(Entry {
                 path: path.clone(),
@@ -560,6 +643,10 @@ impl FileWrite<'_> {
             });
         }
         self.hasher.update(bytes);
+        self.writer
+            .progress
+            .bytes_done
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let tmp = self.tmp.as_deref().unwrap_or(&self.full);
         match self.file.as_mut() {
             Some(f) => f.write_all(bytes).map_err(io_err("write", tmp)),
@@ -614,6 +701,7 @@ impl FileWrite<'_> {
             }),
         };
         let written = self.written;
+        self.writer.entry_done();
         self.writer.with_report(|r| {
             r.files_written += 1;
             r.bytes_written += written;
@@ -704,6 +792,24 @@ mod tests {
         assert_eq!(paths, ["a/b/c.txt", "a/link", "empty"]);
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dest.join("a/b")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn progress_counts_entries_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Arc::new(RestoreProgress::default());
+        let options = RestoreOptions {
+            progress: Some(Arc::clone(&progress)),
+            ..RestoreOptions::default()
+        };
+        let w = RestoreWriter::open(dir.path(), &options).unwrap();
+        w.expect_total(3, 5);
+        assert_eq!((progress.entries_total(), progress.bytes_total()), (3, 5));
+        w.create_dir(&p("d")).unwrap();
+        w.write_file(&p("d/f"), &spec_of(b"hello"), &b"hello"[..])
+            .unwrap();
+        w.create_symlink(&p("l"), "d/f").unwrap();
+        assert_eq!((progress.entries_done(), progress.bytes_done()), (3, 5));
     }
 
     #[test]

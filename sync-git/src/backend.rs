@@ -9,7 +9,7 @@ use gix::ObjectId;
 use gix::bstr::{BString, ByteSlice};
 use gix::objs::tree::EntryKind;
 use gix::refs::transaction::PreviousValue;
-use sync_core::restore::{ExistingPolicy, FileSpec, PlanKind, RestorePlan, RestoreWriter};
+use sync_core::restore::{FileSpec, PlanKind, RestorePlan, RestoreWriter, WriterSettings};
 use sync_core::{
     Backend, BackendError, Capabilities, Checkpoint, HistoryEntry, PushReceipt, RemoteHead,
     RestoreOptions, RestoreReport, Source,
@@ -749,9 +749,9 @@ impl Backend for GitBackend {
             }
         };
         let dest = dest.to_path_buf();
-        let policy = options.existing;
+        let settings = WriterSettings::from(options);
         let runner = self.runner.clone();
-        self.blocking(move |repo| restore_commit(repo, &runner, target, &dest, policy))
+        self.blocking(move |repo| restore_commit(repo, &runner, target, &dest, settings))
             .await
     }
 
@@ -802,10 +802,10 @@ fn restore_commit(
     runner: &GitRunner,
     commit: Option<ObjectId>,
     dest: &Path,
-    policy: ExistingPolicy,
+    settings: WriterSettings,
 ) -> Result<RestoreReport, BackendError> {
     let Some(commit) = commit else {
-        let writer = RestoreWriter::open(dest, policy)?;
+        let writer = RestoreWriter::open(dest, settings)?;
         return Ok(writer.finish(None));
     };
     let object = format!("commit {commit}");
@@ -832,7 +832,9 @@ fn restore_commit(
         items.push((name, kind, entry));
     }
     let plan = RestorePlan::validate(items.iter().map(|(n, k, _)| (n.as_str(), *k)), &object)?;
-    let writer = RestoreWriter::open(dest, policy)?;
+    let writer = RestoreWriter::open(dest, settings)?;
+    // Git trees do not record blob sizes; the total counts entries only.
+    writer.expect_total(plan.paths.len() as u64, 0);
     for (path, (_, kind, entry)) in plan.paths.iter().zip(&items) {
         match kind {
             PlanKind::Dir => writer.create_dir(path)?,

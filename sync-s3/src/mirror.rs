@@ -318,7 +318,8 @@ impl Mirror {
             self.remote.describe
         );
         RestorePlan::validate(names.iter().map(|(n, k)| (n.as_str(), *k)), &described)?;
-        let writer = Arc::new(RestoreWriter::open(dest, options.existing)?);
+        let writer = Arc::new(RestoreWriter::open(dest, options)?);
+        writer.expect_total(names.len() as u64, objects.iter().map(|o| o.size).sum());
         let object_names: std::collections::HashSet<&str> = objects
             .iter()
             .filter_map(|o| self.remote.relative(&o.location))

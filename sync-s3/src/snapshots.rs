@@ -585,7 +585,7 @@ impl Snapshots {
                 Some((_, m)) => m,
                 None => {
                     // Nothing was ever pushed: an empty restore.
-                    let writer = RestoreWriter::open(dest, options.existing)?;
+                    let writer = RestoreWriter::open(dest, options)?;
                     return Ok(writer.finish(None));
                 }
             },
@@ -602,7 +602,11 @@ impl Snapshots {
             }),
             &object,
         )?;
-        let writer = Arc::new(RestoreWriter::open(dest, options.existing)?);
+        let writer = Arc::new(RestoreWriter::open(dest, options)?);
+        writer.expect_total(
+            manifest.entries.len() as u64,
+            manifest.entries.iter().map(|e| e.meta.size()).sum(),
+        );
         // Directories, symlinks and the should-write decisions: one
         // blocking pass (stat calls, no network).
         let items: Vec<(RelPath, ManifestEntry)> =

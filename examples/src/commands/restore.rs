@@ -40,9 +40,22 @@ pub async fn restore_into(
             return Ok(Restored::EmptyRemote);
         }
     }
-    let spinner = crate::progress::spinner(format!("restoring {remote} into {}", dir.display()));
-    let result = backend.restore(dir, options).await;
-    spinner.finish_and_clear();
+    let progress = Arc::new(sync_core::RestoreProgress::default());
+    let options = RestoreOptions {
+        progress: Some(Arc::clone(&progress)),
+        ..options.clone()
+    };
+    let bar = crate::progress::restore_bar(format!("restoring {remote}"));
+    let restore = backend.restore(dir, &options);
+    tokio::pin!(restore);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let result = loop {
+        tokio::select! {
+            r = &mut restore => break r,
+            _ = tick.tick() => crate::progress::update_restore_bar(&bar, &progress),
+        }
+    };
+    bar.finish_and_clear();
     let report =
         result.map_err(|e| context(e, format!("restoring {remote} into {}", dir.display())))?;
     Index::open(state_dir)?.replace_all(report.entries.iter().cloned(), report.head.clone())?;
@@ -87,6 +100,7 @@ pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
     let options = RestoreOptions {
         at: args.at.clone(),
         existing: args.existing,
+        ..Default::default()
     };
     let mut signals = super::StopSignals::new()?;
     let restored = tokio::select! {

@@ -117,6 +117,7 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         let options = RestoreOptions {
             at: None,
             existing: sync_core::ExistingPolicy::KeepNewer,
+            ..Default::default()
         };
         let restored = tokio::select! {
             r = restore_into(&ws.backend, &ws.dir, &ws.state_dir, &options) => r?,

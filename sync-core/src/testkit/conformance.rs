@@ -320,6 +320,7 @@ pub async fn restore_policies(fixture: &dyn Fixture) {
             &RestoreOptions {
                 at: None,
                 existing: ExistingPolicy::Fail,
+                ..Default::default()
             },
         )
         .await
@@ -343,6 +344,7 @@ pub async fn restore_policies(fixture: &dyn Fixture) {
             &RestoreOptions {
                 at: None,
                 existing: ExistingPolicy::KeepNewer,
+                ..Default::default()
             },
         )
         .await
@@ -364,6 +366,7 @@ pub async fn restore_policies(fixture: &dyn Fixture) {
             &RestoreOptions {
                 at: None,
                 existing: ExistingPolicy::Overwrite,
+                ..Default::default()
             },
         )
         .await

@@ -301,7 +301,11 @@ impl Backend for MemoryBackend {
             }),
             "memory state",
         )?;
-        let writer = RestoreWriter::open(dest, options.existing)?;
+        let writer = RestoreWriter::open(dest, options)?;
+        writer.expect_total(
+            entries.len() as u64,
+            entries.iter().map(|(_, m, _)| m.size()).sum(),
+        );
         for (path, (_, meta, blob)) in plan.paths.iter().zip(&entries) {
             match meta {
                 Meta::Dir => writer.create_dir(path)?,
