@@ -7,7 +7,9 @@
 //! 2. an open-loop load generator: the real server (`serve` with TLS from
 //!    webhook-certs) on 127.0.0.1, one HTTP/2 connection (as the API server
 //!    keeps), a request scheduled every 1 ms for `ADMISSION_SECONDS`
-//!    (default 10) after a 1 s warm-up; each latency is measured from the
+//!    (default 10) after a 1 s warm-up, paced by an OS thread (tokio's
+//!    millisecond timer would make the generator itself up to 1 ms late);
+//!    each latency is measured from the
 //!    request's *scheduled* time to the end of its response, so a stall
 //!    counts against every request it delays (no coordinated omission).
 //!    Prints p50, p90, p99, p99.9 and max.
@@ -168,12 +170,26 @@ async fn load_over_tls(seconds: u64) {
     let warmup = RATE_PER_SECOND as usize;
     let period = Duration::from_nanos(1_000_000_000 / RATE_PER_SECOND);
     let start = Instant::now() + Duration::from_millis(50);
+    // The pacer is an OS thread: tokio's timer rounds every deadline up to
+    // the next millisecond, which would add up to 1 ms of the generator's
+    // own lateness to each latency. `thread::sleep` wakes within tens of µs.
+    let (tick_tx, mut tick_rx) = tokio::sync::mpsc::unbounded_channel();
+    let pacer = std::thread::spawn(move || {
+        for i in 0..total {
+            let scheduled = start + period * i as u32;
+            if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if tick_tx.send(scheduled).is_err() {
+                break;
+            }
+        }
+    });
     let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let scheduled = start + period * i as u32;
-        tokio::time::sleep_until(scheduled.into()).await;
+    while let Some(scheduled) = tick_rx.recv().await {
         tasks.push(tokio::spawn(send(sender.clone(), body.clone(), scheduled)));
     }
+    pacer.join().unwrap();
     let mut latencies = Vec::with_capacity(tasks.len());
     for task in tasks {
         latencies.push(task.await.unwrap());
