@@ -315,36 +315,40 @@ impl GitBackend {
         .map_err(|e| local_error("background task", e))?
     }
 
+    /// Runs `git fetch` of one refspec from the remote; `Ok(false)` when the
+    /// remote has no such ref (a new repository), an error naming the remote
+    /// for anything else that fails.
+    async fn fetch_refspec(&self, refspec: &str) -> Result<bool, BackendError> {
+        let args = [
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-auto-gc",
+            self.remote.url(),
+            refspec,
+        ];
+        let out = self.runner.run("fetch", &args, true).await?;
+        if out.success {
+            return Ok(true);
+        }
+        if out.stderr.contains("couldn't find remote ref") {
+            return Ok(false);
+        }
+        Err(classify(
+            "fetch",
+            &self.remote,
+            self.runner.known_hosts.as_deref(),
+            &out.stderr,
+        ))
+    }
+
     /// Fetches the branch into [`FETCHED_REF`]; `None` if the remote has no
     /// such branch (a new repository).
     async fn fetch_branch(&self) -> Result<Option<ObjectId>, BackendError> {
         let refspec = format!("+{}:{FETCHED_REF}", self.remote.branch_ref());
-        let out = self
-            .runner
-            .run(
-                "fetch",
-                &[
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--no-write-fetch-head",
-                    "--no-auto-gc",
-                    self.remote.url(),
-                    &refspec,
-                ],
-                true,
-            )
-            .await?;
-        if !out.success {
-            if out.stderr.contains("couldn't find remote ref") {
-                return Ok(None);
-            }
-            return Err(classify(
-                "fetch",
-                &self.remote,
-                self.runner.known_hosts.as_deref(),
-                &out.stderr,
-            ));
+        if !self.fetch_refspec(&refspec).await? {
+            return Ok(None);
         }
         self.blocking(|repo| read_ref(repo, FETCHED_REF)).await
     }
@@ -352,32 +356,9 @@ impl GitBackend {
     /// Fetches every branch (for restoring a commit that is not on ours,
     /// for example one on a conflict branch).
     async fn fetch_all_branches(&self) -> Result<(), BackendError> {
-        let out = self
-            .runner
-            .run(
-                "fetch",
-                &[
-                    "fetch",
-                    "--quiet",
-                    "--no-tags",
-                    "--no-write-fetch-head",
-                    "--no-auto-gc",
-                    self.remote.url(),
-                    "+refs/heads/*:refs/tether/all/*",
-                ],
-                true,
-            )
-            .await?;
-        if out.success {
-            Ok(())
-        } else {
-            Err(classify(
-                "fetch",
-                &self.remote,
-                self.runner.known_hosts.as_deref(),
-                &out.stderr,
-            ))
-        }
+        self.fetch_refspec("+refs/heads/*:refs/tether/all/*")
+            .await
+            .map(|_| ())
     }
 
     /// Pushes `commit` to `dest` without force: the server only accepts it
