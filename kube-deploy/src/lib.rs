@@ -63,8 +63,14 @@
 //!   (and sets the status annotation and, when too short, the grace
 //!   period), so it never drops fields this crate's k8s-openapi does not
 //!   know and stays readable in audit logs. Paths go through `jsonptr`
-//!   (re-exported by `json-patch`, the crate kube-core's admission types
-//!   use), which escapes annotation keys per RFC 6901.
+//!   (re-exported by `json-patch`), which escapes annotation keys per
+//!   RFC 6901.
+//! * **Own AdmissionReview wire types** (a private module): the response
+//!   sends the patch base64-encoded, the documented JSON form of the API's
+//!   `[]byte` (kube-core's types send an array of numbers, kube-rs #1781),
+//!   and the request's object is parsed once, straight into a `Pod`, only
+//!   for pod CREATEs. This cut [`webhook::review`] for an injected pod from
+//!   about 140 to 90 µs (criterion) and dropped the `kube` dependency.
 //! * **Restore first, then the sidecar.** Both are prepended to
 //!   `initContainers` in that order, so the sidecar never watches a
 //!   half-restored directory and the app's own init containers already see
@@ -89,6 +95,7 @@
 //!   `serde_yaml`; `serde_yml` is listed by RustSec as unsound/unmaintained.
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod annotations;
 pub mod builders;
 pub mod inject;

@@ -33,13 +33,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{self, Verdict};
 use crate::inject::{self, InjectError, InjectionOutcome, InjectorConfig};
 use crate::metrics::{AdmissionOutcome, WebhookMetrics};
 
@@ -120,8 +119,8 @@ fn bad_request(message: String) -> ReviewAnswer {
     }
 }
 
-fn answer(response: AdmissionResponse, outcome: AdmissionOutcome) -> ReviewAnswer {
-    match serde_json::to_vec(&response.into_review()) {
+fn answer(uid: &str, verdict: Verdict<'_>, outcome: AdmissionOutcome) -> ReviewAnswer {
+    match admission::response_body(uid, verdict) {
         Ok(body) => ReviewAnswer {
             status: 200,
             body,
@@ -138,61 +137,63 @@ fn answer(response: AdmissionResponse, outcome: AdmissionOutcome) -> ReviewAnswe
     }
 }
 
-fn deny(request: &AdmissionRequest<DynamicObject>, message: String) -> ReviewAnswer {
-    answer(
-        AdmissionResponse::from(request).deny(format!("tether: {message}")),
-        AdmissionOutcome::Denied,
-    )
-}
-
 /// Reads an AdmissionReview request body and decides the answer. Pure
 /// apart from a log line per decision; never panics.
 ///
 /// - Not JSON, not an `admission.k8s.io/v1` `AdmissionReview`, no
-///   `request`, or an empty `uid` → HTTP 400 with `{"error": "…"}`.
+///   `request`, or a request without `uid`, `kind`, `resource` or
+///   `operation` (or an empty `uid`) → HTTP 400 with `{"error": "…"}`.
 /// - Not a `pods` CREATE (other kinds, sub-resources, UPDATE, DELETE…), a
 ///   namespace in `skip_namespaces`, a pod without the annotation, or an
 ///   already injected pod → allowed unchanged.
 /// - Invalid annotations or a pod that cannot carry tether → denied, with
 ///   a message that names the annotation.
-/// - Otherwise → allowed with a JSONPatch adding tether.
+/// - Otherwise → allowed with a JSONPatch adding tether; the patch is sent
+///   base64-encoded, the documented JSON form of the API's `[]byte`.
 pub fn review(body: &[u8], config: &WebhookConfig) -> ReviewAnswer {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+    let review: admission::ReviewIn<'_> = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(e) => return bad_request(format!("body is not an AdmissionReview: {e}")),
     };
-    if review.types.api_version != ADMISSION_API_VERSION || review.types.kind != "AdmissionReview" {
+    if review.api_version != ADMISSION_API_VERSION || review.kind != "AdmissionReview" {
         return bad_request(format!(
             "unsupported {}/{}: this webhook speaks {ADMISSION_API_VERSION} AdmissionReview",
-            review.types.api_version, review.types.kind
+            review.api_version, review.kind
         ));
     }
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(request) => request,
-        Err(_) => return bad_request("AdmissionReview has no request".into()),
+    let Some(request) = review.request else {
+        return bad_request("AdmissionReview has no request".into());
     };
     if request.uid.is_empty() {
         return bad_request("AdmissionReview request has an empty uid".into());
     }
-    let allow = || answer(AdmissionResponse::from(&request), AdmissionOutcome::Skipped);
+    let uid = request.uid.as_str();
+    let allow = || answer(uid, Verdict::Allow, AdmissionOutcome::Skipped);
+    let deny = |message: String| {
+        answer(
+            uid,
+            Verdict::Deny(format!("tether: {message}")),
+            AdmissionOutcome::Denied,
+        )
+    };
 
     let is_pod = request.kind.group.is_empty()
         && request.kind.kind == "Pod"
         && request.resource.resource == "pods"
         && request.sub_resource.as_deref().is_none_or(str::is_empty);
-    if !is_pod || request.operation != Operation::Create {
+    if !is_pod || request.operation != "CREATE" {
         return allow();
     }
     let namespace = request.namespace.as_deref().unwrap_or_default();
     if config.skip_namespaces.contains(namespace) {
         return allow();
     }
-    let Some(object) = request.object.as_ref() else {
-        return deny(&request, "the CREATE request carries no pod object".into());
+    let Some(object) = request.object.filter(|raw| raw.get() != "null") else {
+        return deny("the CREATE request carries no pod object".into());
     };
-    let pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
+    let pod: Pod = match serde_json::from_str(object.get()) {
         Ok(pod) => pod,
-        Err(e) => return deny(&request, format!("the object is not a valid Pod: {e}")),
+        Err(e) => return deny(format!("the object is not a valid Pod: {e}")),
     };
     let pod_name = pod
         .metadata
@@ -203,31 +204,37 @@ pub fn review(body: &[u8], config: &WebhookConfig) -> ReviewAnswer {
     match inject::inject(&pod, &config.injector) {
         Ok(InjectionOutcome::NotRequested) | Ok(InjectionOutcome::AlreadyInjected) => allow(),
         Ok(InjectionOutcome::Patched { patch, warnings }) => {
-            let mut response = match AdmissionResponse::from(&request).with_patch(patch) {
-                Ok(response) => response,
+            let patch = match serde_json::to_vec(&patch) {
+                Ok(patch) => patch,
                 Err(e) => {
                     tracing::error!(error = %e, "serialising a JSON patch");
                     return answer(
-                        AdmissionResponse::from(&request)
-                            .deny("tether: internal error serialising the patch"),
+                        uid,
+                        Verdict::Deny("tether: internal error serialising the patch".into()),
                         AdmissionOutcome::Error,
                     );
                 }
             };
-            if !warnings.is_empty() {
-                response.warnings = Some(warnings.iter().map(|w| format!("tether: {w}")).collect());
-            }
-            tracing::info!(namespace, pod = pod_name, uid = %request.uid, "injected tether");
-            answer(response, AdmissionOutcome::Injected)
+            let warnings: Vec<String> = warnings.iter().map(|w| format!("tether: {w}")).collect();
+            tracing::info!(namespace, pod = pod_name, uid, "injected tether");
+            answer(
+                uid,
+                Verdict::Patch {
+                    patch: &patch,
+                    warnings: &warnings,
+                },
+                AdmissionOutcome::Injected,
+            )
         }
         Err(e @ (InjectError::Annotation(_) | InjectError::PodSpec(_))) => {
             tracing::info!(namespace, pod = pod_name, reason = %e, "denied");
-            deny(&request, e.to_string())
+            deny(e.to_string())
         }
         Err(e @ InjectError::Serialize { .. }) => {
             tracing::error!(namespace, pod = pod_name, error = %e, "internal error");
             answer(
-                AdmissionResponse::from(&request).deny("tether: internal error building the patch"),
+                uid,
+                Verdict::Deny("tether: internal error building the patch".into()),
                 AdmissionOutcome::Error,
             )
         }
@@ -426,6 +433,7 @@ pub async fn serve(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use serde_json::{Value, json};
 
     fn review_json(object: Value) -> Value {
@@ -476,10 +484,10 @@ mod tests {
         assert_eq!(body["response"]["allowed"], true);
         assert_eq!(body["response"]["patchType"], "JSONPatch");
         assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
-        // kube-core sends the patch bytes as a JSON array of numbers, which
-        // the API server's decoder accepts for a []byte field.
-        let bytes: Vec<u8> =
-            serde_json::from_value(body["response"]["patch"].clone()).unwrap_or_default();
+        // A []byte field in JSON: base64, standard alphabet, padded.
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body["response"]["patch"].as_str().unwrap_or_default())
+            .unwrap_or_default();
         let patch: json_patch::Patch =
             serde_json::from_slice(&bytes).unwrap_or(json_patch::Patch(vec![]));
         let mut pod = annotated_pod();

@@ -9,6 +9,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -202,7 +203,14 @@ async fn admission_over_tls_end_to_end() {
     let response = &r.body["response"];
     assert_eq!(response["allowed"], true);
     assert_eq!(response["uid"], "e911857d-c318-11e8-bbad-025000000001");
-    let patch_bytes: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+    assert_eq!(response["patchType"], "JSONPatch");
+    let patch_bytes = base64::engine::general_purpose::STANDARD
+        .decode(
+            response["patch"]
+                .as_str()
+                .expect("the patch is a base64 string"),
+        )
+        .unwrap();
     let patch: json_patch::Patch = serde_json::from_slice(&patch_bytes).unwrap();
     let mut patched = pod_value;
     json_patch::patch(&mut patched, &patch).unwrap();
