@@ -5,18 +5,22 @@
 //! 1. criterion: `review()` alone (parse, inject, serialise) for an annotated
 //!    JupyterHub-like pod, and for a pod that passes unchanged;
 //! 2. an open-loop load generator: the real server (`serve` with TLS from
-//!    webhook-certs) on 127.0.0.1, one HTTP/2 connection (as the API server
-//!    keeps), a request scheduled every 1 ms for `ADMISSION_SECONDS`
-//!    (default 10) after a 1 s warm-up, paced by an OS thread (tokio's
-//!    millisecond timer would make the generator itself up to 1 ms late);
-//!    each latency is measured from the
-//!    request's *scheduled* time to the end of its response, so a stall
-//!    counts against every request it delays (no coordinated omission).
-//!    Prints p50, p90, p99, p99.9 and max.
+//!    webhook-certs) on 127.0.0.1 in its own runtime on its own thread(s),
+//!    as `tether webhook` is its own process; a client on a current-thread
+//!    runtime with one HTTP/2 connection (as the API server keeps); a
+//!    request scheduled every 1 ms for `ADMISSION_SECONDS` (default 10)
+//!    after a 1 s warm-up, paced by an OS thread (tokio's millisecond timer
+//!    would make the generator itself up to 1 ms late). Each latency is
+//!    measured from the request's *scheduled* time to the end of its
+//!    response, so a stall counts against every request it delays (no
+//!    coordinated omission). Prints p50, p90, p99, p99.9 and max, and the
+//!    generator's own lateness (scheduled → request started) so a slow
+//!    generator can be told from a slow server.
 //!
 //! Run: `cargo bench -p benches --bench admission`
-//! (`ADMISSION_SECONDS=30` for a longer run). Client and server share the
-//! machine's cores.
+//! (`ADMISSION_SECONDS=30` for a longer run, `ADMISSION_SERVER_WORKERS=2`
+//! to give the server two worker threads instead of one). Client and server
+//! share the machine's cores.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,6 +40,12 @@ use serde_json::{Value, json};
 
 const SERVICE_DNS: &str = "tether-webhook.tether-system.svc";
 const RATE_PER_SECOND: u64 = 1_000;
+/// Worker threads of the server's runtime by default: one core for the
+/// server, the other for the client (which stands in for the API server, on
+/// another machine in a cluster). `ADMISSION_SERVER_WORKERS=2` gives the
+/// server both cores, as `tether webhook` takes one worker per core, and then
+/// server and client compete for them.
+const SERVER_WORKERS: usize = 1;
 
 fn review_body(annotated: bool) -> Vec<u8> {
     let annotations = if annotated {
@@ -113,17 +123,36 @@ async fn load_over_tls(seconds: u64) {
     .unwrap();
     let resolver = Arc::new(webhook_certs::CertResolver::from_bundle(&bundle).unwrap());
     let tls = Arc::new(tls_server_config(resolver).unwrap());
-    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    // The server gets its own runtime on its own threads, as `tether
+    // webhook` is its own process next to the API server: the client's
+    // work is not queued behind the server's tasks or the other way round.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        tls,
-        router(WebhookState::new(WebhookConfig::default())),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let workers = std::env::var("ADMISSION_SERVER_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SERVER_WORKERS);
+    let server = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            serve(
+                listener,
+                tls,
+                router(WebhookState::new(WebhookConfig::default())),
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+        })
+    });
+    let addr = addr_rx.recv().unwrap();
 
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(bundle.ca_bundle_pem().as_bytes()) {
@@ -153,6 +182,7 @@ async fn load_over_tls(seconds: u64) {
     let send = |sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
                 body: Bytes,
                 scheduled: Instant| async move {
+        let lag = scheduled.elapsed();
         let request = hyper::Request::builder()
             .method("POST")
             .uri(format!("https://{SERVICE_DNS}/mutate"))
@@ -163,7 +193,7 @@ async fn load_over_tls(seconds: u64) {
         let response = sender.send_request(request).await.unwrap();
         assert_eq!(response.status(), 200);
         let _ = response.into_body().collect().await.unwrap();
-        scheduled.elapsed()
+        (scheduled.elapsed(), lag)
     };
 
     let total = (seconds + 1) * RATE_PER_SECOND;
@@ -195,11 +225,13 @@ async fn load_over_tls(seconds: u64) {
         latencies.push(task.await.unwrap());
     }
     let elapsed = start.elapsed();
-    let mut measured: Vec<Duration> = latencies.split_off(warmup);
+    let (mut measured, mut lags): (Vec<Duration>, Vec<Duration>) =
+        latencies.split_off(warmup).into_iter().unzip();
     measured.sort();
+    lags.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "admission over TLS (HTTP/2, loopback): {} requests at {RATE_PER_SECOND}/s in {:.1} s after a 1 s warm-up\n  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+        "admission over TLS (HTTP/2, loopback, server on {workers} worker thread(s)): {} requests at {RATE_PER_SECOND}/s in {:.1} s after a 1 s warm-up\n  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
         measured.len(),
         elapsed.as_secs_f64(),
         ms(percentile(&measured, 0.50)),
@@ -208,8 +240,14 @@ async fn load_over_tls(seconds: u64) {
         ms(percentile(&measured, 0.999)),
         ms(*measured.last().unwrap()),
     );
+    println!(
+        "  of which the generator's own lateness (scheduled → request started): p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+        ms(percentile(&lags, 0.50)),
+        ms(percentile(&lags, 0.99)),
+        ms(*lags.last().unwrap()),
+    );
     stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.join().unwrap().unwrap();
 }
 
 fn main() {
@@ -225,8 +263,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
