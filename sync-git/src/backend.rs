@@ -1,7 +1,7 @@
 //! [`GitBackend`]: the [`Backend`] implementation.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -34,6 +34,9 @@ const MAX_REBASES: u32 = 5;
 /// Blobs larger than this are restored through `git cat-file`, streaming,
 /// instead of being loaded whole.
 const STREAM_BLOB_ABOVE: u64 = 32 << 20;
+/// Packs in the local repository above which a push is followed by
+/// `git gc --auto` (git's own `gc.autoPackLimit`).
+const GC_PACK_LIMIT: usize = 50;
 /// Paths listed in one commit message at most.
 const MESSAGE_LINES: usize = 200;
 
@@ -46,6 +49,8 @@ pub struct GitBackend {
     runner: GitRunner,
     author: (String, String),
     host: String,
+    /// See [`GitOptions::gc_loose_objects`].
+    gc_loose_objects: usize,
     /// Serialises pushes, fetches and restores on the local repository.
     state: tokio::sync::Mutex<LocalState>,
 }
@@ -287,6 +292,7 @@ impl GitBackend {
             runner,
             author: (options.author_name, options.author_email),
             host,
+            gc_loose_objects: options.gc_loose_objects,
             state: tokio::sync::Mutex::new(LocalState::default()),
         })
     }
@@ -416,6 +422,68 @@ impl GitBackend {
             self.runner.known_hosts.as_deref(),
             &out.stderr,
         ))
+    }
+
+    /// Packs the local repository when git would: more loose objects than
+    /// `gc_loose_objects` (estimated the way git does, from the one
+    /// fan-out directory `objects/17`) or more than [`GC_PACK_LIMIT`]
+    /// packs (each fetch adds one). Runs `git gc --auto`, which checks
+    /// again and packs. Unreachable objects (commits of rebased attempts,
+    /// superseded trees) are deleted at once rather than after git's usual
+    /// two weeks, or they would stay loose and trigger a gc after every
+    /// push; that is safe because it runs under the lock that serialises
+    /// every writer of this repository, after the push was confirmed. A
+    /// failure is only logged: the pushed checkpoint is safe either way.
+    async fn maintain(&self) {
+        if self.gc_loose_objects == 0 {
+            return;
+        }
+        let objects = self.runner.repo_dir.join("objects");
+        let count = |dir: PathBuf, keep: fn(&str) -> bool| {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(keep))
+                    .count()
+            })
+        };
+        let loose = count(objects.join("17"), |n| n.len() == 38) * 256;
+        let packs = count(objects.join("pack"), |n| n.ends_with(".pack"));
+        if loose <= self.gc_loose_objects && packs <= GC_PACK_LIMIT {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let threshold = format!("gc.auto={}", self.gc_loose_objects.max(1));
+        let pack_limit = format!("gc.autoPackLimit={GC_PACK_LIMIT}");
+        let args = [
+            "-c",
+            &threshold,
+            "-c",
+            &pack_limit,
+            "-c",
+            "gc.autoDetach=false",
+            "-c",
+            "gc.pruneExpire=now",
+            "gc",
+            "--auto",
+            "--quiet",
+        ];
+        match self.runner.run("gc", &args, false).await {
+            Ok(out) if out.success => {
+                tracing::info!(
+                    loose_estimate = loose,
+                    packs,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "packed the local repository"
+                );
+            }
+            Ok(out) => {
+                tracing::warn!(stderr = %out.stderr.trim(), "git gc failed; will try again after a later push");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "git gc failed; will try again after a later push");
+            }
+        }
     }
 
     async fn write_commit(&self, p: &Proposal, title: String) -> Result<ObjectId, BackendError> {
@@ -619,14 +687,16 @@ impl Backend for GitBackend {
             match self.push_commit(commit, &self.remote.branch_ref()).await? {
                 PushOutcome::Pushed => {
                     let p = proposal.clone();
-                    return self
+                    let receipt = self
                         .blocking(move |repo| {
                             write_ref(repo, BASE_REF, commit)?;
                             let mut r = Self::receipt(repo, &p, Some(commit))?;
                             r.conflict = conflict;
                             Ok(r)
                         })
-                        .await;
+                        .await?;
+                    self.maintain().await;
+                    return Ok(receipt);
                 }
                 PushOutcome::Moved => {
                     rebases += 1;

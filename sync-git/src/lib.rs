@@ -53,6 +53,10 @@
 //!   with `SourceChanged` and never committed), and only the trees on the
 //!   path of a changed file are rewritten — a one-file change in a
 //!   10,000-file repository writes one blob, a few trees and a commit.
+//!   Once loose objects pile up past
+//!   [`GitOptions::gc_loose_objects`] (git's own 6,700 by default), the
+//!   push that found them runs `git gc --auto`, so a sidecar that runs for
+//!   weeks keeps a few packs, not tens of thousands of small files.
 //!   gix 0.90 has no complete push, and its fetch over HTTPS would need a
 //!   full HTTP/TLS client stack (reqwest or curl) built into every tether
 //!   binary; `git fetch`/`git push`/`git ls-remote` speak all four
@@ -104,7 +108,7 @@ pub mod remote;
 mod tree;
 
 pub use backend::GitBackend;
-pub use options::GitOptions;
+pub use options::{DEFAULT_GC_LOOSE_OBJECTS, GitOptions};
 pub use remote::{ConfigError, GitRemote, RemoteKind, is_git_url};
 
 impl From<ConfigError> for sync_core::BackendError {

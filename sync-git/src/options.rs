@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default of [`GitOptions::gc_loose_objects`]: git's own `gc.auto`.
+pub const DEFAULT_GC_LOOSE_OBJECTS: usize = 6_700;
+
 /// Options for [`GitBackend::from_url`](crate::GitBackend::from_url).
 ///
 /// Only `state_dir` is required; [`GitOptions::new`] fills in the rest.
@@ -47,6 +50,12 @@ pub struct GitOptions {
     /// Longest time one git command may take before it is killed and the
     /// operation fails as transient (default 10 minutes).
     pub command_timeout: Duration,
+    /// Loose objects in the local bare repository above which a push is
+    /// followed by `git gc --auto` (default 6,700, git's own `gc.auto`);
+    /// 0 never packs. Every checkpoint writes its blobs, trees and commit
+    /// as loose objects, so a sidecar running for weeks would otherwise
+    /// fill its state directory with small files.
+    pub gc_loose_objects: usize,
 }
 
 impl GitOptions {
@@ -66,6 +75,7 @@ impl GitOptions {
             ssh_program: PathBuf::from("ssh"),
             nss_wrapper_library: None,
             command_timeout: Duration::from_secs(600),
+            gc_loose_objects: DEFAULT_GC_LOOSE_OBJECTS,
         }
     }
 
