@@ -9,6 +9,7 @@
 //!    full checkpoint + push against `git init && git add -A && git commit
 //!    && git push`.
 //!
+//! Every sample starts after `sync`, so none pays for another's writeback.
 //! Prints each sample and the medians and ratios. Environment:
 //! `TETHER_TEST_GIT_DAEMON_URL_BASE`, `TETHER_TEST_GIT_DAEMON_ROOT` (from
 //! scripts/testbed/git-daemon.sh), `GIT_BENCH_RUNS` (default 7).
@@ -80,6 +81,12 @@ fn bare_repo(root: &Path, name: &str) -> PathBuf {
         &["init", "-q", "--bare", "-b", "main", dir.to_str().unwrap()],
     );
     dir
+}
+
+/// Flushes dirty pages before a timed sample, so no sample pays for the
+/// writeback of the files an earlier one (or the tree set-up) wrote.
+fn settle() {
+    let _ = Command::new("sync").status();
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -194,9 +201,11 @@ async fn main() {
         let content = format!("changed in run {run}\n");
         std::fs::write(src.join(&rel), &content).unwrap();
         std::fs::write(cli.join(&rel), &content).unwrap();
+        settle();
         let t = Instant::now();
         tether.checkpoint_and_push(Some(&rel)).await;
         let te = t.elapsed();
+        settle();
         let t = Instant::now();
         sh(
             &cli,
@@ -225,6 +234,7 @@ async fn main() {
             &work.join("init-state"),
             &small,
         );
+        settle();
         let t = Instant::now();
         t1.checkpoint_and_push(None).await;
         let te = t.elapsed();
@@ -232,6 +242,7 @@ async fn main() {
         let _ = std::fs::remove_dir_all(&cli_small);
         std::fs::create_dir_all(&cli_small).unwrap();
         make_tree(&cli_small, 1_000);
+        settle();
         let t = Instant::now();
         sh(
             &cli_small,
