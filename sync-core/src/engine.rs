@@ -223,6 +223,11 @@ pub struct EngineHandle {
     task: Option<JoinHandle<()>>,
 }
 
+/// The ignore file's text, `None` when it is absent or unreadable.
+fn read_ignore_file(root: &Path, file: &RelPath) -> Option<String> {
+    std::fs::read_to_string(file.to_path(root)).ok()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -325,6 +330,21 @@ impl Engine {
             });
         }
         let rules = IgnoreRules::load(&root, &config.ignore)?;
+        let ignore_file = config
+            .ignore
+            .file
+            .as_ref()
+            .map(|f| {
+                if f.is_absolute() {
+                    f.clone()
+                } else {
+                    root.join(f)
+                }
+            })
+            .and_then(|full| RelPath::from_local(&root, &full).ok());
+        let ignore_text = ignore_file
+            .as_ref()
+            .and_then(|f| read_ignore_file(&root, f));
         let mut index = Index::open(&state_dir)?;
         let status = Arc::new(Mutex::new(Status {
             remote_head: index.remote_head().map(str::to_owned),
@@ -362,6 +382,9 @@ impl Engine {
             source: Source::new(&root),
             root,
             rules,
+            ignore: config.ignore.clone(),
+            ignore_file,
+            ignore_text,
             index: Arc::new(Mutex::new(index)),
             watcher: Arc::clone(&watcher),
             backend,
@@ -394,6 +417,13 @@ struct Runner {
     root: PathBuf,
     source: Source,
     rules: IgnoreRules,
+    /// How `rules` were built, to build them again.
+    ignore: IgnoreConfig,
+    /// The ignore file, when it lies inside the tree (so the watcher sees
+    /// it change).
+    ignore_file: Option<RelPath>,
+    /// Its contents when `rules` were built (`None`: absent or unreadable).
+    ignore_text: Option<String>,
     index: Arc<Mutex<Index>>,
     watcher: Arc<Watcher>,
     backend: Arc<dyn Backend>,
@@ -608,7 +638,43 @@ impl Runner {
         }
     }
 
-    async fn detect(&mut self, dirty: DirtySet) {
+    /// Rebuilds the ignore rules when the ignore file changed: when the
+    /// dirty set names it (or asks for a rescan) and its text differs from
+    /// the one the rules were built from. Returns true when the rules
+    /// changed; the caller then rescans, so paths no longer ignored are
+    /// found and paths now ignored stop being synced. Rules that do not
+    /// compile are reported and the previous ones kept.
+    fn reload_rules_if_changed(&mut self, dirty: &DirtySet) -> bool {
+        let Some(file) = &self.ignore_file else {
+            return false;
+        };
+        if !dirty.rescan && !dirty.paths.contains(file) {
+            return false;
+        }
+        let text = read_ignore_file(&self.root, file);
+        if text == self.ignore_text {
+            return false;
+        }
+        let file = file.clone();
+        self.ignore_text = text;
+        match IgnoreRules::load(&self.root, &self.ignore) {
+            Ok(rules) => {
+                tracing::info!(file = %file, "ignore file changed; rules rebuilt, rescanning");
+                self.watcher.set_rules(rules.clone());
+                self.rules = rules;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(file = %file, error = %e, "ignore file changed but cannot be used; keeping the previous rules");
+                false
+            }
+        }
+    }
+
+    async fn detect(&mut self, mut dirty: DirtySet) {
+        if self.reload_rules_if_changed(&dirty) {
+            dirty.rescan = true;
+        }
         let index = Arc::clone(&self.index);
         let watcher = Arc::clone(&self.watcher);
         let rules = self.rules.clone();

@@ -7,6 +7,13 @@
 //! the `ignore` crate's gitignore implementation, so `!negation`, `dir/`,
 //! `**` and anchored `/pattern`s mean what they mean in git. A path is ignored
 //! when it or any of its parent directories matches.
+//!
+//! The engine rebuilds the rules when an ignore file inside the tree
+//! changes, then rescans: paths no longer ignored are pushed, and paths now
+//! ignored stop being synced — like a deletion, they leave the remote's
+//! newest state (earlier snapshots and commits keep them), while the local
+//! files stay. An ignore file that no longer compiles is reported and the
+//! previous rules are kept.
 
 use std::path::{Path, PathBuf};
 

@@ -25,7 +25,7 @@
 //!   one full rescan, so memory stays bounded during huge bursts.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
 use notify::event::{AccessKind, AccessMode};
@@ -129,6 +129,8 @@ impl Shared {
 pub struct Watcher {
     inner: Mutex<Option<notify::RecommendedWatcher>>,
     shared: Arc<Shared>,
+    /// The rules events are filtered with; replaced by [`Watcher::set_rules`].
+    rules: Arc<RwLock<IgnoreRules>>,
 }
 
 impl Watcher {
@@ -142,6 +144,7 @@ impl Watcher {
             mode: Mutex::new(WatchMode::Inotify),
             wake: tokio::sync::Notify::new(),
         });
+        let rules = Arc::new(RwLock::new(rules));
         if !use_inotify {
             *lock(&shared.mode) = WatchMode::Polling {
                 reason: "inotify disabled by configuration".into(),
@@ -149,11 +152,14 @@ impl Watcher {
             return Watcher {
                 inner: Mutex::new(None),
                 shared,
+                rules,
             };
         }
         let handler_shared = Arc::clone(&shared);
+        let handler_rules = Arc::clone(&rules);
         let root_buf = root.to_path_buf();
         let handler = move |res: notify::Result<notify::Event>| {
+            let rules = handler_rules.read().unwrap_or_else(PoisonError::into_inner);
             handle_event(&handler_shared, &root_buf, &rules, res);
         };
         let inner = match notify::recommended_watcher(handler) {
@@ -166,7 +172,17 @@ impl Watcher {
         Watcher {
             inner: Mutex::new(inner),
             shared,
+            rules,
         }
+    }
+
+    /// Replaces the ignore rules events are filtered with (after the ignore
+    /// file changed). Directories already watched stay watched; their
+    /// events are filtered with the new rules. Pair it with
+    /// [`mark_rescan`](Self::mark_rescan) so paths no longer ignored are
+    /// found and their directories watched.
+    pub fn set_rules(&self, rules: IgnoreRules) {
+        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = rules;
     }
 
     /// Adds a non-recursive watch on the directory `full`. Hitting the watch

@@ -390,3 +390,50 @@ async fn polling_mode_finds_changes_without_inotify() {
     assert!(h.status().rescans >= 2);
     h.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_ignore_file_applies_while_running() {
+    let f = fx();
+    f.write("notes.txt", b"n");
+    f.write("logs/a.log", b"a");
+    let h = f.start(200).await;
+    settle(&h).await;
+    assert!(f.backend.state().contains_key("logs/a.log"));
+
+    // Ignore *.log: the file already pushed leaves the newest state, a new
+    // one is never pushed, and its directory's events are now filtered.
+    f.write(".tetherignore", b"*.log\n");
+    wait_for(&h, "the ignore file pushed", |s| s.pending_paths == 0).await;
+    f.write("logs/b.log", b"b");
+    f.write("logs/c.txt", b"c");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    h.flush().await.unwrap();
+    let state = f.backend.state();
+    assert!(!state.contains_key("logs/a.log"), "{state:?}");
+    assert!(!state.contains_key("logs/b.log"), "{state:?}");
+    assert!(state.contains_key("logs/c.txt"), "{state:?}");
+    assert!(state.contains_key(".tetherignore"), "{state:?}");
+    assert!(
+        f.root.join("logs/a.log").exists(),
+        "a local file was touched"
+    );
+
+    // A broken rule keeps the previous rules (and is reported in the log).
+    f.write(".tetherignore", b"*.log\n[z-a]\n");
+    assert!(sync_core::IgnoreRules::load(&f.root, &sync_core::IgnoreConfig::default()).is_err());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    f.write("logs/d.log", b"d");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    h.flush().await.unwrap();
+    assert!(!f.backend.state().contains_key("logs/d.log"));
+
+    // Un-ignore: the rescan finds every log file, old and new.
+    f.write(".tetherignore", b"# nothing ignored\n");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    h.flush().await.unwrap();
+    let state = f.backend.state();
+    for p in ["logs/a.log", "logs/b.log", "logs/d.log"] {
+        assert!(state.contains_key(p), "{p} missing: {state:?}");
+    }
+    assert_eq!(f.remote_files(), f.local_files());
+}
