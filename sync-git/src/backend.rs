@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use gix::ObjectId;
@@ -37,6 +39,9 @@ const STREAM_BLOB_ABOVE: u64 = 32 << 20;
 /// Packs in the local repository above which a push is followed by
 /// `git gc --auto` (git's own `gc.autoPackLimit`).
 const GC_PACK_LIMIT: usize = 50;
+/// After a failed gc, the next waits this long (a full disk or a memory
+/// limit would fail it again at once).
+const GC_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Paths listed in one commit message at most.
 const MESSAGE_LINES: usize = 200;
 
@@ -51,6 +56,8 @@ pub struct GitBackend {
     host: String,
     /// See [`GitOptions::gc_loose_objects`].
     gc_loose_objects: usize,
+    /// The background `git gc` (at most one at a time).
+    maintenance: Arc<Maintenance>,
     /// Serialises pushes, fetches and restores on the local repository.
     state: tokio::sync::Mutex<LocalState>,
 }
@@ -293,6 +300,7 @@ impl GitBackend {
             author: (options.author_name, options.author_email),
             host,
             gc_loose_objects: options.gc_loose_objects,
+            maintenance: Arc::default(),
             state: tokio::sync::Mutex::new(LocalState::default()),
         })
     }
@@ -424,75 +432,32 @@ impl GitBackend {
         ))
     }
 
-    /// Packs the local repository when git would: more loose objects than
-    /// `gc_loose_objects` (estimated the way git does, from the one
-    /// fan-out directory `objects/17`) or more than [`GC_PACK_LIMIT`]
-    /// packs (each fetch adds one). Runs `git gc --auto`, which checks
-    /// again and packs. Unreachable objects (commits of rebased attempts,
-    /// superseded trees) are deleted at once rather than after git's usual
-    /// two weeks, or they would stay loose and trigger a gc after every
-    /// push; that is safe because it runs under the lock that serialises
-    /// every writer of this repository, after the push was confirmed. A
-    /// failure is only logged: the pushed checkpoint is safe either way.
-    async fn maintain(&self) {
+    /// Starts the background housekeeping of the local repository after a
+    /// confirmed push, unless it is off, already running, or failed less
+    /// than [`GC_RETRY_AFTER`] ago. It runs outside the push (and without
+    /// the push lock), so a gc never delays a push's receipt or a shutdown.
+    fn start_maintenance(&self) {
         if self.gc_loose_objects == 0 {
             return;
         }
-        let objects = self.runner.repo_dir.join("objects");
-        let count = |dir: PathBuf, keep: fn(&str) -> bool| {
-            std::fs::read_dir(dir).map_or(0, |entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_str().is_some_and(keep))
-                    .count()
-            })
-        };
-        let loose = count(objects.join("17"), |n| n.len() == 38) * 256;
-        let packs = count(objects.join("pack"), |n| n.ends_with(".pack"));
-        if loose <= self.gc_loose_objects && packs <= GC_PACK_LIMIT {
+        let recently_failed =
+            lock(&self.maintenance.failed_at).is_some_and(|t| t.elapsed() < GC_RETRY_AFTER);
+        if recently_failed
+            || self
+                .maintenance
+                .running
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
             return;
         }
-        let started = std::time::Instant::now();
-        let threshold = format!("gc.auto={}", self.gc_loose_objects.max(1));
-        let pack_limit = format!("gc.autoPackLimit={GC_PACK_LIMIT}");
-        let args = [
-            "-c",
-            &threshold,
-            "-c",
-            &pack_limit,
-            "-c",
-            "gc.autoDetach=false",
-            "-c",
-            "gc.pruneExpire=now",
-            "gc",
-            "--auto",
-            "--quiet",
-        ];
-        match self.runner.run("gc", &args, false).await {
-            Ok(out) if out.success => {
-                // gc removes the emptied fan-out directories; recreate them
-                // so the next checkpoints do not each pay for a mkdir
-                // (about 1 ms apiece on a slow volume).
-                let _ = tokio::task::spawn_blocking(move || {
-                    for byte in 0..=255u8 {
-                        let _ = std::fs::create_dir(objects.join(format!("{byte:02x}")));
-                    }
-                })
-                .await;
-                tracing::info!(
-                    loose_estimate = loose,
-                    packs,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "packed the local repository"
-                );
-            }
-            Ok(out) => {
-                tracing::warn!(stderr = %out.stderr.trim(), "git gc failed; will try again after a later push");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "git gc failed; will try again after a later push");
-            }
-        }
+        let running = RunningGuard(Arc::clone(&self.maintenance));
+        let runner = self.runner.clone();
+        let threshold = self.gc_loose_objects;
+        tokio::spawn(async move {
+            let _running = running;
+            maintain(&runner, threshold, &_running.0).await;
+        });
     }
 
     async fn write_commit(&self, p: &Proposal, title: String) -> Result<ObjectId, BackendError> {
@@ -547,6 +512,108 @@ impl GitBackend {
 
 /// Re-applies our changes on top of the remote's new head: all of them when
 /// nothing overlaps, otherwise only the ones that do not.
+/// State of the background housekeeping.
+#[derive(Debug, Default)]
+struct Maintenance {
+    /// A gc task is running.
+    running: AtomicBool,
+    /// When the last gc failed.
+    failed_at: std::sync::Mutex<Option<Instant>>,
+}
+
+/// Clears [`Maintenance::running`] when the task ends or is dropped (at
+/// runtime shutdown, which also kills the git child).
+struct RunningGuard(Arc<Maintenance>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Release);
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Packs the local repository when git would: more loose objects than
+/// `threshold`, estimated the way git does (more than `threshold / 256`
+/// in the one fan-out directory `objects/17`), or more than
+/// [`GC_PACK_LIMIT`] packs (each fetch adds one). Runs `git gc --auto`,
+/// which checks again, with git's own safety margin: unreachable objects
+/// younger than two weeks are kept, so objects another process (a `tether
+/// history` or `restore` on the same state directory) has just fetched but
+/// not yet referenced are never deleted. Refs are left unpacked, so gc never
+/// holds a lock the backend's ref updates need. Memory stays bounded in a
+/// small sidecar: one pack thread, a 64 MiB delta window.
+async fn maintain(runner: &GitRunner, threshold: usize, state: &Maintenance) {
+    let objects = runner.repo_dir.join("objects");
+    let dir = objects.clone();
+    let counted = tokio::task::spawn_blocking(move || {
+        let count = |dir: PathBuf, keep: fn(&str) -> bool| {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(keep))
+                    .count()
+            })
+        };
+        (
+            count(dir.join("17"), |n| n.len() == 38),
+            count(dir.join("pack"), |n| n.ends_with(".pack")),
+        )
+    })
+    .await;
+    let Ok((in_17, packs)) = counted else { return };
+    if in_17 <= threshold.div_ceil(256) && packs <= GC_PACK_LIMIT {
+        return;
+    }
+    let started = Instant::now();
+    let gc_auto = format!("gc.auto={threshold}");
+    let pack_limit = format!("gc.autoPackLimit={GC_PACK_LIMIT}");
+    let args = [
+        "-c",
+        &gc_auto,
+        "-c",
+        &pack_limit,
+        "-c",
+        "gc.autoDetach=false",
+        "-c",
+        "gc.packRefs=false",
+        "-c",
+        "pack.threads=1",
+        "-c",
+        "pack.windowMemory=64m",
+        "gc",
+        "--auto",
+        "--quiet",
+    ];
+    let failure = match runner.run("gc", &args, false).await {
+        Ok(out) if out.success => None,
+        Ok(out) => Some(out.stderr.trim().to_owned()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(error) = failure {
+        *lock(&state.failed_at) = Some(Instant::now());
+        tracing::warn!(%error, retry_in_s = GC_RETRY_AFTER.as_secs(), "git gc of the local repository failed");
+        return;
+    }
+    // gc removes the emptied fan-out directories; recreate them so the
+    // next checkpoints do not each pay for a mkdir (about 1 ms apiece on a
+    // slow volume).
+    let _ = tokio::task::spawn_blocking(move || {
+        for byte in 0..=255u8 {
+            let _ = std::fs::create_dir(objects.join(format!("{byte:02x}")));
+        }
+    })
+    .await;
+    tracing::info!(
+        loose_estimate = in_17 * 256,
+        packs,
+        seconds = started.elapsed().as_secs_f64(),
+        "housekeeping of the local repository (git gc --auto) done"
+    );
+}
+
 fn resolve(
     repo: &gix::Repository,
     p: &Proposal,
@@ -704,7 +771,7 @@ impl Backend for GitBackend {
                             Ok(r)
                         })
                         .await?;
-                    self.maintain().await;
+                    self.start_maintenance();
                     return Ok(receipt);
                 }
                 PushOutcome::Moved => {

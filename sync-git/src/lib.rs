@@ -55,8 +55,9 @@
 //!   10,000-file repository writes one blob, a few trees and a commit.
 //!   Once loose objects pile up past
 //!   [`GitOptions::gc_loose_objects`] (git's own 6,700 by default), the
-//!   push that found them runs `git gc --auto`, so a sidecar that runs for
-//!   weeks keeps a few packs, not tens of thousands of small files.
+//!   push that found them starts `git gc --auto` in the background, so a
+//!   sidecar that runs for weeks keeps a few packs, not tens of thousands of
+//!   small files.
 //!   gix 0.90 has no complete push, and its fetch over HTTPS would need a
 //!   full HTTP/TLS client stack (reqwest or curl) built into every tether
 //!   binary; `git fetch`/`git push`/`git ls-remote` speak all four

@@ -50,9 +50,9 @@ pub struct GitOptions {
     /// Longest time one git command may take before it is killed and the
     /// operation fails as transient (default 10 minutes).
     pub command_timeout: Duration,
-    /// Loose objects in the local bare repository above which a push is
-    /// followed by `git gc --auto` (default 6,700, git's own `gc.auto`);
-    /// 0 never packs. Every checkpoint writes its blobs, trees and commit
+    /// Loose objects in the local bare repository above which a push
+    /// starts `git gc --auto` in the background (default 6,700, git's own
+    /// `gc.auto`); 0 never packs. A failed gc is retried an hour later. Every checkpoint writes its blobs, trees and commit
     /// as loose objects, so a sidecar running for weeks would otherwise
     /// fill its state directory with small files.
     pub gc_loose_objects: usize,
