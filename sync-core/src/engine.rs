@@ -223,11 +223,6 @@ pub struct EngineHandle {
     task: Option<JoinHandle<()>>,
 }
 
-/// The ignore file's text, `None` when it is absent or unreadable.
-fn read_ignore_file(root: &Path, file: &RelPath) -> Option<String> {
-    std::fs::read_to_string(file.to_path(root)).ok()
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -329,22 +324,19 @@ impl Engine {
                 root,
             });
         }
-        let rules = IgnoreRules::load(&root, &config.ignore)?;
-        let ignore_file = config
-            .ignore
-            .file
-            .as_ref()
-            .map(|f| {
-                if f.is_absolute() {
-                    f.clone()
-                } else {
-                    root.join(f)
-                }
-            })
-            .and_then(|full| RelPath::from_local(&root, &full).ok());
-        let ignore_text = ignore_file
-            .as_ref()
-            .and_then(|f| read_ignore_file(&root, f));
+        let ignore_paths = crate::rules::ignore_file_paths(&root, &config.ignore);
+        let ignore_text = match &ignore_paths {
+            Some((full, _)) => crate::rules::read_ignore_file(full)?,
+            None => None,
+        };
+        let rules = IgnoreRules::build(&root, &config.ignore, ignore_text.as_deref())?;
+        // Live reload needs the watcher to see the file: only inside the tree.
+        let ignore_file = ignore_paths.and_then(|(full, inside)| {
+            if inside.is_none() {
+                tracing::info!(file = %full.display(), "the ignore file is outside the synced directory; its edits apply at the next start");
+            }
+            inside
+        });
         let mut index = Index::open(&state_dir)?;
         let status = Arc::new(Mutex::new(Status {
             remote_head: index.remote_head().map(str::to_owned),
@@ -651,13 +643,20 @@ impl Runner {
         if !dirty.rescan && !dirty.paths.contains(file) {
             return false;
         }
-        let text = read_ignore_file(&self.root, file);
+        let file = file.clone();
+        let text = match crate::rules::read_ignore_file(&file.to_path(&self.root)) {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(file = %file, error = %e, "cannot read the ignore file; keeping the previous rules");
+                return false;
+            }
+        };
         if text == self.ignore_text {
             return false;
         }
-        let file = file.clone();
+        let rules = IgnoreRules::build(&self.root, &self.ignore, text.as_deref());
         self.ignore_text = text;
-        match IgnoreRules::load(&self.root, &self.ignore) {
+        match rules {
             Ok(rules) => {
                 tracing::info!(file = %file, "ignore file changed; rules rebuilt, rescanning");
                 self.watcher.set_rules(rules.clone());

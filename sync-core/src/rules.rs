@@ -12,8 +12,11 @@
 //! changes, then rescans: paths no longer ignored are pushed, and paths now
 //! ignored stop being synced — like a deletion, they leave the remote's
 //! newest state (earlier snapshots and commits keep them), while the local
-//! files stay. An ignore file that no longer compiles is reported and the
-//! previous rules are kept.
+//! files stay. Deleting the ignore file therefore un-ignores everything it
+//! listed. An ignore file that no longer compiles or cannot be read is
+//! reported and the previous rules are kept. The ignore file itself is
+//! never ignored, so its edits are always seen and it is restored with the
+//! directory.
 
 use std::path::{Path, PathBuf};
 
@@ -42,8 +45,9 @@ pub struct IgnoreConfig {
     /// Include [`DEFAULT_PATTERNS`].
     pub defaults: bool,
     /// An ignore file; a relative path is taken relative to the synced
-    /// directory. A missing file is not an error (it may be created later,
-    /// and is read again when the engine restarts).
+    /// directory. A missing file is not an error (it may be created
+    /// later). When it lies inside the directory, the engine applies its
+    /// edits while running, and it is always synced itself.
     pub file: Option<PathBuf>,
     /// Extra patterns, applied last.
     pub patterns: Vec<String>,
@@ -73,11 +77,64 @@ pub struct RulesError {
 #[derive(Debug, Clone)]
 pub struct IgnoreRules {
     matcher: Gitignore,
+    /// The ignore file, when it is inside the directory: never ignored, so
+    /// its edits are always seen and it travels with the directory.
+    own_file: Option<RelPath>,
+}
+
+/// The ignore file of `config` as a full path, and as a path inside `root`
+/// when it is one. An absolute path is resolved through symlinks (as the
+/// engine's root is) so it can be recognised inside the tree.
+pub(crate) fn ignore_file_paths(
+    root: &Path,
+    config: &IgnoreConfig,
+) -> Option<(PathBuf, Option<RelPath>)> {
+    let file = config.file.as_ref()?;
+    let full = if file.is_absolute() {
+        match (file.parent(), file.file_name()) {
+            (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| file.clone()),
+            _ => file.clone(),
+        }
+    } else {
+        root.join(file)
+    };
+    let inside = RelPath::from_local(root, &full).ok();
+    Some((full, inside))
+}
+
+/// Reads an ignore file: `Ok(None)` when it does not exist.
+pub(crate) fn read_ignore_file(full: &Path) -> Result<Option<String>, RulesError> {
+    match std::fs::read_to_string(full) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RulesError {
+            source_name: full.display().to_string(),
+            message: e.to_string(),
+        }),
+    }
 }
 
 impl IgnoreRules {
-    /// Compiles the rules of `config` for the directory `root`.
+    /// Compiles the rules of `config` for the directory `root`, reading the
+    /// ignore file.
     pub fn load(root: &Path, config: &IgnoreConfig) -> Result<Self, RulesError> {
+        let text = match ignore_file_paths(root, config) {
+            Some((full, _)) => read_ignore_file(&full)?,
+            None => None,
+        };
+        Self::build(root, config, text.as_deref())
+    }
+
+    /// Compiles the rules of `config` for `root` with `file_text` as the
+    /// ignore file's contents (`None`: no such file), so a caller that has
+    /// read the file compiles exactly what it read.
+    pub(crate) fn build(
+        root: &Path,
+        config: &IgnoreConfig,
+        file_text: Option<&str>,
+    ) -> Result<Self, RulesError> {
         let mut b = GitignoreBuilder::new(root);
         let pattern_err = |p: &str, e: ignore::Error| RulesError {
             source_name: format!("pattern {p:?}"),
@@ -88,29 +145,14 @@ impl IgnoreRules {
                 b.add_line(None, p).map_err(|e| pattern_err(p, e))?;
             }
         }
-        if let Some(file) = &config.file {
-            let full = if file.is_absolute() {
-                file.clone()
-            } else {
-                root.join(file)
-            };
-            match std::fs::read_to_string(&full) {
-                Ok(text) => {
-                    for line in text.lines() {
-                        b.add_line(Some(full.clone()), line)
-                            .map_err(|e| RulesError {
-                                source_name: full.display().to_string(),
-                                message: e.to_string(),
-                            })?;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(RulesError {
+        let file = ignore_file_paths(root, config);
+        if let (Some((full, _)), Some(text)) = (&file, file_text) {
+            for line in text.lines() {
+                b.add_line(Some(full.clone()), line)
+                    .map_err(|e| RulesError {
                         source_name: full.display().to_string(),
                         message: e.to_string(),
-                    });
-                }
+                    })?;
             }
         }
         for p in &config.patterns {
@@ -120,18 +162,27 @@ impl IgnoreRules {
             source_name: "ignore rules".into(),
             message: e.to_string(),
         })?;
-        Ok(IgnoreRules { matcher })
+        Ok(IgnoreRules {
+            matcher,
+            own_file: file.and_then(|(_, inside)| inside),
+        })
     }
 
     /// Rules that ignore nothing.
     pub fn none() -> Self {
         IgnoreRules {
             matcher: Gitignore::empty(),
+            own_file: None,
         }
     }
 
     /// True when `path` (a directory if `is_dir`) or any parent is ignored.
+    /// The ignore file itself never is (unless it lies in an ignored
+    /// directory, which is then neither watched nor walked).
     pub fn is_ignored(&self, path: &RelPath, is_dir: bool) -> bool {
+        if !is_dir && self.own_file.as_ref() == Some(path) {
+            return false;
+        }
         // Relative paths are matched against the rules' root; the matcher
         // only panics for absolute paths outside it, which a RelPath never is.
         self.matcher
@@ -180,6 +231,34 @@ mod tests {
         assert!(r.is_ignored(&p("build"), true));
         assert!(!r.is_ignored(&p("src/build"), true));
         assert!(!r.is_ignored(&p(".tetherignore"), false));
+    }
+
+    #[test]
+    fn the_ignore_file_is_never_ignored_by_its_own_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(root.join("conf")).unwrap();
+        std::fs::write(root.join("conf/ignore"), ".*\nconf/*\n").unwrap();
+        // Given relative, and given absolute.
+        for file in [PathBuf::from("conf/ignore"), root.join("conf/ignore")] {
+            let cfg = IgnoreConfig {
+                file: Some(file),
+                ..IgnoreConfig::default()
+            };
+            let r = IgnoreRules::load(&root, &cfg).unwrap();
+            assert!(!r.is_ignored(&p("conf/ignore"), false));
+            assert!(r.is_ignored(&p("conf/other"), false));
+            assert!(r.is_ignored(&p(".env"), false));
+        }
+        // Text given by the caller is what gets compiled.
+        let cfg = IgnoreConfig {
+            file: Some(PathBuf::from("conf/ignore")),
+            ..IgnoreConfig::default()
+        };
+        let r = IgnoreRules::build(&root, &cfg, Some("*.csv\n")).unwrap();
+        assert!(r.is_ignored(&p("a.csv"), false));
+        assert!(!r.is_ignored(&p(".env"), false));
+        assert!(IgnoreRules::build(&root, &cfg, Some("[z-a]\n")).is_err());
     }
 
     #[test]

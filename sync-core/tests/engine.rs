@@ -399,40 +399,60 @@ async fn editing_the_ignore_file_applies_while_running() {
     let h = f.start(200).await;
     settle(&h).await;
     assert!(f.backend.state().contains_key("logs/a.log"));
+    let remote_ignore_file = |f: &Fx| {
+        f.remote_files()
+            .into_iter()
+            .find(|(p, _)| p == ".tetherignore")
+            .map(|(_, c)| c)
+    };
+    let wait_for_remote_ignore_file = |content: &'static [u8]| {
+        let f = &f;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while remote_ignore_file(f).as_deref() != Some(content) {
+                assert!(Instant::now() < deadline, "the ignore file never arrived");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
 
-    // Ignore *.log: the file already pushed leaves the newest state, a new
-    // one is never pushed, and its directory's events are now filtered.
-    f.write(".tetherignore", b"*.log\n");
-    wait_for(&h, "the ignore file pushed", |s| s.pending_paths == 0).await;
+    // Ignore *.log and dotfiles. `.*` matches the ignore file itself, which
+    // is still seen and synced. The log already pushed leaves the newest
+    // state, new ones are never pushed; the local files stay.
+    f.write(".tetherignore", b"*.log\n.*\n");
+    wait_for_remote_ignore_file(b"*.log\n.*\n").await;
     f.write("logs/b.log", b"b");
     f.write("logs/c.txt", b"c");
+    f.write(".hidden", b"h");
     tokio::time::sleep(Duration::from_millis(400)).await;
     h.flush().await.unwrap();
     let state = f.backend.state();
-    assert!(!state.contains_key("logs/a.log"), "{state:?}");
-    assert!(!state.contains_key("logs/b.log"), "{state:?}");
+    for gone in ["logs/a.log", "logs/b.log", ".hidden"] {
+        assert!(!state.contains_key(gone), "{gone} synced: {state:?}");
+    }
     assert!(state.contains_key("logs/c.txt"), "{state:?}");
-    assert!(state.contains_key(".tetherignore"), "{state:?}");
     assert!(
         f.root.join("logs/a.log").exists(),
         "a local file was touched"
     );
 
     // A broken rule keeps the previous rules (and is reported in the log).
-    f.write(".tetherignore", b"*.log\n[z-a]\n");
+    let broken: &[u8] = b"*.log\n.*\n[z-a]\n";
+    f.write(".tetherignore", broken);
     assert!(sync_core::IgnoreRules::load(&f.root, &sync_core::IgnoreConfig::default()).is_err());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for_remote_ignore_file(b"*.log\n.*\n[z-a]\n").await;
     f.write("logs/d.log", b"d");
     tokio::time::sleep(Duration::from_millis(400)).await;
     h.flush().await.unwrap();
     assert!(!f.backend.state().contains_key("logs/d.log"));
 
-    // Un-ignore: the rescan finds every log file, old and new.
+    // Un-ignore: the rescan finds every file, old and new.
     f.write(".tetherignore", b"# nothing ignored\n");
+    wait_for_remote_ignore_file(b"# nothing ignored\n").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     h.flush().await.unwrap();
     let state = f.backend.state();
-    for p in ["logs/a.log", "logs/b.log", "logs/d.log"] {
+    for p in ["logs/a.log", "logs/b.log", "logs/d.log", ".hidden"] {
         assert!(state.contains_key(p), "{p} missing: {state:?}");
     }
     assert_eq!(f.remote_files(), f.local_files());
