@@ -188,7 +188,8 @@ pub fn review(body: &[u8], config: &WebhookConfig) -> ReviewAnswer {
     if config.skip_namespaces.contains(namespace) {
         return allow();
     }
-    let Some(object) = request.object.filter(|raw| raw.get() != "null") else {
+    // serde maps `"object": null` to `None` as well as a missing field.
+    let Some(object) = request.object else {
         return deny("the CREATE request carries no pod object".into());
     };
     let pod: Pod = match serde_json::from_str(object.get()) {
@@ -514,6 +515,30 @@ mod tests {
             assert_eq!(body["response"]["allowed"], true);
             assert!(body["response"].get("patch").is_none());
         }
+    }
+
+    #[test]
+    fn a_pod_create_without_an_object_is_denied() {
+        let mut null_object = review_json(annotated_pod());
+        null_object["request"]["object"] = Value::Null;
+        let mut no_object = review_json(annotated_pod());
+        no_object["request"]
+            .as_object_mut()
+            .map(|r| r.remove("object"));
+        for case in [null_object, no_object] {
+            let (answer, body) = run(&case);
+            assert_eq!(answer.outcome, AdmissionOutcome::Denied, "{case}");
+            assert_eq!(body["response"]["allowed"], false);
+            assert!(
+                body["response"]["status"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("no pod object"))
+            );
+        }
+        // A DELETE carries no object and passes.
+        let mut delete = review_json(Value::Null);
+        delete["request"]["operation"] = json!("DELETE");
+        assert_eq!(run(&delete).0.outcome, AdmissionOutcome::Skipped);
     }
 
     #[test]
