@@ -132,6 +132,13 @@ pub struct BackendOptions {
     /// Timeout of one request (default 120 s: a whole multipart part on a
     /// slow link).
     pub request_timeout: Duration,
+    /// Snapshots layout: blobs found only in a pack that no snapshot
+    /// references yet (another writer's, or an earlier failed attempt's)
+    /// are reused only while that pack is younger than this (default
+    /// [`REUSE_WINDOW`](crate::REUSE_WINDOW), 10 minutes). `prune` deletes
+    /// such packs once they are older than its `min_age` (default 1 hour),
+    /// which must stay well above this.
+    pub reuse_window: Duration,
 }
 
 impl Default for BackendOptions {
@@ -149,6 +156,7 @@ impl Default for BackendOptions {
             request_retries: 3,
             request_retry_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(120),
+            reuse_window: crate::REUSE_WINDOW,
         }
     }
 }
@@ -169,6 +177,7 @@ impl fmt::Debug for BackendOptions {
             .field("request_retries", &self.request_retries)
             .field("request_retry_timeout", &self.request_retry_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("reuse_window", &self.reuse_window)
             .finish()
     }
 }

@@ -214,6 +214,16 @@ impl ObjectStoreBackend {
     /// Deletes old snapshots (with `keep_last`) and packs no remaining
     /// snapshot references that are older than `min_age`. Snapshots layout
     /// only.
+    ///
+    /// It takes no lock; writers stay safe by time instead (as kopia's
+    /// maintenance does): a writer reuses a not-yet-referenced pack only
+    /// while it is younger than [`BackendOptions::reuse_window`], and
+    /// before its snapshot references such a pack that has grown older
+    /// (a push that ran long) it checks the pack still exists, failing the
+    /// push as transient if not, so the retry uploads the blobs again.
+    /// Keep `min_age` well above the reuse window (the defaults: 1 hour
+    /// and 10 minutes). The one gap left: a pack deleted in the moment
+    /// between that check and the snapshot's write.
     pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport, BackendError> {
         match &self.inner {
             LayoutImpl::Snapshots(s) => s.prune(options).await,

@@ -3,9 +3,12 @@
 //!
 //! **Push**: read the head and its manifest (cached between pushes), learn
 //! which blobs exist (the head's manifest, plus pack indexes written in the
-//! last [`REUSE_WINDOW`] by anyone, such as an earlier attempt that failed
-//! mid-way), upload only missing blobs (small files packed, large files as
-//! their own multipart pack), write the new manifest, then create head
+//! last reuse window — [`REUSE_WINDOW`] by default — by anyone, such as an
+//! earlier attempt that failed mid-way; what this process remembers of
+//! older packs is forgotten, as `prune` may delete them), upload only
+//! missing blobs (small files packed, large files as their own multipart
+//! pack), check that unreferenced packs older than the window still exist,
+//! write the new manifest, then create head
 //! generation `n + 1`. If another writer created it first, re-read its
 //! manifest, re-apply this checkpoint on top of it (the newest word about
 //! each path wins) and try `n + 2`; the receipt's `conflict` names the paths
@@ -17,7 +20,7 @@
 //! large ones streamed; every file is verified against its hash by
 //! `RestoreWriter` before it is renamed into place.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -106,7 +109,29 @@ struct WriterState {
     head: Option<(u64, Arc<Manifest>)>,
     /// Blobs known from pack indexes (ours or recent ones of others).
     known: HashMap<ContentHash, BlobLoc>,
+    /// When each pack in `known` was written (ms since the epoch; for our
+    /// own, when the push that wrote it started). Blobs of a pack older
+    /// than the reuse window are forgotten: prune may delete it.
+    pack_times: HashMap<String, u64>,
     loaded_indexes: HashSet<String>,
+}
+
+impl WriterState {
+    /// Forgets blobs whose pack is older than `window`, as of `now_ms`.
+    fn forget_old_packs(&mut self, now_ms: u64, window: Duration) {
+        let window = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let young = |t: &u64| now_ms.saturating_sub(*t) < window;
+        self.pack_times.retain(|_, t| young(t));
+        let pack_times = &self.pack_times;
+        self.known
+            .retain(|_, loc| pack_times.contains_key(&loc.pack));
+    }
+
+    /// Forgets every blob of `pack`.
+    fn forget_pack(&mut self, pack: &str) {
+        self.pack_times.remove(pack);
+        self.known.retain(|_, loc| loc.pack != pack);
+    }
 }
 
 /// The snapshots layout over one remote.
@@ -220,23 +245,30 @@ impl Snapshots {
     /// Loads pack indexes written recently by anyone.
     async fn refresh_indexes(&self, state: &mut WriterState) -> Result<(), BackendError> {
         let dir = self.remote.key("index")?;
-        let cutoff = chrono_cutoff(REUSE_WINDOW);
-        let fresh: Vec<Path> = self
+        let cutoff = chrono_cutoff(self.options.reuse_window);
+        let fresh: Vec<(Path, i64)> = self
             .remote
             .store
             .list(Some(&dir))
             .map_err(|e| remote_err("list", &dir, e))
             .try_filter_map(|o| {
                 let name = o.location.filename().unwrap_or("").to_owned();
-                let wanted = is_pack_id(&name)
-                    && !state.loaded_indexes.contains(&name)
-                    && o.last_modified.timestamp_millis() >= cutoff;
-                async move { Ok(wanted.then_some(o.location)) }
+                let written = o.last_modified.timestamp_millis();
+                let wanted =
+                    is_pack_id(&name) && !state.loaded_indexes.contains(&name) && written >= cutoff;
+                async move { Ok(wanted.then_some((o.location, written))) }
             })
             .try_collect()
             .await?;
+        let times: HashMap<String, u64> = fresh
+            .iter()
+            .map(|(key, written)| {
+                let name = key.filename().unwrap_or("").to_owned();
+                (name, u64::try_from(*written).unwrap_or(0))
+            })
+            .collect();
         let loaded: Vec<(String, Option<PackIndex>)> = stream::iter(fresh)
-            .map(|key| async move {
+            .map(|(key, _)| async move {
                 let name = key.filename().unwrap_or("").to_owned();
                 let index = match self.remote.get_bounded(&key, MAX_INDEX_BYTES).await? {
                     Some((bytes, _)) => match PackIndex::decode(&bytes, key.as_ref()) {
@@ -255,6 +287,11 @@ impl Snapshots {
             .await?;
         for (name, index) in loaded {
             if let Some(index) = index {
+                let written = times.get(&name).copied().unwrap_or(0);
+                state
+                    .pack_times
+                    .entry(index.pack.clone())
+                    .or_insert(written);
                 for b in index.blobs {
                     state.known.entry(b.hash).or_insert(BlobLoc {
                         pack: index.pack.clone(),
@@ -274,6 +311,8 @@ impl Snapshots {
         source: &Source,
     ) -> Result<PushReceipt, BackendError> {
         let mut state = self.state.lock().await;
+        let started_ms = now_ms();
+        state.forget_old_packs(started_ms, self.options.reuse_window);
         let mut base = self.current_base(&mut state).await?;
         self.refresh_indexes(&mut state).await?;
         let mut locations: HashMap<ContentHash, BlobLoc> = state.known.clone();
@@ -301,10 +340,21 @@ impl Snapshots {
             .await;
         // Whatever landed is reusable by a retry, even if the push failed.
         for (h, loc) in uploaded {
+            state
+                .pack_times
+                .entry(loc.pack.clone())
+                .or_insert(started_ms);
             state.known.insert(h, loc.clone());
             locations.insert(h, loc);
         }
         result?;
+        self.check_reused_packs(
+            &mut state,
+            checkpoint,
+            &locations,
+            base.as_ref().map(|(_, m)| &**m),
+        )
+        .await?;
 
         let mut contested: Vec<String> = Vec::new();
         let mut lost_to: Option<String> = None;
@@ -381,6 +431,66 @@ impl Snapshots {
             "push",
             self.remote.describe.clone(),
             "the head kept moving under concurrent writers",
+        ))
+    }
+
+    /// Before a snapshot may reference packs that no snapshot referenced
+    /// yet and that are older than the reuse window (a push that ran long,
+    /// or blobs reused from an earlier attempt), checks they still exist:
+    /// `prune` may have deleted them. A missing one is forgotten and the
+    /// push fails as transient, so the retry uploads those blobs again.
+    async fn check_reused_packs(
+        &self,
+        state: &mut WriterState,
+        checkpoint: &Checkpoint,
+        locations: &HashMap<ContentHash, BlobLoc>,
+        base: Option<&Manifest>,
+    ) -> Result<(), BackendError> {
+        let window = u64::try_from(self.options.reuse_window.as_millis()).unwrap_or(u64::MAX);
+        let now = now_ms();
+        let referenced: HashSet<&str> = base
+            .map(|m| m.blob_locations().map(|(_, l)| l.pack.as_str()).collect())
+            .unwrap_or_default();
+        let mut to_check: BTreeSet<String> = BTreeSet::new();
+        for (_, change) in checkpoint.iter() {
+            if let Change::Upsert(Meta::File(f)) = change
+                && let Some(loc) = locations.get(&f.hash)
+                && !referenced.contains(loc.pack.as_str())
+                && state
+                    .pack_times
+                    .get(&loc.pack)
+                    .is_none_or(|t| now.saturating_sub(*t) >= window)
+            {
+                to_check.insert(loc.pack.clone());
+            }
+        }
+        let missing: Vec<String> = stream::iter(to_check)
+            .map(|pack| async move {
+                let key = self.pack_key(&pack)?;
+                match self.remote.store.head(&key).await {
+                    Ok(_) => Ok(None),
+                    Err(object_store::Error::NotFound { .. }) => Ok(Some(pack)),
+                    Err(e) => Err(remote_err("head", &key, e)),
+                }
+            })
+            .buffer_unordered(self.options.concurrency)
+            .try_filter_map(|m| async move { Ok(m) })
+            .try_collect()
+            .await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for pack in &missing {
+            state.forget_pack(pack);
+        }
+        Err(BackendError::transient(
+            "push",
+            self.remote.describe.clone(),
+            format!(
+                "{} pack(s) this checkpoint would reuse were deleted meanwhile (by prune?), e.g. {}; the retry uploads their blobs again",
+                missing.len(),
+                missing[0]
+            ),
         ))
     }
 

@@ -316,6 +316,43 @@ async fn prune_deletes_only_old_unreferenced_packs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_pruned_by_another_process_is_never_reused() {
+    for store in stores() {
+        let mut f = StoreFixture::new(store, Layout::Snapshots);
+        f.options.reuse_window = std::time::Duration::from_secs(1);
+        let name = unique("reuse");
+        let b = Arc::new(f.backend(&name));
+        let pruner = f.same_remote(&name, &b);
+        let mut w = Workbench::new(b.clone());
+        w.write("keep.txt", b"kept throughout");
+        w.sync().await;
+        w.write("notes.txt", b"notes that come back later");
+        w.sync().await;
+        std::fs::remove_file(w.src.join("notes.txt")).unwrap();
+        w.sync().await;
+        // Another process prunes to the newest snapshot: the pack holding
+        // notes.txt is referenced by none and goes (no safety window here).
+        let r = pruner
+            .prune(&PruneOptions {
+                keep_last: Some(1),
+                min_age: std::time::Duration::ZERO,
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.packs_deleted, 1, "{r:?}");
+        // The writer still remembers that pack's blobs. Once the pack is
+        // older than the reuse window it must upload the content again
+        // rather than point a snapshot at a deleted pack.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        w.write("notes.txt", b"notes that come back later");
+        w.sync().await;
+        let dest = w.restore_new("after-prune").await;
+        w.assert_same(&dest);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_objects_are_plain_files_with_metadata() {
     for store in stores() {
         let f = StoreFixture::new(store.clone(), Layout::Mirror);
