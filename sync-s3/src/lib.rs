@@ -222,8 +222,11 @@ impl ObjectStoreBackend {
     /// (a push that ran long) it checks the pack still exists, failing the
     /// push as transient if not, so the retry uploads the blobs again.
     /// Keep `min_age` well above the reuse window (the defaults: 1 hour
-    /// and 10 minutes). The one gap left: a pack deleted in the moment
-    /// between that check and the snapshot's write.
+    /// and 10 minutes). The gap left: a prune that read the snapshots
+    /// before a long push's snapshot was written, and deletes one of that
+    /// push's packs (then older than `min_age`) after the push checked it.
+    /// Run prune when no push has been running for longer than `min_age`
+    /// (a push that long is rare: the engine splits big checkpoints).
     pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport, BackendError> {
         match &self.inner {
             LayoutImpl::Snapshots(s) => s.prune(options).await,

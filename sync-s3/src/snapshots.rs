@@ -348,17 +348,19 @@ impl Snapshots {
             locations.insert(h, loc);
         }
         result?;
-        self.check_reused_packs(
-            &mut state,
-            checkpoint,
-            &locations,
-            base.as_ref().map(|(_, m)| &**m),
-        )
-        .await?;
 
         let mut contested: Vec<String> = Vec::new();
         let mut lost_to: Option<String> = None;
         for _attempt in 0..16 {
+            // Against the base this attempt builds on: after a re-base, a
+            // pack the old base referenced may be referenced no more.
+            self.check_reused_packs(
+                &mut state,
+                checkpoint,
+                &locations,
+                base.as_ref().map(|(_, m)| &**m),
+            )
+            .await?;
             let base_entries = base.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
             let entries = apply_checkpoint(&base_entries, checkpoint, &locations).map_err(|h| {
                 BackendError::transient(
@@ -417,8 +419,10 @@ impl Snapshots {
                         }
                     }
                     if let Some((_, m)) = &newer {
+                        // Prefer where the new head keeps a blob: that
+                        // pack is referenced, so prune keeps it.
                         for (h, loc) in m.blob_locations() {
-                            locations.entry(h).or_insert_with(|| loc.clone());
+                            locations.insert(h, loc.clone());
                         }
                         lost_to = Some(m.id.clone());
                     }
@@ -623,8 +627,17 @@ impl Snapshots {
             .map(|(path, meta)| async move {
                 let id = meta.hash.to_hex();
                 let key = self.pack_key(&id)?;
+                // An existing pack of this content is reused only while it
+                // is young: no snapshot references it (or the blob would be
+                // known), so prune may delete an old one at any time.
+                // Uploading again renews it.
+                let window = self.options.reuse_window.as_millis();
                 let exists = match self.remote.store.head(&key).await {
-                    Ok(m) => m.size == meta.size,
+                    Ok(m) => {
+                        let age =
+                            i128::from(now_ms()) - i128::from(m.last_modified.timestamp_millis());
+                        m.size == meta.size && age < window as i128
+                    }
                     Err(object_store::Error::NotFound { .. }) => false,
                     Err(e) => return Err(remote_err("head", &key, e)),
                 };

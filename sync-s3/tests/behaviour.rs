@@ -353,6 +353,56 @@ async fn a_pack_pruned_by_another_process_is_never_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_unreferenced_large_file_pack_is_uploaded_again() {
+    for store in stores() {
+        let mut f = StoreFixture::new(store, Layout::Snapshots);
+        f.options.reuse_window = std::time::Duration::from_secs(1);
+        f.options.large_file_threshold = 1024;
+        let name = unique("large-reuse");
+        let b = Arc::new(f.backend(&name));
+        let mut w = Workbench::new(b.clone());
+        let big = vec![7u8; 4096];
+        w.write("big.bin", &big);
+        w.sync().await;
+        std::fs::remove_file(w.src.join("big.bin")).unwrap();
+        w.sync().await;
+        // Its own pack (named by content) is now referenced only by the
+        // first snapshot; drop that one, keeping young packs.
+        let r = b
+            .prune(&PruneOptions {
+                keep_last: Some(1),
+                ..PruneOptions::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.snapshots_deleted.len(), r.packs_kept_young),
+            (1, 1),
+            "{r:?}"
+        );
+        let pack_time = || async {
+            let packs: Vec<ObjectMeta> = b
+                .store()
+                .list(Some(&key(&b, "packs")))
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(packs.len(), 1, "{packs:?}");
+            packs[0].last_modified
+        };
+        let before = pack_time().await;
+        // Past the reuse window the pack may be pruned at any moment: the
+        // same content coming back is uploaded again, which renews it.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        w.write("big.bin", &big);
+        w.sync().await;
+        assert!(pack_time().await > before, "the old pack was reused as is");
+        let dest = w.restore_new("after").await;
+        w.assert_same(&dest);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_objects_are_plain_files_with_metadata() {
     for store in stores() {
         let f = StoreFixture::new(store.clone(), Layout::Mirror);
