@@ -242,4 +242,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             what: "history",
         })
     }
+
+    /// Waits up to `limit` for housekeeping the backend runs in the
+    /// background after pushes (sync-git packs its local repository), so a
+    /// process that pushes once and exits lets it finish. A long-running
+    /// sidecar need not call it. The default has nothing to wait for.
+    async fn wait_background(&self, limit: std::time::Duration) {
+        let _ = limit;
+    }
 }

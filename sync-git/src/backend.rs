@@ -39,8 +39,8 @@ const STREAM_BLOB_ABOVE: u64 = 32 << 20;
 /// Packs in the local repository above which a push is followed by
 /// `git gc --auto` (git's own `gc.autoPackLimit`).
 const GC_PACK_LIMIT: usize = 50;
-/// After a failed gc, the next waits this long (a full disk or a memory
-/// limit would fail it again at once).
+/// After a failed gc (a full disk or a memory limit would fail it again at
+/// once), or one that left too many loose objects, the next waits this long.
 const GC_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Paths listed in one commit message at most.
 const MESSAGE_LINES: usize = 200;
@@ -433,16 +433,16 @@ impl GitBackend {
     }
 
     /// Starts the background housekeeping of the local repository after a
-    /// confirmed push, unless it is off, already running, or failed less
-    /// than [`GC_RETRY_AFTER`] ago. It runs outside the push (and without
-    /// the push lock), so a gc never delays a push's receipt or a shutdown.
+    /// confirmed push, unless it is off, already running, or paused for
+    /// [`GC_RETRY_AFTER`] after a failure. It runs outside the push (and
+    /// without the push lock), so a gc never delays a push's receipt or a
+    /// shutdown's last push.
     fn start_maintenance(&self) {
         if self.gc_loose_objects == 0 {
             return;
         }
-        let recently_failed =
-            lock(&self.maintenance.failed_at).is_some_and(|t| t.elapsed() < GC_RETRY_AFTER);
-        if recently_failed
+        let quiet = lock(&self.maintenance.quiet_until).is_some_and(|t| Instant::now() < t);
+        if quiet
             || self
                 .maintenance
                 .running
@@ -454,10 +454,11 @@ impl GitBackend {
         let running = RunningGuard(Arc::clone(&self.maintenance));
         let runner = self.runner.clone();
         let threshold = self.gc_loose_objects;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _running = running;
             maintain(&runner, threshold, &_running.0).await;
         });
+        *lock(&self.maintenance.task) = Some(task);
     }
 
     async fn write_commit(&self, p: &Proposal, title: String) -> Result<ObjectId, BackendError> {
@@ -510,15 +511,16 @@ impl GitBackend {
     }
 }
 
-/// Re-applies our changes on top of the remote's new head: all of them when
-/// nothing overlaps, otherwise only the ones that do not.
 /// State of the background housekeeping.
 #[derive(Debug, Default)]
 struct Maintenance {
     /// A gc task is running.
     running: AtomicBool,
-    /// When the last gc failed.
-    failed_at: std::sync::Mutex<Option<Instant>>,
+    /// No gc before this (after a failure, or a gc that left too many
+    /// loose objects behind).
+    quiet_until: std::sync::Mutex<Option<Instant>>,
+    /// The running task, for [`Backend::wait_background`].
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Clears [`Maintenance::running`] when the task ends or is dropped (at
@@ -539,31 +541,22 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// `threshold`, estimated the way git does (more than `threshold / 256`
 /// in the one fan-out directory `objects/17`), or more than
 /// [`GC_PACK_LIMIT`] packs (each fetch adds one). Runs `git gc --auto`,
-/// which checks again, with git's own safety margin: unreachable objects
-/// younger than two weeks are kept, so objects another process (a `tether
-/// history` or `restore` on the same state directory) has just fetched but
-/// not yet referenced are never deleted. Refs are left unpacked, so gc never
-/// holds a lock the backend's ref updates need. Memory stays bounded in a
-/// small sidecar: one pack thread, a 64 MiB delta window.
+/// which checks again. Nothing is ever pruned (`gc.pruneExpire=never`:
+/// unreachable objects, a few per failed attempt, go into the pack), so
+/// gc deletes no object that this backend or another process on the same
+/// state directory (`tether history`, `restore`) is about to reference;
+/// it only replaces loose objects and old packs by a pack holding the same
+/// objects. `--force` skips git's `gc.pid` check, which a gc killed at
+/// process exit would otherwise leave behind for 12 hours (one task at a
+/// time is ensured here). Refs stay unpacked, so gc never holds a lock the
+/// backend's ref updates need; one pack thread and a 64 MiB delta window
+/// keep memory bounded in a small sidecar. After a failure, or when loose
+/// objects stay above the threshold, the next gc waits [`GC_RETRY_AFTER`].
 async fn maintain(runner: &GitRunner, threshold: usize, state: &Maintenance) {
     let objects = runner.repo_dir.join("objects");
-    let dir = objects.clone();
-    let counted = tokio::task::spawn_blocking(move || {
-        let count = |dir: PathBuf, keep: fn(&str) -> bool| {
-            std::fs::read_dir(dir).map_or(0, |entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_str().is_some_and(keep))
-                    .count()
-            })
-        };
-        (
-            count(dir.join("17"), |n| n.len() == 38),
-            count(dir.join("pack"), |n| n.ends_with(".pack")),
-        )
-    })
-    .await;
-    let Ok((in_17, packs)) = counted else { return };
+    let Some((in_17, packs)) = count_objects(&objects).await else {
+        return;
+    };
     if in_17 <= threshold.div_ceil(256) && packs <= GC_PACK_LIMIT {
         return;
     }
@@ -578,6 +571,8 @@ async fn maintain(runner: &GitRunner, threshold: usize, state: &Maintenance) {
         "-c",
         "gc.autoDetach=false",
         "-c",
+        "gc.pruneExpire=never",
+        "-c",
         "gc.packRefs=false",
         "-c",
         "pack.threads=1",
@@ -585,6 +580,7 @@ async fn maintain(runner: &GitRunner, threshold: usize, state: &Maintenance) {
         "pack.windowMemory=64m",
         "gc",
         "--auto",
+        "--force",
         "--quiet",
     ];
     let failure = match runner.run("gc", &args, false).await {
@@ -592,28 +588,58 @@ async fn maintain(runner: &GitRunner, threshold: usize, state: &Maintenance) {
         Ok(out) => Some(out.stderr.trim().to_owned()),
         Err(e) => Some(e.to_string()),
     };
+    let pause = || *lock(&state.quiet_until) = Some(Instant::now() + GC_RETRY_AFTER);
     if let Some(error) = failure {
-        *lock(&state.failed_at) = Some(Instant::now());
+        pause();
         tracing::warn!(%error, retry_in_s = GC_RETRY_AFTER.as_secs(), "git gc of the local repository failed");
         return;
     }
     // gc removes the emptied fan-out directories; recreate them so the
     // next checkpoints do not each pay for a mkdir (about 1 ms apiece on a
     // slow volume).
+    let dir = objects.clone();
     let _ = tokio::task::spawn_blocking(move || {
         for byte in 0..=255u8 {
-            let _ = std::fs::create_dir(objects.join(format!("{byte:02x}")));
+            let _ = std::fs::create_dir(dir.join(format!("{byte:02x}")));
         }
     })
     .await;
+    let after = count_objects(&objects).await;
+    if after.is_none_or(|(in_17, _)| in_17 > threshold.div_ceil(256)) {
+        pause();
+    }
     tracing::info!(
-        loose_estimate = in_17 * 256,
-        packs,
+        loose_estimate_before = in_17 * 256,
+        loose_estimate_after = after.map(|(n, _)| n * 256),
+        packs_before = packs,
         seconds = started.elapsed().as_secs_f64(),
         "housekeeping of the local repository (git gc --auto) done"
     );
 }
 
+/// Loose objects in `objects/17` and packs in `objects/pack`.
+async fn count_objects(objects: &Path) -> Option<(usize, usize)> {
+    let dir = objects.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let count = |dir: PathBuf, keep: fn(&str) -> bool| {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(keep))
+                    .count()
+            })
+        };
+        (
+            count(dir.join("17"), |n| n.len() == 38),
+            count(dir.join("pack"), |n| n.ends_with(".pack")),
+        )
+    })
+    .await
+    .ok()
+}
+
+/// Re-applies our changes on top of the remote's new head: all of them when
+/// nothing overlaps, otherwise only the ones that do not.
 fn resolve(
     repo: &gix::Repository,
     p: &Proposal,
@@ -880,6 +906,22 @@ impl Backend for GitBackend {
         let runner = self.runner.clone();
         self.blocking(move |repo| restore_commit(repo, &runner, target, &dest, settings))
             .await
+    }
+
+    async fn wait_background(&self, limit: Duration) {
+        let task = lock(&self.maintenance.task).take();
+        if let Some(task) = task {
+            if task.is_finished() {
+                return;
+            }
+            tracing::info!("waiting for the local repository's housekeeping (git gc) to finish");
+            if tokio::time::timeout(limit, task).await.is_err() {
+                tracing::warn!(
+                    limit_s = limit.as_secs(),
+                    "git gc still running; leaving it"
+                );
+            }
+        }
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {

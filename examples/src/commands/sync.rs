@@ -18,6 +18,11 @@ use crate::health::{Monitor, Phase};
 /// How often the engine's status is sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long `sync --once` waits for a backend's background housekeeping
+/// before exiting (a gc of the local git repository; the default command
+/// timeout of sync-git).
+const BACKGROUND_WAIT: Duration = Duration::from_secs(600);
+
 /// The engine configuration the flags describe.
 pub fn engine_config(
     args: &SyncArgs,
@@ -142,6 +147,9 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         if let Some(msg) = unsaved_message(&report, args.grace) {
             return Err(CliError::runtime(msg));
         }
+        // A one-shot run (a CronJob) exits next: let the backend's
+        // housekeeping (sync-git packing its local repository) finish.
+        ws.backend.wait_background(BACKGROUND_WAIT).await;
         println!(
             "pushed {} files ({}) to {remote}",
             status.files_pushed,
