@@ -541,12 +541,12 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// `threshold`, estimated the way git does (more than `threshold / 256`
 /// in the one fan-out directory `objects/17`), or more than
 /// [`GC_PACK_LIMIT`] packs (each fetch adds one). Runs `git gc --auto`,
-/// which checks again. Nothing is ever pruned (`gc.pruneExpire=never`:
-/// unreachable objects, a few per failed attempt, go into the pack), so
-/// gc deletes no object that this backend or another process on the same
-/// state directory (`tether history`, `restore`) is about to reference;
-/// it only replaces loose objects and old packs by a pack holding the same
-/// objects. `--force` skips git's `gc.pid` check, which a gc killed at
+/// which checks again and packs the reachable loose objects (and, past the
+/// pack limit, repacks everything, unreachable objects into a cruft pack).
+/// Nothing is ever pruned (`gc.pruneExpire=never`), so gc deletes no
+/// object that this backend or another process on the same state
+/// directory (`tether history`, `restore`) is about to reference; the few
+/// unreachable objects of failed attempts stay as they are. `--force` skips git's `gc.pid` check, which a gc killed at
 /// process exit would otherwise leave behind for 12 hours (one task at a
 /// time is ensured here). Refs stay unpacked, so gc never holds a lock the
 /// backend's ref updates need; one pack thread and a 64 MiB delta window
@@ -572,6 +572,8 @@ async fn maintain(runner: &GitRunner, threshold: usize, state: &Maintenance) {
         "gc.autoDetach=false",
         "-c",
         "gc.pruneExpire=never",
+        "-c",
+        "gc.cruftPacks=true",
         "-c",
         "gc.packRefs=false",
         "-c",

@@ -625,20 +625,29 @@ impl Snapshots {
         };
         let results: Vec<Result<(ContentHash, BlobLoc), BackendError>> = stream::iter(files)
             .map(|(path, meta)| async move {
-                let id = meta.hash.to_hex();
-                let key = self.pack_key(&id)?;
-                // An existing pack of this content is reused only while it
-                // is young: no snapshot references it (or the blob would be
-                // known), so prune may delete an old one at any time.
-                // Uploading again renews it.
+                let mut id = meta.hash.to_hex().to_string();
+                let mut key = self.pack_key(&id)?;
+                // An existing pack named by this content is reused only
+                // while it is young: no snapshot references it (or the blob
+                // would be known), so a prune may delete an old one at any
+                // moment — even one that listed it before we could renew
+                // it. An old one is therefore left alone and the content
+                // goes to a pack of a fresh name, which no earlier listing
+                // can hold.
                 let window = self.options.reuse_window.as_millis();
                 let exists = match self.remote.store.head(&key).await {
-                    Ok(m) => {
+                    Ok(m) if m.size == meta.size => {
                         let age =
                             i128::from(now_ms()) - i128::from(m.last_modified.timestamp_millis());
-                        m.size == meta.size && age < window as i128
+                        if age >= window as i128 {
+                            id = fresh_pack_id(&id);
+                            key = self.pack_key(&id)?;
+                            false
+                        } else {
+                            true
+                        }
                     }
-                    Err(object_store::Error::NotFound { .. }) => false,
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => false,
                     Err(e) => return Err(remote_err("head", &key, e)),
                 };
                 if !exists {
@@ -1022,6 +1031,14 @@ impl Snapshots {
         }
         Ok(report)
     }
+}
+
+/// A pack id (64 hex digits) for content `id` that no other pack has.
+fn fresh_pack_id(id: &str) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(id.as_bytes());
+    hasher.update(&rand::random::<[u8; 16]>());
+    hasher.finalize().to_hex().to_string()
 }
 
 /// `now - age` in milliseconds since the epoch.

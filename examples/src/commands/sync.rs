@@ -148,8 +148,12 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
             return Err(CliError::runtime(msg));
         }
         // A one-shot run (a CronJob) exits next: let the backend's
-        // housekeeping (sync-git packing its local repository) finish.
-        ws.backend.wait_background(BACKGROUND_WAIT).await;
+        // housekeeping (sync-git packing its local repository) finish,
+        // unless told to stop (the push itself is done).
+        tokio::select! {
+            () = ws.backend.wait_background(BACKGROUND_WAIT) => {}
+            sig = signals.recv() => tracing::info!(signal = sig, "not waiting for the backend's housekeeping"),
+        }
         println!(
             "pushed {} files ({}) to {remote}",
             status.files_pushed,
