@@ -25,9 +25,10 @@ use sync_core::detect::{DirtySet, detect};
 use sync_core::{Backend, Checkpoint, IgnoreRules, Index, RelPath, Source};
 use sync_git::{GitBackend, GitOptions};
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
+/// Runs `cmd` in `dir` as the CLI side of the comparison (no system
+/// config, a fixed identity) and fails loudly with its stderr.
+fn run_cli(mut cmd: Command, dir: &Path, what: &str) {
+    let out = cmd
         .current_dir(dir)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -39,28 +40,21 @@ fn git(dir: &Path, args: &[&str]) {
         .unwrap();
     assert!(
         out.status.success(),
-        "git {args:?}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
+fn git(dir: &Path, args: &[&str]) {
+    let mut cmd = Command::new("git");
+    cmd.args(args);
+    run_cli(cmd, dir, &format!("git {args:?}"));
+}
+
 fn sh(dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "cli")
-        .env("GIT_AUTHOR_EMAIL", "cli@example.com")
-        .env("GIT_COMMITTER_NAME", "cli")
-        .env("GIT_COMMITTER_EMAIL", "cli@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script]);
+    run_cli(cmd, dir, script);
 }
 
 /// `n` files of ~1 KiB in directories of 100.
