@@ -1,5 +1,7 @@
 # Helpers shared by the scripts in scripts/testbed/ (sourced, never run).
-# They expect `pid_file` and `testbed_dir` to be set by the sourcing script.
+# They expect `pid_file`, `testbed_dir`, `name`, `port` and `env_file` to be
+# set by the sourcing script, which defines `start` and ends with
+# `testbed_main "$@"`.
 
 # stop_pid [FILE]: stops the process whose PID is in FILE (default
 # $pid_file): SIGTERM, up to 5 s of waiting, then SIGKILL; removes FILE.
@@ -29,4 +31,23 @@ apt_install() {
     mkdir -p "$testbed_dir" && touch "$marker"
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# not_ready LOG...: reports that the server never answered, shows its logs,
+# stops it and exits 1.
+not_ready() {
+  echo "$name did not answer on port $port; logs:" >&2
+  cat "$@" >&2 || true
+  stop_pid
+  exit 1
+}
+
+# testbed_main start|stop: runs the sourcing script's `start`, or stops the
+# server and removes its variables file.
+testbed_main() {
+  case "${1:-}" in
+    start) start ;;
+    stop) stop_pid; rm -f "$env_file" ;;
+    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  esac
 }

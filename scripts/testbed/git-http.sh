@@ -70,19 +70,7 @@ CONF
     fi
     sleep 0.1
   done
-  echo "$name did not answer on port $port; logs:" >&2
-  cat "$dir/lighttpd.log" "$dir/error.log" >&2 || true
-  stop_pid
-  exit 1
+  not_ready "$dir/lighttpd.log" "$dir/error.log"
 }
 
-stop() {
-  stop_pid
-  rm -f "$env_file"
-}
-
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
-esac
+testbed_main "$@"
