@@ -9,13 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tether-target}"
+# The workspace's own target directory unless CARGO_TARGET_DIR says
+# otherwise, so `cargo run` of the README and this script share one build.
 export TETHER_TESTBED_DIR="${TETHER_TESTBED_DIR:-$PWD/.testbed}"
 # Tests set every S3 setting they rely on; ambient AWS_* must not leak in.
 while IFS= read -r name; do unset "$name"; done < <(env | grep -o '^AWS_[A-Za-z0-9_]*' || true)
 
-echo "== building tests (target dir $CARGO_TARGET_DIR)"
-cargo test --workspace --no-run "$@"
+echo "== building tests (target dir ${CARGO_TARGET_DIR:-target})"
+cargo test --workspace --no-fail-fast --no-run "$@"
 
 mkdir -p "$TETHER_TESTBED_DIR"
 started=()
@@ -36,4 +37,5 @@ done
 export TETHER_TESTBED=1
 
 echo "== running tests"
-cargo test --workspace "$@"
+# --no-fail-fast: one failing test binary must not hide the other suites.
+cargo test --workspace --no-fail-fast "$@"

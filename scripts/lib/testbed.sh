@@ -51,3 +51,48 @@ testbed_main() {
     *) echo "usage: $0 start|stop" >&2; exit 2 ;;
   esac
 }
+
+# pick_ports FILE N: sets the array `ports` to N distinct TCP ports on
+# 127.0.0.1 that nothing listens on. A server restarted on its data (the
+# S3 outage test kills and restarts SeaweedFS) must come back on the same
+# ports, so the ports are kept in FILE and reused while they are all free;
+# otherwise (first start, or another program took one) fresh ones are
+# picked by binding port 0. Ports are never hard-coded: a second copy of
+# the test bed on the same machine gets its own.
+pick_ports() {
+  local file="$1" count="$2"
+  ports=()
+  if [ -f "$file" ]; then
+    read -r -a ports <"$file" || true
+    if [ "${#ports[@]}" -eq "$count" ] && python3 - "${ports[@]}" <<'PY'
+import socket, sys
+for p in sys.argv[1:]:
+    s = socket.socket()
+    # As servers do: a port whose old connections linger in TIME_WAIT
+    # (a server just killed) is still free to listen on.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", int(p)))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()
+PY
+    then
+      return 0
+    fi
+  fi
+  # All sockets stay bound until every port is chosen, so the N are distinct.
+  read -r -a ports < <(python3 - "$count" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)
+  mkdir -p "$(dirname "$file")"
+  echo "${ports[*]}" >"$file"
+}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# git daemon (git://) on 127.0.0.1:9418, for sync-git's tests and benchmarks.
+# git daemon (git://) on a free port of 127.0.0.1, for sync-git's tests and benchmarks.
 #
 # `start` serves every bare repository under $TETHER_TESTBED_DIR/git-daemon/repos
 # with push enabled (no authentication: git:// has none) and writes
 # git-daemon.env:
-#   TETHER_TEST_GIT_DAEMON_URL_BASE  git://127.0.0.1:9418
+#   TETHER_TEST_GIT_DAEMON_URL_BASE  git://127.0.0.1:PORT
 #   TETHER_TEST_GIT_DAEMON_ROOT      directory where tests create bare repos
 #                                    (`git init --bare -b main ROOT/NAME.git`,
 #                                    then use URL_BASE/NAME.git)
@@ -12,7 +12,6 @@
 set -euo pipefail
 
 name=git-daemon
-port=9418
 testbed_dir="${TETHER_TESTBED_DIR:-$PWD/.testbed}"
 dir="$testbed_dir/$name"
 pid_file="$dir/daemon.pid"
@@ -26,6 +25,8 @@ start() {
     apt_install git
   fi
   stop_pid
+  pick_ports "$dir/ports" 1
+  port=${ports[0]}
   mkdir -p "$dir/repos"
   rm -rf "$dir/repos/probe.git"
   git init -q --bare -b main "$dir/repos/probe.git"

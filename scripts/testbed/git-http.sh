@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Smart HTTP git server (lighttpd + git-http-backend) on 127.0.0.1:8081, for
+# Smart HTTP git server (lighttpd + git-http-backend) on a free port of 127.0.0.1, for
 # sync-git's tests.
 #
 # Every request under /git/ needs HTTP basic authentication (user `tether`,
 # password = a random token made at start), like a private repository on a
 # forge; mod_auth sets REMOTE_USER, which lets git-http-backend accept pushes.
 # `start` writes git-http.env:
-#   TETHER_TEST_GIT_HTTP_URL_BASE    http://127.0.0.1:8081/git
+#   TETHER_TEST_GIT_HTTP_URL_BASE    http://127.0.0.1:PORT/git
 #   TETHER_TEST_GIT_HTTP_ROOT        directory where tests create bare repos
 #   TETHER_TEST_GIT_HTTP_USER        the user name (tether)
 #   TETHER_TEST_GIT_HTTP_TOKEN_FILE  file holding the token (mode 0600)
@@ -15,7 +15,6 @@
 set -euo pipefail
 
 name=git-http
-port=8081
 testbed_dir="${TETHER_TESTBED_DIR:-$PWD/.testbed}"
 dir="$testbed_dir/$name"
 pid_file="$dir/lighttpd.pid"
@@ -31,6 +30,8 @@ start() {
   local lighttpd
   lighttpd="$(command -v lighttpd || echo /usr/sbin/lighttpd)"
   stop_pid
+  pick_ports "$dir/ports" 1
+  port=${ports[0]}
   mkdir -p "$dir/repos" "$dir/www"
   rm -rf "$dir/repos/probe.git"
   git init -q --bare -b main "$dir/repos/probe.git"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# OpenSSH server on 127.0.0.1:2222 serving git over ssh://, for sync-git's tests.
+# OpenSSH server on a free port of 127.0.0.1 serving git over ssh://, for sync-git's tests.
 #
 # Its own host key, config and authorized_keys live under
 # $TETHER_TESTBED_DIR/git-ssh; logins are by key only, for one dedicated user
 # (made here with useradd, shell git-shell). Also installs libnss-wrapper,
 # which sync-git uses to run ssh under a UID with no /etc/passwd entry.
 # `start` writes git-ssh.env:
-#   TETHER_TEST_GIT_SSH_URL_BASE          ssh://USER@127.0.0.1:2222<ROOT>
+#   TETHER_TEST_GIT_SSH_URL_BASE          ssh://USER@127.0.0.1:PORT<ROOT>
 #   TETHER_TEST_GIT_SSH_ROOT              directory where tests create bare repos
 #                                         (chown them to USER so it can push)
 #   TETHER_TEST_GIT_SSH_USER              the ssh user
@@ -17,7 +17,6 @@
 set -euo pipefail
 
 name=git-ssh
-port=2222
 user=tethergit
 testbed_dir="${TETHER_TESTBED_DIR:-$PWD/.testbed}"
 dir="$testbed_dir/$name"
@@ -42,6 +41,8 @@ install_missing() {
 start() {
   install_missing
   stop_pid
+  pick_ports "$dir/ports" 1
+  port=${ports[0]}
   mkdir -p "$dir/repos" /run/sshd
   chmod 755 "$dir"
   if ! id "$user" >/dev/null 2>&1; then

