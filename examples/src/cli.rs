@@ -409,9 +409,18 @@ pub struct WebhookManifestArgs {
     /// Container port of the HTTPS listener.
     #[arg(long, default_value_t = 8443)]
     pub port: u16,
-    /// What the API server does when the webhook is unreachable.
-    #[arg(long, value_enum, default_value_t = FailurePolicyArg::Fail)]
-    pub failure_policy: FailurePolicyArg,
+    /// What the API server does when the webhook is unreachable (for
+    /// opted-in pods only). Default: `fail` with --ca-file, else `ignore`;
+    /// `fail` needs --ca-file.
+    #[arg(long, value_enum)]
+    pub failure_policy: Option<FailurePolicyArg>,
+    /// PEM CA bundle to embed as caBundle: the ca.crt of the certificates
+    /// `tether certs create` stored for the webhook.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// priorityClassName of the webhook's pods (default none).
+    #[arg(long, value_name = "NAME")]
+    pub priority_class: Option<String>,
     /// Seconds the API server waits for the webhook (1–30).
     #[arg(long, default_value_t = 5)]
     pub timeout_seconds: i32,

@@ -1,10 +1,15 @@
 //! The pod annotations that ask for tether, and their validation.
 //!
 //! All keys live under one prefix, [`PREFIX`] (`tether.dev/`). A pod opts in
-//! with `tether.dev/inject: "true"` and names its remote and the directory to
-//! keep (`tether.dev/remote`, `tether.dev/mount-path`); every other key is
-//! optional. [`TetherRequest::from_annotations`] turns the annotation map
-//! into a checked request or an [`AnnotationError`] whose message names the
+//! with the **label** `tether.dev/inject: "true"` ([`INJECT_LABEL`]; the
+//! webhook's `objectSelector` selects on it, so the API server never calls
+//! the webhook for any other pod) and names its remote and the directory to
+//! keep in annotations (`tether.dev/remote`, `tether.dev/mount-path`); every
+//! other key is optional. The annotation `tether.dev/inject: "true"` is
+//! accepted too (offline `tether manifests inject` needs no label), but only
+//! the label brings a pod to the webhook.
+//! [`TetherRequest::from_metadata`] turns labels and annotations into a
+//! checked request or an [`AnnotationError`] whose message names the
 //! annotation, so `kubectl` shows the user exactly which line to fix.
 
 use std::collections::BTreeMap;
@@ -15,8 +20,12 @@ use crate::validate::{self, RemoteKind};
 
 /// The prefix of every annotation tether reads or writes.
 pub const PREFIX: &str = "tether.dev/";
-/// `"true"` opts the pod in, `"false"` (or absence) opts it out.
+/// `"true"` opts the pod in, `"false"` (or absence) opts it out. Read as a
+/// label ([`INJECT_LABEL`], what the webhook selects on) and as an
+/// annotation; when both are set they must agree.
 pub const INJECT: &str = "tether.dev/inject";
+/// The pod label the webhook's `objectSelector` matches (`"true"`).
+pub const INJECT_LABEL: &str = INJECT;
 /// The remote URL to restore from and sync to (required).
 pub const REMOTE: &str = "tether.dev/remote";
 /// The directory, as the app container(s) see it, to keep in sync (required).
@@ -48,8 +57,15 @@ pub const SIDECAR_MODE: &str = "tether.dev/sidecar-mode";
 pub const GRACE_SECONDS: &str = "tether.dev/grace-seconds";
 /// TCP port of the sidecar's `/healthz`, `/readyz` and `/metrics`.
 pub const HTTP_PORT: &str = "tether.dev/http-port";
+/// Where tether's restore init container and native sidecar go among the
+/// pod's own init containers: `last` (default: after them, because they may
+/// prepare the volume or the network) or `first`.
+pub const INIT_POSITION: &str = "tether.dev/init-position";
 /// Written by the injector: `injected` once a pod carries tether.
 pub const STATUS: &str = "tether.dev/status";
+/// Written by the injector: JSON listing everything it added or changed
+/// (see [`crate::inject::Changes`]).
+pub const CHANGES: &str = "tether.dev/changes";
 /// The value of [`STATUS`] on an injected pod.
 pub const STATUS_INJECTED: &str = "injected";
 
@@ -71,7 +87,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     SIDECAR_MODE,
     GRACE_SECONDS,
     HTTP_PORT,
+    INIT_POSITION,
     STATUS,
+    CHANGES,
 ];
 
 /// Longest flush deadline accepted, in seconds. Kubernetes has no upper
@@ -109,6 +127,18 @@ pub enum SidecarMode {
     /// A regular container, for clusters older than 1.29. A Job whose pod
     /// carries it never completes, because the sidecar keeps running.
     Container,
+}
+
+/// Where tether's init containers go among the pod's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitPosition {
+    /// After the pod's init containers: they may prepare the volume
+    /// (permissions, a checkout) or the network (JupyterHub's
+    /// `block-cloud-metadata`), and the restore should see the result.
+    #[default]
+    Last,
+    /// Before them, so they already see the restored directory.
+    First,
 }
 
 /// Resource settings for the tether containers, as Kubernetes quantities.
@@ -150,6 +180,11 @@ pub struct TetherRequest {
     pub grace_seconds: Option<u32>,
     /// HTTP port override.
     pub http_port: Option<u16>,
+    /// Where the init containers go.
+    pub init_position: InitPosition,
+    /// Whether the pod carries the opt-in label (the webhook only sees pods
+    /// that do).
+    pub labelled: bool,
 }
 
 /// What the annotations say about a pod.
@@ -163,28 +198,54 @@ pub enum AnnotationVerdict {
     Requested(Box<TetherRequest>),
 }
 
+fn opt_in(value: Option<&str>, what: &str) -> Result<Option<bool>, AnnotationError> {
+    match value {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(AnnotationError::new(
+            INJECT,
+            format!("{what} must be \"true\" or \"false\""),
+        )),
+    }
+}
+
 impl TetherRequest {
-    /// Reads and checks the annotations of a pod (or pod template).
+    /// Reads and checks the annotations of a pod (or pod template) that
+    /// carries no labels; see [`Self::from_metadata`].
+    pub fn from_annotations(
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<AnnotationVerdict, AnnotationError> {
+        Self::from_metadata(&BTreeMap::new(), annotations)
+    }
+
+    /// Reads and checks the opt-in label and the annotations of a pod (or
+    /// pod template). The pod opts in when the label or the annotation
+    /// `tether.dev/inject` is `"true"`; when both are set they must agree.
     ///
     /// Unknown keys under [`PREFIX`] are refused only when the pod opted in,
     /// so that an unrelated pod never fails admission because of tether.
-    pub fn from_annotations(
+    pub fn from_metadata(
+        labels: &BTreeMap<String, String>,
         annotations: &BTreeMap<String, String>,
     ) -> Result<AnnotationVerdict, AnnotationError> {
         let get = |key: &str| annotations.get(key).map(String::as_str);
         if get(STATUS) == Some(STATUS_INJECTED) {
             return Ok(AnnotationVerdict::AlreadyInjected);
         }
-        match get(INJECT) {
-            None | Some("false") => return Ok(AnnotationVerdict::NotRequested),
-            Some("true") => {}
-            Some(_) => {
+        let label = opt_in(labels.get(INJECT_LABEL).map(String::as_str), "the label")?;
+        let annotation = opt_in(get(INJECT), "the annotation")?;
+        match (label, annotation) {
+            (Some(true), Some(false)) | (Some(false), Some(true)) => {
                 return Err(AnnotationError::new(
                     INJECT,
-                    "must be \"true\" or \"false\"",
+                    "the label and the annotation disagree; set one, or both to the same value",
                 ));
             }
+            (Some(true), _) | (_, Some(true)) => {}
+            _ => return Ok(AnnotationVerdict::NotRequested),
         }
+        let labelled = label == Some(true);
         if let Some(unknown) = annotations
             .keys()
             .find(|k| k.starts_with(PREFIX) && !KNOWN_KEYS.contains(&k.as_str()))
@@ -203,6 +264,12 @@ impl TetherRequest {
                 format!(
                     "is written by the injector; only {STATUS_INJECTED:?} is meaningful, got {status:?}"
                 ),
+            ));
+        }
+        if get(CHANGES).is_some() {
+            return Err(AnnotationError::new(
+                CHANGES,
+                format!("is written by the injector, together with {STATUS}"),
             ));
         }
 
@@ -339,6 +406,17 @@ impl TetherRequest {
             })
             .transpose()?;
 
+        let init_position = match get(INIT_POSITION) {
+            None | Some("last") => InitPosition::Last,
+            Some("first") => InitPosition::First,
+            Some(_) => {
+                return Err(AnnotationError::new(
+                    INIT_POSITION,
+                    "must be \"last\" (after the pod's init containers) or \"first\"",
+                ));
+            }
+        };
+
         Ok(AnnotationVerdict::Requested(Box::new(TetherRequest {
             remote,
             remote_kind,
@@ -351,6 +429,8 @@ impl TetherRequest {
             sidecar_mode,
             grace_seconds,
             http_port,
+            init_position,
+            labelled,
         })))
     }
 }
@@ -412,6 +492,43 @@ mod tests {
             TetherRequest::from_annotations(&map(&injected)),
             Ok(AnnotationVerdict::AlreadyInjected)
         );
+    }
+
+    #[test]
+    fn the_label_opts_in_and_must_agree_with_the_annotation() {
+        let labels = map(&[(INJECT_LABEL, "true")]);
+        let settings = map(&[(REMOTE, "s3://b/p"), (MOUNT_PATH, "/work")]);
+        match TetherRequest::from_metadata(&labels, &settings) {
+            Ok(AnnotationVerdict::Requested(r)) => assert!(r.labelled),
+            other => panic!("label alone must opt in: {other:?}"),
+        }
+        match TetherRequest::from_metadata(&BTreeMap::new(), &map(&BASE)) {
+            Ok(AnnotationVerdict::Requested(r)) => assert!(!r.labelled),
+            other => panic!("annotation alone must opt in: {other:?}"),
+        }
+        assert_eq!(
+            TetherRequest::from_metadata(&map(&[(INJECT_LABEL, "false")]), &settings),
+            Ok(AnnotationVerdict::NotRequested)
+        );
+        let mut disagree = settings.clone();
+        disagree.insert(INJECT.into(), "false".into());
+        let err = TetherRequest::from_metadata(&labels, &disagree).unwrap_err();
+        assert_eq!(err.key, INJECT);
+        assert!(TetherRequest::from_metadata(&map(&[(INJECT_LABEL, "yes")]), &settings).is_err());
+    }
+
+    #[test]
+    fn init_position_and_injector_keys() {
+        assert_eq!(requested(&BASE).init_position, InitPosition::Last);
+        let mut first = BASE.to_vec();
+        first.push((INIT_POSITION, "first"));
+        assert_eq!(requested(&first).init_position, InitPosition::First);
+        let mut bad = BASE.to_vec();
+        bad.push((INIT_POSITION, "middle"));
+        assert_eq!(error(&bad).key, INIT_POSITION);
+        let mut forged = BASE.to_vec();
+        forged.push((CHANGES, "{}"));
+        assert_eq!(error(&forged).key, CHANGES);
     }
 
     #[test]

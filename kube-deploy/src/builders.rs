@@ -12,6 +12,28 @@
 //! and to run under OpenShift's arbitrary UIDs: no fixed UID, read-only root
 //! filesystem, and writable emptyDirs for tether's state directory, `HOME`
 //! and `/tmp`.
+//!
+//! # Probes: a remote outage never makes the user's pod NotReady
+//!
+//! A native sidecar's readiness counts towards the pod's `Ready`
+//! condition, so a readiness probe on push health would take a notebook
+//! off its Service whenever S3 is down. The sync sidecar therefore has no
+//! readiness probe. It has a startup probe and a liveness probe, both on
+//! `/healthz`, which answers while the process runs whatever the remote
+//! does: the startup probe makes Kubernetes start the app only once the
+//! sidecar is up (the next container of a pod waits for a native sidecar's
+//! startup probe), the liveness probe restarts a process that stopped
+//! answering. Neither uses `/readyz`, which waits for the first push and
+//! fails while pushes fail. Push health is for alerting, from `/metrics`.
+//!
+//! # Credentials under any UID
+//!
+//! The Secret's files are mode 0440 ([`CREDENTIALS_MODE`]): with an
+//! `fsGroup` the kubelet makes them `root:<fsGroup>`, which the containers
+//! run with as a supplementary group; without one they are `root:root`,
+//! readable by a process whose group is 0 — what OpenShift gives its
+//! arbitrary UIDs, and what the tether image's user has. Never
+//! world-readable.
 
 use std::collections::BTreeMap;
 
@@ -35,10 +57,12 @@ pub const STATE_DIR: &str = "/var/lib/tether/state";
 pub const HOME_DIR: &str = "/home/tether";
 /// Where the scratch emptyDir is mounted; exported as `TMPDIR`.
 pub const TMP_DIR: &str = "/tmp";
-/// Where the credentials Secret is mounted (files mode 0400).
+/// Where the credentials Secret is mounted (files mode 0440).
 pub const CREDENTIALS_DIR: &str = "/var/run/secrets/tether";
-/// File mode of the credentials Secret's files.
-pub const CREDENTIALS_MODE: i32 = 0o400;
+/// File mode of the credentials Secret's files: owner and group read, so
+/// the pod's `fsGroup` or, without one, group 0 (OpenShift's arbitrary
+/// UIDs) can read them; never world-readable.
+pub const CREDENTIALS_MODE: i32 = 0o440;
 /// Seconds added to the flush deadline for the pod's grace period: the app
 /// containers stop first, then the sidecar gets SIGTERM and flushes.
 pub const GRACE_MARGIN_SECONDS: u32 = 10;
@@ -132,21 +156,35 @@ pub fn security_context() -> SecurityContext {
     }
 }
 
-/// Readiness probe on the sidecar's `/readyz`, which answers 200 once the
-/// first sync round is done and the watcher runs.
-pub fn readiness_probe(port: u16) -> Probe {
+/// The path of the sidecar's process-alive endpoint, the only one its
+/// probes use.
+pub const HEALTH_PATH: &str = "/healthz";
+
+fn healthz_probe(port: u16, period: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
-            path: Some("/readyz".to_owned()),
+            path: Some(HEALTH_PATH.to_owned()),
             port: IntOrString::Int(i32::from(port)),
             scheme: Some("HTTP".to_owned()),
             ..HTTPGetAction::default()
         }),
-        period_seconds: Some(10),
-        timeout_seconds: Some(2),
-        failure_threshold: Some(3),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failure_threshold),
         ..Probe::default()
     }
+}
+
+/// Startup probe on `/healthz`: up to 2 minutes for the process to serve.
+/// For a native sidecar, Kubernetes starts the app after it succeeds.
+pub fn startup_probe(port: u16) -> Probe {
+    healthz_probe(port, 2, 60)
+}
+
+/// Liveness probe on `/healthz`: restarts the sidecar only when the process
+/// has not answered for a minute (stuck), never because the remote is down.
+pub fn liveness_probe(port: u16) -> Probe {
+    healthz_probe(port, 10, 6)
 }
 
 /// Resource requirements from the overrides, falling back to the defaults
@@ -362,7 +400,9 @@ pub fn sync_container(plan: &PodPlan) -> Container {
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()
     }]);
-    container.readiness_probe = Some(readiness_probe(plan.http_port));
+    // No readiness probe: see the module docs.
+    container.startup_probe = Some(startup_probe(plan.http_port));
+    container.liveness_probe = Some(liveness_probe(plan.http_port));
     if plan.mode == SidecarMode::Native {
         container.restart_policy = Some("Always".to_owned());
     }
@@ -384,7 +424,7 @@ pub fn workdir_empty_dir(name: &str) -> Volume {
 }
 
 /// The volumes every injection adds: state, `HOME`, `/tmp`, and the
-/// credentials Secret (mode 0400) when one is named.
+/// credentials Secret (mode 0440) when one is named.
 pub fn support_volumes(plan: &PodPlan) -> Vec<Volume> {
     let mut volumes = vec![
         empty_dir(&plan.names.state_volume),
@@ -475,12 +515,18 @@ mod tests {
                 .map(String::from)[..]
             )
         );
-        let probe = c.readiness_probe.and_then(|p| p.http_get);
         assert_eq!(
-            probe.as_ref().and_then(|g| g.path.as_deref()),
-            Some("/readyz")
+            c.readiness_probe, None,
+            "push health must not gate readiness"
         );
-        assert_eq!(probe.map(|g| g.port), Some(IntOrString::Int(9477)));
+        for probe in [c.startup_probe.clone(), c.liveness_probe.clone()] {
+            let get = probe.and_then(|p| p.http_get);
+            assert_eq!(
+                get.as_ref().and_then(|g| g.path.as_deref()),
+                Some("/healthz")
+            );
+            assert_eq!(get.map(|g| g.port), Some(IntOrString::Int(9477)));
+        }
         let env = c.env.unwrap_or_default();
         let state = env.iter().find(|e| e.name == "TETHER_STATE_DIR");
         assert_eq!(state.and_then(|e| e.value.as_deref()), Some(STATE_DIR));
@@ -531,10 +577,10 @@ mod tests {
     }
 
     #[test]
-    fn credentials_secret_is_mounted_read_only_with_mode_0400() {
+    fn credentials_secret_is_mounted_read_only_with_mode_0440() {
         let volumes = support_volumes(&plan());
         let secret = volumes.iter().find_map(|v| v.secret.clone());
-        assert_eq!(secret.and_then(|s| s.default_mode), Some(0o400));
+        assert_eq!(secret.and_then(|s| s.default_mode), Some(0o440));
         let mut p = plan();
         p.credentials_secret = None;
         assert!(support_volumes(&p).iter().all(|v| v.secret.is_none()));

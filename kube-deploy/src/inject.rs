@@ -9,15 +9,21 @@
 //! (`tether.dev/status` → `tether.dev~1status`).
 //!
 //! The patch:
-//! 1. marks the pod `tether.dev/status: injected` (idempotency);
+//! 1. marks the pod `tether.dev/status: injected` (idempotency) and records
+//!    everything it changes in `tether.dev/changes` ([`Changes`], JSON), so
+//!    nothing is changed silently;
 //! 2. adds the state, `HOME`, `/tmp` (and credentials) volumes, plus an
 //!    emptyDir for the synced directory when no app container mounts one;
 //! 3. mounts the synced directory into the app containers that lack it;
-//! 4. prepends the restore init container and, in native mode, the sync
-//!    sidecar to `initContainers` (restore first, so the sidecar never sees a
-//!    half-restored directory), or appends the sidecar to `containers`;
+//! 4. adds the restore init container and, in native mode, the sync
+//!    sidecar right after it (so the sidecar never sees a half-restored
+//!    directory) — after the pod's own init containers by default, which
+//!    may prepare the volume or the network, or before them with
+//!    `tether.dev/init-position: first`; in container mode the sidecar is
+//!    appended to `containers`. A native sidecar anywhere in
+//!    `initContainers` runs before the app starts, which is all tether needs;
 //! 5. raises `terminationGracePeriodSeconds` when it is shorter than the
-//!    flush deadline plus a margin.
+//!    flush deadline plus a margin, with a warning.
 
 use std::collections::BTreeSet;
 
@@ -28,13 +34,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
 use crate::annotations::{
-    self, AnnotationError, AnnotationVerdict, ResourceOverrides, SidecarMode, TetherRequest,
+    self, AnnotationError, AnnotationVerdict, InitPosition, ResourceOverrides, SidecarMode,
+    TetherRequest,
 };
 use crate::builders::{self, AddedNames, PodPlan, WorkdirMount};
 use crate::validate;
 
-/// The default tether image: the one matching this crate's version.
-pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/tether/tether:", env!("CARGO_PKG_VERSION"));
+/// The default tether image, the one place every image default (the
+/// injected containers', the webhook's) comes from: `TETHER_DEFAULT_IMAGE`
+/// at build time (`scripts/image.sh` sets it to the image it builds, so the
+/// binary inside an image names that image), else the release image
+/// matching this crate's version.
+pub const DEFAULT_IMAGE: &str = match option_env!("TETHER_DEFAULT_IMAGE") {
+    Some(image) if !image.is_empty() => image,
+    _ => concat!("ghcr.io/tether/tether:", env!("CARGO_PKG_VERSION")),
+};
 /// Default flush deadline of the sidecar after SIGTERM, seconds (below the
 /// CLI's 30 s ceiling).
 pub const DEFAULT_GRACE_SECONDS: u32 = 20;
@@ -124,7 +138,8 @@ pub fn inject_template(
 ) -> Result<InjectionOutcome, InjectError> {
     let empty = Default::default();
     let annotations = metadata.annotations.as_ref().unwrap_or(&empty);
-    let request = match TetherRequest::from_annotations(annotations)? {
+    let labels = metadata.labels.as_ref().unwrap_or(&empty);
+    let request = match TetherRequest::from_metadata(labels, annotations)? {
         AnnotationVerdict::NotRequested => return Ok(InjectionOutcome::NotRequested),
         AnnotationVerdict::AlreadyInjected => return Ok(InjectionOutcome::AlreadyInjected),
         AnnotationVerdict::Requested(request) => request,
@@ -135,8 +150,67 @@ pub fn inject_template(
     }
     let mut warnings = Vec::new();
     let plan_parts = resolve(&request, spec, config, &mut warnings)?;
-    let patch = build_patch(base, metadata, spec, &plan_parts)?;
+    let patch = build_patch(base, metadata, spec, &plan_parts, &mut warnings)?;
     Ok(InjectionOutcome::Patched { patch, warnings })
+}
+
+/// What an injection added to or changed in a pod, written as JSON to the
+/// `tether.dev/changes` annotation (like Istio's `sidecar.istio.io/status`)
+/// and printed by `tether manifests inject`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Changes {
+    /// Init containers added (restore, and the native sidecar), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<String>,
+    /// Where they went: `first` or `last` among the pod's init containers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub init_position: String,
+    /// Regular containers added (the sidecar in container mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+    /// Volumes added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// Volume mounts added to app containers, as `container:path`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<String>,
+    /// `terminationGracePeriodSeconds` raised `[from, to]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<[i64; 2]>,
+}
+
+impl Changes {
+    /// One line for people: `added init containers a, b (last); …`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.init_containers.is_empty() {
+            let position = if self.init_position.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} among the init containers)", self.init_position)
+            };
+            parts.push(format!(
+                "added init containers {}{position}",
+                self.init_containers.join(", ")
+            ));
+        }
+        if !self.containers.is_empty() {
+            parts.push(format!("added containers {}", self.containers.join(", ")));
+        }
+        if !self.volumes.is_empty() {
+            parts.push(format!("added volumes {}", self.volumes.join(", ")));
+        }
+        if !self.volume_mounts.is_empty() {
+            parts.push(format!("mounted {}", self.volume_mounts.join(", ")));
+        }
+        if let Some([from, to]) = self.termination_grace_period_seconds {
+            parts.push(format!(
+                "raised terminationGracePeriodSeconds from {from} to {to}"
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 /// Everything [`resolve`] decides, beyond the builders' [`PodPlan`].
@@ -146,6 +220,8 @@ struct Resolved {
     mount_into: Vec<usize>,
     /// Whether the workdir volume is a new emptyDir.
     new_workdir_volume: bool,
+    /// Where the init containers go.
+    init_position: InitPosition,
 }
 
 fn is_within(path: &str, dir: &str) -> bool {
@@ -332,17 +408,25 @@ fn resolve(
             annotations::SIDECAR_MODE
         ));
     }
-    if request.credentials_secret.is_some()
-        && spec
-            .security_context
-            .as_ref()
-            .and_then(|sc| sc.fs_group)
-            .is_none()
-    {
-        warnings.push(format!(
-            "{}: credential files are mode 0400 owned by root; without spec.securityContext.fsGroup a non-root tether cannot read them",
-            annotations::CREDENTIALS_SECRET
-        ));
+    // Credential files are 0440: root:<fsGroup> with an fsGroup, else
+    // root:root. Without an fsGroup only group 0 can read them, so a pod
+    // that forces another group (and does not add 0) locks tether out.
+    if request.credentials_secret.is_some() {
+        let sc = spec.security_context.as_ref();
+        let fs_group = sc.and_then(|sc| sc.fs_group);
+        let run_as_group = sc.and_then(|sc| sc.run_as_group);
+        let group_zero = sc
+            .and_then(|sc| sc.supplemental_groups.as_ref())
+            .is_some_and(|groups| groups.contains(&0));
+        if let (None, Some(group)) = (fs_group, run_as_group)
+            && group != 0
+            && !group_zero
+        {
+            warnings.push(format!(
+                "{}: credential files are mode 0440 owned by root:root without spec.securityContext.fsGroup, and the pod runs as group {group}: set fsGroup (or supplementalGroups: [0]) so tether can read them",
+                annotations::CREDENTIALS_SECRET
+            ));
+        }
     }
 
     let image = request
@@ -392,6 +476,7 @@ fn resolve(
         plan,
         mount_into,
         new_workdir_volume,
+        init_position: request.init_position,
     })
 }
 
@@ -435,43 +520,27 @@ fn build_patch(
     metadata: &ObjectMeta,
     spec: &PodSpec,
     resolved: &Resolved,
+    warnings: &mut Vec<String>,
 ) -> Result<Patch, InjectError> {
     let plan = &resolved.plan;
     let mut ops = Vec::new();
+    let mut changes = Changes::default();
 
-    // 1. Mark the pod. Annotations exist: the request came from them.
-    let status_path = if metadata.annotations.is_some() {
-        pointer(base, &["metadata", "annotations", annotations::STATUS])
-    } else {
-        pointer(base, &["metadata", "annotations"])
-    };
-    let status_value = if metadata.annotations.is_some() {
-        serde_json::Value::String(annotations::STATUS_INJECTED.to_owned())
-    } else {
-        serde_json::json!({ annotations::STATUS: annotations::STATUS_INJECTED })
-    };
-    ops.push(add(status_path, status_value));
-
-    // 2. Volumes.
+    // Volumes.
     let mut volumes = Vec::new();
     if resolved.new_workdir_volume {
-        volumes.push(to_value(
-            "volume",
-            &builders::workdir_empty_dir(&plan.workdir.volume),
-        )?);
+        volumes.push(builders::workdir_empty_dir(&plan.workdir.volume));
     }
-    for volume in builders::support_volumes(plan) {
-        volumes.push(to_value("volume", &volume)?);
-    }
-    append_all(
-        &mut ops,
-        pointer(base, &["spec", "volumes"]),
-        spec.volumes.is_some(),
-        volumes,
-    );
+    volumes.extend(builders::support_volumes(plan));
+    changes.volumes = volumes.iter().map(|v| v.name.clone()).collect();
+    let volumes = volumes
+        .iter()
+        .map(|v| to_value("volume", v))
+        .collect::<Result<Vec<_>, _>>()?;
 
-    // 3. Mount the directory into app containers that do not see it yet.
+    // Mount the directory into app containers that do not see it yet.
     let workdir_mount = to_value("volume mount", &builders::workdir_volume_mount(plan))?;
+    let mut mount_ops = Vec::new();
     for &i in &resolved.mount_into {
         let container = &spec.containers[i];
         let already = container
@@ -482,41 +551,117 @@ fn build_patch(
         if already {
             continue;
         }
+        changes
+            .volume_mounts
+            .push(format!("{}:{}", container.name, plan.sync_dir));
         let index = i.to_string();
         append_all(
-            &mut ops,
+            &mut mount_ops,
             pointer(base, &["spec", "containers", &index, "volumeMounts"]),
             container.volume_mounts.is_some(),
             vec![workdir_mount.clone()],
         );
     }
 
-    // 4. Containers: restore first, then the native sidecar, then the pod's
-    // own init containers.
-    let restore = to_value("restore container", &builders::restore_container(plan))?;
-    let sync = to_value("sync container", &builders::sync_container(plan))?;
-    let init_path = pointer(base, &["spec", "initContainers"]);
+    // Containers: restore, then the native sidecar, after (or before) the
+    // pod's own init containers.
+    let restore = builders::restore_container(plan);
+    let sync = builders::sync_container(plan);
     let mut leading = vec![restore];
     if plan.mode == SidecarMode::Native {
         leading.push(sync.clone());
     }
-    if spec.init_containers.is_some() {
-        for (i, item) in leading.into_iter().enumerate() {
-            ops.push(add(pointer(&init_path, &[&i.to_string()]), item));
+    changes.init_containers = leading.iter().map(|c| c.name.clone()).collect();
+    let has_own_init = spec.init_containers.as_ref().is_some_and(|c| !c.is_empty());
+    if has_own_init {
+        changes.init_position = match resolved.init_position {
+            InitPosition::First => "first",
+            InitPosition::Last => "last",
         }
-    } else {
-        ops.push(add(init_path, serde_json::Value::Array(leading)));
+        .to_owned();
     }
     if plan.mode == SidecarMode::Container {
-        ops.push(add(pointer(base, &["spec", "containers", "-"]), sync));
+        changes.containers.push(sync.name.clone());
     }
 
-    // 5. Grace period.
+    // Grace period.
     let required = builders::required_grace_period(plan.grace_seconds);
     let current = spec
         .termination_grace_period_seconds
         .unwrap_or(KUBERNETES_DEFAULT_GRACE_PERIOD);
     if current < required {
+        changes.termination_grace_period_seconds = Some([current, required]);
+        warnings.push(format!(
+            "terminationGracePeriodSeconds raised from {current} to {required}: the sidecar flushes for {}s after the app stops ({})",
+            plan.grace_seconds,
+            annotations::GRACE_SECONDS
+        ));
+    }
+
+    // 1. Mark the pod and record the changes. Annotations exist unless the
+    // pod opted in by label alone.
+    let changes_json =
+        serde_json::to_string(&changes).map_err(|source| InjectError::Serialize {
+            what: "changes annotation",
+            source,
+        })?;
+    if metadata.annotations.is_some() {
+        for (key, value) in [
+            (annotations::STATUS, annotations::STATUS_INJECTED.to_owned()),
+            (annotations::CHANGES, changes_json),
+        ] {
+            ops.push(add(
+                pointer(base, &["metadata", "annotations", key]),
+                serde_json::Value::String(value),
+            ));
+        }
+    } else {
+        ops.push(add(
+            pointer(base, &["metadata", "annotations"]),
+            serde_json::json!({
+                annotations::STATUS: annotations::STATUS_INJECTED,
+                annotations::CHANGES: changes_json,
+            }),
+        ));
+    }
+
+    // 2. Volumes, 3. mounts.
+    append_all(
+        &mut ops,
+        pointer(base, &["spec", "volumes"]),
+        spec.volumes.is_some(),
+        volumes,
+    );
+    ops.extend(mount_ops);
+
+    // 4. Containers.
+    let init_path = pointer(base, &["spec", "initContainers"]);
+    let leading = leading
+        .iter()
+        .map(|c| to_value("tether container", c))
+        .collect::<Result<Vec<_>, _>>()?;
+    match (spec.init_containers.is_some(), resolved.init_position) {
+        (false, _) => ops.push(add(init_path, serde_json::Value::Array(leading))),
+        (true, InitPosition::Last) => {
+            for item in leading {
+                ops.push(add(pointer(&init_path, &["-"]), item));
+            }
+        }
+        (true, InitPosition::First) => {
+            for (i, item) in leading.into_iter().enumerate() {
+                ops.push(add(pointer(&init_path, &[&i.to_string()]), item));
+            }
+        }
+    }
+    if plan.mode == SidecarMode::Container {
+        ops.push(add(
+            pointer(base, &["spec", "containers", "-"]),
+            to_value("sync container", &sync)?,
+        ));
+    }
+
+    // 5. Grace period.
+    if let Some([_, required]) = changes.termination_grace_period_seconds {
         ops.push(add(
             pointer(base, &["spec", "terminationGracePeriodSeconds"]),
             serde_json::Value::from(required),
@@ -631,9 +776,10 @@ mod tests {
                 "volumes": [{"name": "tether-state", "emptyDir": {}}, {"name": "tether-workdir", "emptyDir": {}}]
             }
         }));
+        // The pod's own init container runs first (default position).
         assert_eq!(
             names(&doc, "initContainers"),
-            ["tether-restore-2", "tether-sync-2", "tether-restore"]
+            ["tether-restore", "tether-restore-2", "tether-sync-2"]
         );
         assert_eq!(
             names(&doc, "volumes"),

@@ -21,9 +21,11 @@
 //! * [`builders`]: typed k8s-openapi builders for the restore container, the
 //!   sync sidecar (native, or a regular container for clusters older than
 //!   1.29), the emptyDirs for tether's state directory, `HOME` and `/tmp`,
-//!   the credentials Secret volume (mode 0400) and its env, resources, the
-//!   `/readyz` readiness probe, and a security context that passes the
-//!   `restricted` Pod Security Standard without fixing a UID (OpenShift).
+//!   the credentials Secret volume (mode 0440: the pod's `fsGroup` or group
+//!   0 reads it) and its env, resources, startup and liveness probes on
+//!   `/healthz` (no readiness probe: a remote outage never makes the user's
+//!   pod NotReady), and a security context that passes the `restricted`
+//!   Pod Security Standard without fixing a UID (OpenShift).
 //! * [`mod@inject`]: [`inject()`]`(pod, config) -> JSON patch`, a pure function.
 //! * [`webhook`]: the mutating admission webhook (axum + rustls): a pure
 //!   [`webhook::review`] plus a router and a TLS server; [`metrics`] for
@@ -71,10 +73,15 @@
 //!   and the request's object is parsed once, straight into a `Pod`, only
 //!   for pod CREATEs. This cut [`webhook::review`] for an injected pod from
 //!   about 140 to 90 µs (criterion) and dropped the `kube` dependency.
-//! * **Restore first, then the sidecar.** Both are prepended to
-//!   `initContainers` in that order, so the sidecar never watches a
-//!   half-restored directory and the app's own init containers already see
-//!   the restored data.
+//! * **Restore, then the sidecar, after the pod's own init containers.**
+//!   The sidecar never watches a half-restored directory; the pod's init
+//!   containers (which may prepare the volume or the network, like
+//!   JupyterHub's `block-cloud-metadata`) run first unless the pod asks
+//!   for `tether.dev/init-position: first`. A native sidecar anywhere in
+//!   `initContainers` is running before the app starts.
+//! * **Nothing changed silently.** `tether.dev/changes` lists what the
+//!   injector added (containers, volumes, mounts) and changed (a raised
+//!   `terminationGracePeriodSeconds`, also a warning).
 //! * **Reuse the app's volume.** If an app container mounts a volume at (or
 //!   above) the mount path, tether mounts the same volume (with a `subPath`
 //!   when needed); otherwise it adds an emptyDir. A JupyterHub home PVC thus
@@ -85,12 +92,14 @@
 //!   are refused so typos do not pass silently. Messages never echo URLs.
 //! * **Idempotent by marker.** `tether.dev/status: injected` makes a second
 //!   pass (re-invocation, re-running `manifests inject`) a no-op.
-//! * **Fail closed by default.** The generated MutatingWebhookConfiguration
-//!   uses `failurePolicy: Fail` (an annotated pod never starts without its
-//!   restore) for CREATE only (never blocking updates of existing pods),
-//!   excludes `kube-system` and its own namespace, and runs two replicas
-//!   behind a PodDisruptionBudget; `Ignore` and a namespace opt-in label are
-//!   settings.
+//! * **Opt-in by label, fail closed only for those.** The generated
+//!   MutatingWebhookConfiguration selects only pods labelled
+//!   `tether.dev/inject: "true"` (plus an optional namespace label), for
+//!   CREATE only, never `kube-system` or its own namespace; for them it
+//!   uses `failurePolicy: Fail` (an opted-in pod never starts without its
+//!   restore), and only with the CA bundle embedded, so no `Fail`
+//!   configuration ever exists without one. Two replicas spread over nodes
+//!   run behind a PodDisruptionBudget. See [`manifests`].
 //! * **YAML via `serde_norway`**, a maintained fork of the deprecated
 //!   `serde_yaml`; `serde_yml` is listed by RustSec as unsound/unmaintained.
 #![forbid(unsafe_code)]
@@ -105,6 +114,9 @@ pub mod validate;
 pub mod webhook;
 
 pub use annotations::{AnnotationError, SidecarMode, TetherRequest};
-pub use inject::{InjectError, InjectionOutcome, InjectorConfig, inject};
-pub use manifests::{ManifestError, WebhookManifestConfig, inject_yaml, webhook_bundle};
+pub use inject::{Changes, InjectError, InjectionOutcome, InjectorConfig, inject};
+pub use manifests::{
+    InjectionReport, ManifestError, WebhookManifestConfig, inject_yaml, inject_yaml_report,
+    webhook_bundle,
+};
 pub use webhook::{WebhookConfig, WebhookError, WebhookState, router, serve};

@@ -9,6 +9,34 @@
 //! written back the same way, so fields this crate's k8s-openapi does not
 //! know survive the round trip; only the pod template is read as a typed
 //! object, and the injector's JSON patch is applied to the value.
+//! [`inject_yaml_report`] also returns what it changed in each document
+//! (read back from the `tether.dev/changes` annotation) and the injector's
+//! warnings, which `tether manifests inject` prints on stderr.
+//!
+//! # The webhook bundle is safe on a shared cluster
+//!
+//! * **Opt-in by label.** The MutatingWebhookConfiguration's
+//!   `objectSelector` matches only pods labelled `tether.dev/inject: "true"`
+//!   (and, optionally, only namespaces with a label), so the API server
+//!   never calls the webhook for any other pod and a webhook outage cannot
+//!   block them.
+//! * **`failurePolicy: Fail` only with a CA bundle.** For an opted-in pod,
+//!   starting without its restore means an empty home directory that the
+//!   user then works in, unsynced; refusing the pod until the webhook
+//!   answers is the safe side, and its controller retries. But a `Fail`
+//!   configuration with no `caBundle` refuses every selected pod until the
+//!   webhook has patched one in, so [`WebhookManifestConfig::validate`]
+//!   refuses `Fail` without [`WebhookManifestConfig::ca_bundle_pem`]: the
+//!   admin makes the certificates first (`tether certs create`, into the
+//!   Secret the webhook then finds and keeps) and generates the bundle with
+//!   that CA embedded. `Ignore` needs no bundle.
+//! * **The webhook Deployment** spreads its replicas over nodes and zones
+//!   (topology spread, `ScheduleAnyway`: a hard rule would leave a replica
+//!   Pending on a one-node or cordoned cluster, and the PodDisruptionBudget
+//!   already covers drains), logs through `TETHER_LOG`, has no priority
+//!   class unless one is given (see
+//!   [`WebhookManifestConfig::priority_class_name`]) and sizes memory for
+//!   the hardened server's bounded in-flight budget.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +50,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace, ObjectFieldSelector,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Service, ServiceAccount, ServicePort, ServiceSpec,
+    Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{
@@ -36,9 +64,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::annotations::SidecarMode;
+use crate::annotations::{self, SidecarMode};
 use crate::builders;
-use crate::inject::{self, InjectError, InjectionOutcome, InjectorConfig};
+use crate::inject::{self, Changes, InjectError, InjectionOutcome, InjectorConfig};
 use crate::validate;
 use crate::webhook::MUTATE_PATH;
 
@@ -112,7 +140,45 @@ pub fn pod_template_pointer(kind: &str) -> Option<PointerBuf> {
 /// Annotations are read from the pod template (`spec.template.metadata`),
 /// exactly as the webhook would see them on the pod. Comments are not kept.
 pub fn inject_yaml(input: &str, config: &InjectorConfig) -> Result<String, ManifestError> {
+    inject_yaml_report(input, config).map(|(yaml, _)| yaml)
+}
+
+/// What [`inject_yaml_report`] did to one pod template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectionReport {
+    /// 1-based index of the document in the stream.
+    pub document: usize,
+    /// The workload's kind.
+    pub kind: String,
+    /// The workload's name.
+    pub name: String,
+    /// What the injector added or changed.
+    pub changes: Changes,
+    /// The injector's warnings.
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Display for InjectionReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "document {} ({} {}): {}",
+            self.document,
+            self.kind,
+            self.name,
+            self.changes.describe()
+        )
+    }
+}
+
+/// [`inject_yaml`], also returning one [`InjectionReport`] per injected
+/// pod template, so that nothing is changed silently.
+pub fn inject_yaml_report(
+    input: &str,
+    config: &InjectorConfig,
+) -> Result<(String, Vec<InjectionReport>), ManifestError> {
     let mut out = Vec::new();
+    let mut reports = Vec::new();
     for (i, document) in serde_norway::Deserializer::from_str(input).enumerate() {
         let number = i + 1;
         let mut value: Value =
@@ -123,16 +189,17 @@ pub fn inject_yaml(input: &str, config: &InjectorConfig) -> Result<String, Manif
         if value.is_null() {
             continue;
         }
-        inject_document(&mut value, number, config)?;
+        inject_document(&mut value, number, config, &mut reports)?;
         out.push(value);
     }
-    to_yaml_stream(&out)
+    Ok((to_yaml_stream(&out)?, reports))
 }
 
 fn inject_document(
     value: &mut Value,
     document: usize,
     config: &InjectorConfig,
+    reports: &mut Vec<InjectionReport>,
 ) -> Result<(), ManifestError> {
     let kind = value
         .get("kind")
@@ -147,7 +214,7 @@ fn inject_document(
     if kind == "List" {
         if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
             for item in items {
-                inject_document(item, document, config)?;
+                inject_document(item, document, config, reports)?;
             }
         }
         return Ok(());
@@ -175,9 +242,27 @@ fn inject_document(
             name: name.clone(),
             source,
         })?;
-    if let InjectionOutcome::Patched { patch, .. } = outcome {
+    if let InjectionOutcome::Patched { patch, warnings } = outcome {
         json_patch::patch(value, &patch)
             .map_err(|e| invalid(format!("applying the patch: {e}")))?;
+        let mut changes_pointer = base.clone();
+        changes_pointer.push_back("metadata");
+        changes_pointer.push_back("annotations");
+        changes_pointer.push_back(annotations::CHANGES);
+        let changes = value
+            .pointer(changes_pointer.as_str())
+            .and_then(Value::as_str)
+            .map(serde_json::from_str::<Changes>)
+            .transpose()
+            .map_err(|e| invalid(format!("reading back {}: {e}", annotations::CHANGES)))?
+            .unwrap_or_default();
+        reports.push(InjectionReport {
+            document,
+            kind: kind.clone(),
+            name: name.clone(),
+            changes,
+            warnings,
+        });
     }
     Ok(())
 }
@@ -194,9 +279,10 @@ fn to_yaml_stream<T: Serialize>(documents: &[T]) -> Result<String, ManifestError
 /// What the API server does when the webhook cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
-    /// Refuse the pod: an annotated pod never starts without its restore.
-    /// Pods in every selected namespace wait for the webhook, so pair this
-    /// with two replicas (the default) and the PodDisruptionBudget.
+    /// Refuse the pod: an opted-in pod never starts without its restore.
+    /// Only pods labelled `tether.dev/inject: "true"` wait for the webhook
+    /// (two replicas and a PodDisruptionBudget keep that short). Needs the
+    /// CA bundle in the configuration from the start.
     #[default]
     Fail,
     /// Admit the pod unchanged: the cluster never blocks on tether, but an
@@ -266,9 +352,17 @@ pub struct WebhookManifestConfig {
     /// sent to the webhook; when unset, every namespace except the excluded
     /// ones is.
     pub namespace_label: Option<(String, String)>,
-    /// PEM CA bundle to put in `clientConfig.caBundle`; leave unset when the
-    /// webhook patches its own (webhook-certs does).
+    /// PEM CA bundle to put in `clientConfig.caBundle` (the `ca.crt` of
+    /// the certificates in [`Self::secret_name`]); required with
+    /// [`FailurePolicy::Fail`], so that no `Fail` configuration ever exists
+    /// without a bundle. The webhook keeps it current afterwards.
     pub ca_bundle_pem: Option<String>,
+    /// `priorityClassName` of the webhook's pods. Default none: the webhook
+    /// gates only opted-in pods, so it is not cluster-critical, and
+    /// `system-cluster-critical` outside `kube-system` is refused by quota
+    /// on some managed clusters (GKE's `gcp-critical-pods`). Set it where
+    /// preempting the webhook must not stall opted-in pods.
+    pub priority_class_name: Option<String>,
 }
 
 impl Default for WebhookManifestConfig {
@@ -287,6 +381,7 @@ impl Default for WebhookManifestConfig {
             excluded_namespaces: Vec::new(),
             namespace_label: None,
             ca_bundle_pem: None,
+            priority_class_name: None,
         }
     }
 }
@@ -321,6 +416,21 @@ impl WebhookManifestConfig {
         }
         if self.replicas < 1 {
             return Err(setting("replicas")("must be at least 1".into()));
+        }
+        if let Some(class) = &self.priority_class_name {
+            validate::dns1123_subdomain(class).map_err(setting("priority_class_name"))?;
+        }
+        if let Some((key, value)) = &self.namespace_label {
+            validate::label(key, value).map_err(setting("namespace_label"))?;
+        }
+        match &self.ca_bundle_pem {
+            Some(pem) => check_ca_bundle(pem).map_err(setting("ca_bundle_pem"))?,
+            None if self.failure_policy == FailurePolicy::Fail => {
+                return Err(setting("ca_bundle_pem")(
+                    "failurePolicy Fail needs the CA bundle from the start (else every opted-in pod is refused until the webhook patches one in): make the certificates first with `tether certs create` and pass their ca.crt, or use failurePolicy Ignore".into(),
+                ));
+            }
+            None => {}
         }
         Ok(())
     }
@@ -389,6 +499,34 @@ impl WebhookManifestConfig {
     }
 }
 
+/// Checks that a CA bundle is PEM with at least one certificate and
+/// nothing else.
+fn check_ca_bundle(pem: &str) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::{self, PemObject};
+    let mut count = 0usize;
+    for item in <(pem::SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes()) {
+        match item {
+            Ok((pem::SectionKind::Certificate, der)) => {
+                if CertificateDer::from(der).is_empty() {
+                    return Err("holds an empty certificate".into());
+                }
+                count += 1;
+            }
+            Ok((kind, _)) => {
+                return Err(format!(
+                    "holds a {kind:?} section; only CERTIFICATE sections belong in a CA bundle"
+                ));
+            }
+            Err(e) => return Err(format!("is not valid PEM: {e}")),
+        }
+    }
+    if count == 0 {
+        return Err("holds no PEM certificate".into());
+    }
+    Ok(())
+}
+
 /// A typed object with its `apiVersion` and `kind` for serialisation.
 fn typed<K: k8s_openapi::Resource + Serialize>(object: &K) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
@@ -401,6 +539,17 @@ fn typed<K: k8s_openapi::Resource + Serialize>(object: &K) -> Value {
     }
     value
 }
+
+/// CPU request of the webhook container (no CPU limit: throttling an
+/// admission webhook turns into API server timeouts).
+pub const WEBHOOK_CPU_REQUEST: &str = "50m";
+/// Memory request of the webhook container.
+pub const WEBHOOK_MEMORY_REQUEST: &str = "64Mi";
+/// Memory limit of the webhook container: twice the 128 MiB peak the
+/// hardening work bounds the server to under a stream flood (issue 12),
+/// which an unbounded server exceeded fivefold (640 MB); the headroom is
+/// for the TLS and certificate-renewal work beside it.
+pub const WEBHOOK_MEMORY_LIMIT: &str = "256Mi";
 
 fn webhook_deployment(config: &WebhookManifestConfig) -> Deployment {
     let probe = |path: &str, period: i32| Probe {
@@ -433,7 +582,8 @@ fn webhook_deployment(config: &WebhookManifestConfig) -> Deployment {
                 }),
             },
             EnvVar {
-                name: "RUST_LOG".into(),
+                // The binary reads TETHER_LOG (--log-level), not RUST_LOG.
+                name: "TETHER_LOG".into(),
                 value: Some("info".into()),
                 value_from: None,
             },
@@ -448,12 +598,12 @@ fn webhook_deployment(config: &WebhookManifestConfig) -> Deployment {
         liveness_probe: Some(probe("/healthz", 20)),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
-                ("cpu".to_owned(), Quantity("50m".into())),
-                ("memory".to_owned(), Quantity("32Mi".into())),
+                ("cpu".to_owned(), Quantity(WEBHOOK_CPU_REQUEST.into())),
+                ("memory".to_owned(), Quantity(WEBHOOK_MEMORY_REQUEST.into())),
             ])),
             limits: Some(BTreeMap::from([(
                 "memory".to_owned(),
-                Quantity("128Mi".into()),
+                Quantity(WEBHOOK_MEMORY_LIMIT.into()),
             )])),
             ..ResourceRequirements::default()
         }),
@@ -475,6 +625,23 @@ fn webhook_deployment(config: &WebhookManifestConfig) -> Deployment {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(config.name.clone()),
+                    priority_class_name: config.priority_class_name.clone(),
+                    topology_spread_constraints: Some(
+                        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+                            .into_iter()
+                            .map(|key| TopologySpreadConstraint {
+                                max_skew: 1,
+                                topology_key: key.into(),
+                                when_unsatisfiable: "ScheduleAnyway".into(),
+                                label_selector: Some(LabelSelector {
+                                    match_labels: Some(config.selector_labels()),
+                                    match_expressions: None,
+                                }),
+                                match_label_keys: Some(vec!["pod-template-hash".into()]),
+                                ..TopologySpreadConstraint::default()
+                            })
+                            .collect(),
+                    ),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         seccomp_profile: Some(SeccompProfile {
@@ -505,13 +672,17 @@ fn mutating_webhook_configuration(config: &WebhookManifestConfig) -> MutatingWeb
             .as_ref()
             .map(|(k, v)| BTreeMap::from([(k.clone(), v.clone())])),
     };
+    // Only pods that opted in by label; never the webhook's own pods.
     let object_selector = LabelSelector {
         match_expressions: Some(vec![LabelSelectorRequirement {
             key: "app.kubernetes.io/name".into(),
             operator: "NotIn".into(),
             values: Some(vec![config.name.clone()]),
         }]),
-        match_labels: None,
+        match_labels: Some(BTreeMap::from([(
+            annotations::INJECT_LABEL.to_owned(),
+            "true".to_owned(),
+        )])),
     };
     MutatingWebhookConfiguration {
         metadata: config.meta(&config.name, false),
@@ -701,10 +872,18 @@ mod tests {
         assert_eq!(pod_template_pointer("ConfigMap"), None);
     }
 
+    /// `Ignore`, so that no CA bundle is needed in these unit tests.
+    fn ignore() -> WebhookManifestConfig {
+        WebhookManifestConfig {
+            failure_policy: FailurePolicy::Ignore,
+            ..WebhookManifestConfig::default()
+        }
+    }
+
     #[test]
     fn bundle_excludes_kube_system_and_itself() {
-        let config = WebhookManifestConfig::default();
-        let objects = webhook_objects(&config).unwrap_or_default();
+        let config = ignore();
+        let objects = webhook_objects(&config).unwrap();
         let mwc = objects
             .iter()
             .find(|o| o["kind"] == "MutatingWebhookConfiguration")
@@ -717,7 +896,7 @@ mod tests {
             &serde_json::json!(["kube-system", "tether-system"])
         );
         assert_eq!(webhook["sideEffects"], "None");
-        assert_eq!(webhook["failurePolicy"], "Fail");
+        assert_eq!(webhook["failurePolicy"], "Ignore");
         assert_eq!(webhook["reinvocationPolicy"], "IfNeeded");
         assert_eq!(
             webhook["rules"][0]["operations"],
@@ -731,7 +910,7 @@ mod tests {
 
     #[test]
     fn rbac_is_limited_by_resource_names() {
-        let objects = webhook_objects(&WebhookManifestConfig::default()).unwrap_or_default();
+        let objects = webhook_objects(&ignore()).unwrap();
         for kind in ["ClusterRole", "Role"] {
             let role = objects
                 .iter()
@@ -759,25 +938,28 @@ mod tests {
         let bad = [
             WebhookManifestConfig {
                 timeout_seconds: 31,
-                ..WebhookManifestConfig::default()
+                ..ignore()
             },
             WebhookManifestConfig {
                 namespace: "Bad".into(),
-                ..WebhookManifestConfig::default()
+                ..ignore()
             },
             WebhookManifestConfig {
                 image: "not an image".into(),
-                ..WebhookManifestConfig::default()
+                ..ignore()
             },
             WebhookManifestConfig {
                 port: 443,
-                ..WebhookManifestConfig::default()
+                ..ignore()
             },
             WebhookManifestConfig {
                 name: "1webhook".into(),
-                ..WebhookManifestConfig::default()
+                ..ignore()
             },
+            // Fail without a CA bundle.
+            WebhookManifestConfig::default(),
         ];
+        assert!(webhook_bundle(&ignore()).is_ok());
         for config in bad {
             assert!(webhook_bundle(&config).is_err(), "{config:?}");
         }

@@ -255,6 +255,40 @@ pub fn dns1123_label(name: &str) -> Result<(), String> {
     }
 }
 
+fn qualified_name_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 63
+        && part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && part.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && part.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Checks a label `key=value` pair: the key an optional DNS-1123 subdomain
+/// prefix and `/` before a name of at most 63 letters, digits, `-`, `_`
+/// and `.`; the value empty or such a name.
+pub fn label(key: &str, value: &str) -> Result<(), String> {
+    let name = match key.split_once('/') {
+        Some((prefix, name)) => {
+            dns1123_subdomain(prefix).map_err(|e| format!("label key prefix: {e}"))?;
+            name
+        }
+        None => key,
+    };
+    if !qualified_name_part(name) {
+        return Err(format!(
+            "{key:?} is not a label key (at most 63 letters, digits, '-', '_', '.', after an optional DNS prefix and '/')"
+        ));
+    }
+    if !value.is_empty() && !qualified_name_part(value) {
+        return Err(format!(
+            "{value:?} is not a label value (empty, or at most 63 letters, digits, '-', '_', '.')"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a DNS-1123 subdomain (Secret and other object names): at most 253
 /// characters, dot-separated DNS-1123 labels.
 pub fn dns1123_subdomain(name: &str) -> Result<(), String> {

@@ -90,26 +90,60 @@ pub fn manifests(cmd: ManifestsCommand) -> Result<ExitCode, CliError> {
     match cmd {
         ManifestsCommand::Inject { file, injector } => {
             let input = read_input(&file)?;
-            let out = kube_deploy::inject_yaml(&input, &injector.config())
+            let (out, reports) = kube_deploy::inject_yaml_report(&input, &injector.config())
                 .map_err(|e| CliError::usage(format!("{}: {e}", file.display())))?;
             print!("{out}");
+            // Nothing changed silently: one line per injected workload.
+            for report in &reports {
+                eprintln!("tether: injected {report}");
+                for warning in &report.warnings {
+                    eprintln!("tether: warning: {warning}");
+                }
+            }
         }
         ManifestsCommand::Webhook(a) => {
+            let ca_bundle_pem = a
+                .ca_file
+                .as_deref()
+                .map(|path| {
+                    std::fs::read_to_string(path).map_err(|e| {
+                        CliError::usage(format!("cannot read {}: {e}", path.display()))
+                    })
+                })
+                .transpose()?;
+            let failure_policy = match (a.failure_policy, &ca_bundle_pem) {
+                (Some(FailurePolicyArg::Fail), _) => FailurePolicy::Fail,
+                (Some(FailurePolicyArg::Ignore), _) => FailurePolicy::Ignore,
+                (None, Some(_)) => FailurePolicy::Fail,
+                (None, None) => {
+                    eprintln!(
+                        "tether: no --ca-file: the MutatingWebhookConfiguration uses failurePolicy Ignore \
+                         (opted-in pods start without tether while the webhook is down); \
+                         see README \"Kubernetes\" for the install with the CA bundle and Fail"
+                    );
+                    FailurePolicy::Ignore
+                }
+            };
+            // One place for the image: --image also names the injected
+            // containers' image unless --sidecar-image says otherwise.
+            let mut injector = a.injector.config();
+            if a.injector.sidecar_image == kube_deploy::inject::DEFAULT_IMAGE {
+                injector.image = a.image.clone();
+            }
             let config = WebhookManifestConfig {
                 namespace: a.namespace,
                 name: a.name,
                 secret_name: a.secret_name,
                 image: a.image,
-                injector: a.injector.config(),
+                injector,
                 replicas: a.replicas,
                 port: a.port,
-                failure_policy: match a.failure_policy {
-                    FailurePolicyArg::Fail => FailurePolicy::Fail,
-                    FailurePolicyArg::Ignore => FailurePolicy::Ignore,
-                },
+                failure_policy,
                 timeout_seconds: a.timeout_seconds,
                 excluded_namespaces: a.exclude_namespace,
                 namespace_label: a.namespace_label,
+                ca_bundle_pem,
+                priority_class_name: a.priority_class,
                 ..WebhookManifestConfig::default()
             };
             config.validate().map_err(CliError::usage)?;
