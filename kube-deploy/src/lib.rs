@@ -97,7 +97,9 @@
 
 mod admission;
 pub mod annotations;
+mod budget;
 pub mod builders;
+mod connections;
 pub mod inject;
 pub mod manifests;
 pub mod metrics;
@@ -107,4 +109,4 @@ pub mod webhook;
 pub use annotations::{AnnotationError, SidecarMode, TetherRequest};
 pub use inject::{InjectError, InjectionOutcome, InjectorConfig, inject};
 pub use manifests::{ManifestError, WebhookManifestConfig, inject_yaml, webhook_bundle};
-pub use webhook::{WebhookConfig, WebhookError, WebhookState, router, serve};
+pub use webhook::{ServerLimits, WebhookConfig, WebhookError, WebhookState, router, serve};
