@@ -93,11 +93,15 @@ impl Server {
         Arc::new(config)
     }
 
+    /// A TLS connection; panics if the server does not complete the
+    /// handshake promptly (e.g. because it is at its connection limit).
     async fn tls(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
-        tokio_rustls::TlsConnector::from(self.client(alpn))
-            .connect(ServerName::try_from(SERVICE_DNS).unwrap(), tcp)
+        let handshake = tokio_rustls::TlsConnector::from(self.client(alpn))
+            .connect(ServerName::try_from(SERVICE_DNS).unwrap(), tcp);
+        timeout(PROMPTLY, handshake)
             .await
+            .expect("the server completes a TLS handshake promptly")
             .unwrap()
     }
 
