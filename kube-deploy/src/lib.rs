@@ -106,7 +106,9 @@
 
 mod admission;
 pub mod annotations;
+mod budget;
 pub mod builders;
+mod connections;
 pub mod inject;
 pub mod manifests;
 pub mod metrics;
@@ -119,4 +121,4 @@ pub use manifests::{
     InjectionReport, ManifestError, WebhookManifestConfig, inject_yaml, inject_yaml_report,
     webhook_bundle,
 };
-pub use webhook::{WebhookConfig, WebhookError, WebhookState, router, serve};
+pub use webhook::{ServerLimits, WebhookConfig, WebhookError, WebhookState, router, serve};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -32,6 +33,10 @@ pub struct WebhookMetrics {
     denials: Counter,
     errors: Counter,
     latency: Histogram,
+    shed: Counter,
+    in_flight_body_bytes: Gauge,
+    open_connections: Gauge,
+    evicted_connections: Counter,
 }
 
 impl std::fmt::Debug for WebhookMetrics {
@@ -41,6 +46,10 @@ impl std::fmt::Debug for WebhookMetrics {
             .field("skips", &self.skips.get())
             .field("denials", &self.denials.get())
             .field("errors", &self.errors.get())
+            .field("shed", &self.shed.get())
+            .field("in_flight_body_bytes", &self.in_flight_body_bytes.get())
+            .field("open_connections", &self.open_connections.get())
+            .field("evicted_connections", &self.evicted_connections.get())
             .finish()
     }
 }
@@ -86,6 +95,30 @@ impl WebhookMetrics {
             "Time to answer one admission request, from body read to response",
             latency.clone(),
         );
+        let shed = Counter::default();
+        let in_flight_body_bytes = Gauge::default();
+        let open_connections = Gauge::default();
+        let evicted_connections = Counter::default();
+        registry.register(
+            "shed_requests",
+            "Requests answered 503 because the request-body byte budget was exhausted",
+            shed.clone(),
+        );
+        registry.register(
+            "in_flight_body_bytes",
+            "Request-body bytes held in memory, across every connection",
+            in_flight_body_bytes.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open, including ones in the TLS handshake",
+            open_connections.clone(),
+        );
+        registry.register(
+            "evicted_connections",
+            "Connections closed to make room for a new one (idle the longest first)",
+            evicted_connections.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             injections,
@@ -93,6 +126,10 @@ impl WebhookMetrics {
             denials,
             errors,
             latency,
+            shed,
+            in_flight_body_bytes,
+            open_connections,
+            evicted_connections,
         }
     }
 
@@ -106,6 +143,34 @@ impl WebhookMetrics {
         };
         counter.inc();
         self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a request refused for lack of body budget (also counted as
+    /// an error by [`Self::record`]).
+    pub fn record_shed(&self) {
+        self.shed.inc();
+    }
+
+    /// Requests refused for lack of body budget so far.
+    pub fn shed_count(&self) -> u64 {
+        self.shed.get()
+    }
+
+    /// Connections closed to make room for newer ones so far.
+    pub fn evicted_connections(&self) -> u64 {
+        self.evicted_connections.get()
+    }
+
+    pub(crate) fn in_flight_body_bytes_gauge(&self) -> Gauge {
+        self.in_flight_body_bytes.clone()
+    }
+
+    pub(crate) fn open_connections_gauge(&self) -> Gauge {
+        self.open_connections.clone()
+    }
+
+    pub(crate) fn evicted_connections_counter(&self) -> Counter {
+        self.evicted_connections.clone()
     }
 
     /// Count of requests with the given outcome so far.

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube_deploy::manifests::{WebhookManifestConfig, webhook_objects};
 use kube_deploy::metrics::AdmissionOutcome;
-use kube_deploy::webhook::{WebhookConfig, WebhookState, bind, router, serve, tls_server_config};
+use kube_deploy::webhook::{WebhookConfig, WebhookState, bind, serve, tls_server_config};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -179,7 +179,7 @@ async fn admission_over_tls_end_to_end() {
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, tls, router(state), async {
+    let server = tokio::spawn(serve(listener, tls, state, async {
         let _ = stopped.await;
     }));
 

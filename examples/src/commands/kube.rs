@@ -63,7 +63,7 @@ pub async fn webhook(args: WebhookArgs) -> Result<ExitCode, CliError> {
     let served = webhook::serve(
         listener,
         Arc::new(tls),
-        webhook::router(WebhookState::new(config)),
+        WebhookState::new(config),
         shutdown,
     )
     .await;
