@@ -1,7 +1,9 @@
 //! An object store wrapper for concurrency tests: every request waits a
 //! fixed delay first (a writer on a slow link), and a hook can run once,
 //! just before the first write of a head or mirror index generation
-//! (another writer acting at the worst moment).
+//! (another writer acting at the worst moment). It can also list S3
+//! "folder markers" (`dir/`, zero bytes), which object_store reports as
+//! `dir` and which no object_store store can create.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::ops::Range;
@@ -24,6 +26,7 @@ pub struct Interposer {
     inner: Arc<dyn ObjectStore>,
     delay: Duration,
     hook: Mutex<Option<BoxFuture<'static, ()>>>,
+    markers: Vec<Path>,
 }
 
 impl Interposer {
@@ -33,6 +36,19 @@ impl Interposer {
             inner,
             delay,
             hook: Mutex::new(None),
+            markers: Vec::new(),
+        })
+    }
+
+    /// Wraps `inner`, listing a folder marker at each of `markers` as S3
+    /// does (a zero-byte object that a `GET` of the name without the
+    /// slash does not find).
+    pub fn with_folder_markers(inner: Arc<dyn ObjectStore>, markers: Vec<Path>) -> Arc<Self> {
+        Arc::new(Interposer {
+            inner,
+            delay: Duration::ZERO,
+            hook: Mutex::new(None),
+            markers,
         })
     }
 
@@ -119,12 +135,27 @@ impl ObjectStore for Interposer {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let inner = Arc::clone(&self.inner);
         let delay = self.delay;
+        let markers: Vec<object_store::Result<ObjectMeta>> = self
+            .markers
+            .iter()
+            .filter(|m| prefix.is_none_or(|p| m.prefix_matches(p)))
+            .map(|m| {
+                Ok(ObjectMeta {
+                    location: m.clone(),
+                    last_modified: Default::default(),
+                    size: 0,
+                    e_tag: Some("\"d41d8cd98f00b204e9800998ecf8427e\"".into()),
+                    version: None,
+                })
+            })
+            .collect();
         let prefix = prefix.cloned();
         stream::once(async move {
             tokio::time::sleep(delay).await;
             inner.list(prefix.as_ref())
         })
         .flatten()
+        .chain(stream::iter(markers))
         .boxed()
     }
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
