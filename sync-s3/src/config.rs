@@ -112,9 +112,15 @@ pub struct BackendOptions {
     pub part_size: usize,
     /// Multipart parts of one file in flight at once (default 4).
     pub parts_in_flight: usize,
-    /// Manifests and mirror indexes larger than this are refused (default
-    /// 256 MiB, roughly a million files).
+    /// Manifests and mirror indexes larger than this are refused before
+    /// they are read (default 128 MiB, roughly 500,000 files).
     pub max_manifest_bytes: u64,
+    /// Manifests, mirror indexes and mirror listings with more entries than
+    /// this are refused before they are built (default 1,000,000; URL
+    /// `?max_entries=`). With the byte cap this bounds what reading remote
+    /// metadata can take: the bytes plus about 200 bytes per entry, under
+    /// 512 MiB at the defaults whatever the remote holds.
+    pub max_entries: u64,
     /// Extra settings passed to the object_store builder, as
     /// `(key, value)` (for example `("aws_access_key_id", "...")`,
     /// `("aws_endpoint", "http://127.0.0.1:8333")`). Values may be secrets:
@@ -150,7 +156,8 @@ impl Default for BackendOptions {
             large_file_threshold: 8 << 20,
             part_size: 8 << 20,
             parts_in_flight: 4,
-            max_manifest_bytes: 256 << 20,
+            max_manifest_bytes: 128 << 20,
+            max_entries: 1_000_000,
             store_options: Vec::new(),
             use_env: true,
             request_retries: 3,
@@ -172,6 +179,7 @@ impl fmt::Debug for BackendOptions {
             .field("part_size", &self.part_size)
             .field("parts_in_flight", &self.parts_in_flight)
             .field("max_manifest_bytes", &self.max_manifest_bytes)
+            .field("max_entries", &self.max_entries)
             .field("store_options (values hidden)", &keys)
             .field("use_env", &self.use_env)
             .field("request_retries", &self.request_retries)
@@ -206,6 +214,9 @@ impl BackendOptions {
         }
         if self.parts_in_flight == 0 {
             return bad("parts_in_flight", "must be positive");
+        }
+        if self.max_entries == 0 {
+            return bad("max_entries", "must be positive");
         }
         Ok(())
     }
@@ -255,6 +266,8 @@ pub struct RemoteUrl {
     pub concurrency: Option<usize>,
     /// `?pack_size=`, if given (bytes; `K`, `M`, `G`, `KiB`, `MiB`, `GiB` suffixes).
     pub pack_size: Option<usize>,
+    /// `?max_entries=`, if given.
+    pub max_entries: Option<u64>,
     redacted: String,
 }
 
@@ -359,6 +372,7 @@ impl RemoteUrl {
             store_settings: Vec::new(),
             concurrency: None,
             pack_size: None,
+            max_entries: None,
             redacted,
         };
         for (name, value) in url.query_pairs() {
@@ -375,6 +389,13 @@ impl RemoteUrl {
                         })?)
                 }
                 "pack_size" => out.pack_size = Some(parse_size(&name, &value)?),
+                "max_entries" => {
+                    out.max_entries =
+                        Some(value.parse().map_err(|_| ConfigError::InvalidValue {
+                            name,
+                            reason: format!("{value:?} is not a number"),
+                        })?)
+                }
                 "endpoint" | "endpoint_url" => {
                     url::Url::parse(&value).map_err(|e| ConfigError::InvalidValue {
                         name: name.clone(),

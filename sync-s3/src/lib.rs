@@ -94,6 +94,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod decode;
+mod heads;
 pub mod manifest;
 mod mirror;
 mod snapshots;
@@ -136,7 +138,7 @@ impl ObjectStoreBackend {
     /// with optional query parameters `layout=mirror|snapshots`,
     /// `endpoint=…`, `region=…`, `allow_http=true`,
     /// `virtual_hosted_style=true|false`, `skip_signature=true`,
-    /// `concurrency=N`, `pack_size=8MiB`. The URL's settings win over
+    /// `concurrency=N`, `pack_size=8MiB`, `max_entries=N`. The URL's settings win over
     /// `options`. S3 stores use path-style requests unless
     /// `virtual_hosted_style=true`, so S3-compatible servers work with just
     /// an endpoint.
@@ -150,6 +152,9 @@ impl ObjectStoreBackend {
         }
         if let Some(p) = parsed.pack_size {
             options.pack_size = p;
+        }
+        if let Some(n) = parsed.max_entries {
+            options.max_entries = n;
         }
         options.validate()?;
         let mut remote = store::build(&parsed, &options)?;

@@ -22,12 +22,18 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sync_core::{BackendError, Change, Checkpoint, ContentHash, Meta};
 
+use crate::decode::{CountError, count_entries};
+
 /// `format` of a [`Manifest`].
 pub const MANIFEST_FORMAT: &str = "tether-snapshot-1";
 /// `format` of a [`HeadRecord`].
 pub const HEAD_FORMAT: &str = "tether-head-1";
 /// `format` of a [`PackIndex`].
 pub const PACK_INDEX_FORMAT: &str = "tether-pack-index-1";
+/// Most blobs one pack holds: a pack is sealed at this count even below
+/// its target size, so its index stays small (about 7 MiB of JSON), and an
+/// index listing more is refused.
+pub const MAX_PACK_BLOBS: usize = 65_536;
 
 /// Where a blob's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -38,6 +44,13 @@ pub struct BlobLoc {
     pub offset: u64,
     /// Length in bytes.
     pub length: u64,
+}
+
+impl BlobLoc {
+    /// The offset just past the blob, `None` if it passes `u64::MAX`.
+    pub fn end(&self) -> Option<u64> {
+        self.offset.checked_add(self.length)
+    }
 }
 
 /// One path of a snapshot.
@@ -146,7 +159,9 @@ impl Manifest {
             .iter()
             .filter(|e| e.meta.as_file().is_some())
             .count() as u64;
-        let bytes = entries.iter().map(|e| e.meta.size()).sum();
+        let bytes = entries
+            .iter()
+            .fold(0u64, |sum, e| sum.saturating_add(e.meta.size()));
         Manifest {
             format: MANIFEST_FORMAT.into(),
             id,
@@ -163,8 +178,16 @@ impl Manifest {
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    /// Parses and checks a manifest read from `object`.
-    pub fn decode(bytes: &[u8], object: &str) -> Result<Manifest, BackendError> {
+    /// Parses and checks a manifest read from `object`, refusing one of
+    /// more than `max_entries` paths before building any of them.
+    pub fn decode(bytes: &[u8], object: &str, max_entries: u64) -> Result<Manifest, BackendError> {
+        count_entries(bytes, "entries", max_entries).map_err(|e| match e {
+            CountError::TooMany { .. } => invalid(object, e.to_string()),
+            CountError::Json(e) => invalid(
+                object,
+                format!("not a valid snapshot manifest (truncated or corrupt): {e}"),
+            ),
+        })?;
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
             invalid(
                 object,
@@ -193,7 +216,16 @@ impl Manifest {
                             format!("{:?} names an invalid pack id {:?}", e.path, loc.pack),
                         ));
                     }
-                    if loc.length != f.size || loc.offset.checked_add(loc.length).is_none() {
+                    if loc.end().is_none() {
+                        return Err(invalid(
+                            object,
+                            format!(
+                                "{:?}: blob offset {} and length {} are out of range (their sum passes 2^64)",
+                                e.path, loc.offset, loc.length
+                            ),
+                        ));
+                    }
+                    if loc.length != f.size {
                         return Err(invalid(
                             object,
                             format!(
@@ -283,12 +315,28 @@ impl PackIndex {
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    /// Parses and checks an index read from `object`.
+    /// Parses and checks an index read from `object` (at most
+    /// [`MAX_PACK_BLOBS`] blobs: more than any pack tether writes).
     pub fn decode(bytes: &[u8], object: &str) -> Result<PackIndex, BackendError> {
+        count_entries(bytes, "blobs", MAX_PACK_BLOBS as u64)
+            .map_err(|e| invalid(object, format!("not a valid pack index: {e}")))?;
         let p: PackIndex = serde_json::from_slice(bytes)
             .map_err(|e| invalid(object, format!("not a valid pack index: {e}")))?;
         if p.format != PACK_INDEX_FORMAT || !is_pack_id(&p.pack) {
             return Err(invalid(object, "unknown format or invalid pack id"));
+        }
+        if let Some(b) = p
+            .blobs
+            .iter()
+            .find(|b| b.offset.checked_add(b.length).is_none())
+        {
+            return Err(invalid(
+                object,
+                format!(
+                    "blob {} has offset {} and length {}: out of range (their sum passes 2^64)",
+                    b.hash, b.offset, b.length
+                ),
+            ));
         }
         Ok(p)
     }
@@ -387,6 +435,11 @@ impl PackBuilder {
         self.buf.len()
     }
 
+    /// True once no more blobs should be added ([`MAX_PACK_BLOBS`]).
+    pub fn is_full_of_blobs(&self) -> bool {
+        self.blobs.len() >= MAX_PACK_BLOBS
+    }
+
     /// True when no blob was added.
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
@@ -433,11 +486,11 @@ pub fn batch_ranges(mut ranges: Vec<(u64, u64)>, max_batch: u64) -> Vec<Vec<(u64
     let mut current: Vec<(u64, u64)> = Vec::new();
     let mut size = 0u64;
     for (offset, length) in ranges {
-        if !current.is_empty() && size + length > max_batch {
+        if !current.is_empty() && size.saturating_add(length) > max_batch {
             out.push(std::mem::take(&mut current));
             size = 0;
         }
-        size += length;
+        size = size.saturating_add(length);
         current.push((offset, length));
     }
     if !current.is_empty() {
@@ -502,7 +555,7 @@ mod tests {
         assert_eq!((m.files, m.bytes), (2, 5));
         let paths: Vec<_> = m.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["a", "d", "d/b", "l"]);
-        let back = Manifest::decode(&m.encode(), "m").unwrap();
+        let back = Manifest::decode(&m.encode(), "m", 100).unwrap();
         assert_eq!(back, m);
     }
 
@@ -510,7 +563,7 @@ mod tests {
     fn bad_manifests_are_refused_naming_the_object() {
         let (m, _) = sample();
         let bytes = m.encode();
-        let e = Manifest::decode(&bytes[..bytes.len() / 2], "p/snapshots/x").unwrap_err();
+        let e = Manifest::decode(&bytes[..bytes.len() / 2], "p/snapshots/x", 100).unwrap_err();
         assert!(e.to_string().contains("p/snapshots/x") && e.to_string().contains("truncated"));
 
         let mut wrong_total = m.clone();

@@ -38,17 +38,24 @@ use sync_core::{
 };
 
 use crate::config::BackendOptions;
-use crate::store::{CreateOutcome, Generations, Remote, remote_err};
+use crate::decode::{CountError, count_entries};
+use crate::heads::{Confirmation, CreateOutcome, Generations};
+use crate::store::{Remote, remote_err};
 use crate::transfer::{self, UploadLimits};
 
 /// The reserved top-level name.
 pub(crate) const RESERVED: &str = ".tether";
+/// Index generations: the newest 5 are kept (readers may be on them),
+/// older ones retired in batches of 4 (see [`crate::heads`]).
 const INDEX: Generations = Generations {
     dir: ".tether/mirror",
+    floor_dir: ".tether/mirror-floor",
+    keep: 5,
+    batch: 4,
 };
 const INDEX_FORMAT: &str = "tether-mirror-index-1";
-/// Index generations kept besides the newest (readers may be on them).
-const KEEP_GENERATIONS: u64 = 4;
+/// Index generations a push tries before it fails (as transient).
+const MAX_ATTEMPTS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct IndexEntry {
@@ -136,6 +143,17 @@ impl Mirror {
             return Ok(None);
         };
         let key = INDEX.key(&self.remote, n)?;
+        count_entries(&bytes, "entries", self.options.max_entries).map_err(|e| {
+            BackendError::InvalidRemote {
+                object: key.to_string(),
+                reason: match e {
+                    CountError::TooMany { .. } => e.to_string(),
+                    CountError::Json(e) => {
+                        format!("not a valid mirror index (truncated or corrupt): {e}")
+                    }
+                },
+            }
+        })?;
         let index: MirrorIndex =
             serde_json::from_slice(&bytes).map_err(|e| BackendError::InvalidRemote {
                 object: key.to_string(),
@@ -150,11 +168,43 @@ impl Mirror {
         Ok(Some((n, index)))
     }
 
+    /// The newest index generation; `"0"` for objects without an index
+    /// (uploaded by another tool, or a first push that died before its
+    /// index): there is something to restore.
     pub async fn head(&self) -> Result<Option<RemoteHead>, BackendError> {
-        Ok(INDEX.list(&self.remote).await?.last().map(|n| RemoteHead {
-            id: n.to_string(),
-            time: None,
-        }))
+        if let Some(n) = INDEX.newest(&self.remote).await? {
+            return Ok(Some(RemoteHead {
+                id: n.to_string(),
+                time: None,
+            }));
+        }
+        let mut objects = self.list_objects();
+        match objects.next().await {
+            Some(Ok(_)) => Ok(Some(RemoteHead {
+                id: "0".into(),
+                time: None,
+            })),
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    /// The objects under the prefix, the reserved name excluded.
+    fn list_objects(&self) -> futures::stream::BoxStream<'_, Result<ObjectMeta, BackendError>> {
+        let listing_prefix =
+            (!self.remote.prefix.as_ref().is_empty()).then_some(&self.remote.prefix);
+        self.remote
+            .store
+            .list(listing_prefix)
+            .map_err(|e| remote_err("list", &self.remote.prefix, e))
+            .try_filter(|o| {
+                let keep = self
+                    .remote
+                    .relative(&o.location)
+                    .is_some_and(|r| !is_reserved(r));
+                async move { keep }
+            })
+            .boxed()
     }
 
     fn limits(&self) -> UploadLimits {
@@ -225,39 +275,57 @@ impl Mirror {
             .try_collect()
             .await?;
         let files_uploaded = uploaded.len() as u64;
-        let bytes_uploaded = uploaded.iter().map(|u| u.2).sum();
+        let bytes_uploaded = uploaded.iter().fold(0u64, |sum, u| sum.saturating_add(u.2));
         let etags: BTreeMap<RelPath, Option<String>> =
             uploaded.into_iter().map(|(p, e, _)| (p, e)).collect();
 
-        // The index: next generation, merged again if another writer won.
-        for _attempt in 0..16 {
-            let (n, mut index) = match cache.take() {
-                Some(c) => c,
-                None => self.load_index().await?.unwrap_or_default(),
+        // The index: next generation, confirmed as part of the newest
+        // state (crate::heads), merged again if another writer won.
+        for _attempt in 0..MAX_ATTEMPTS {
+            let (base, mut index) = match cache.take() {
+                Some((n, i)) => (Some(n), i),
+                None => match self.load_index().await? {
+                    Some((n, i)) => (Some(n), i),
+                    None => (None, MirrorIndex::default()),
+                },
             };
+            let next = INDEX.next(&self.remote, base)?;
             apply(&mut index, checkpoint, &etags);
             index.time_ms = now_ms();
             let bytes = bytes::Bytes::from(serde_json::to_vec(&index).unwrap_or_default());
-            match INDEX.create(&self.remote, n + 1, bytes).await? {
-                CreateOutcome::Created => {
-                    *cache = Some((n + 1, index));
-                    INDEX.trim(&self.remote, n + 1, KEEP_GENERATIONS + 1).await;
-                    return Ok(PushReceipt {
-                        head: Some((n + 1).to_string()),
-                        files_uploaded,
-                        bytes_uploaded,
-                        conflict: None,
-                    });
+            let why = match INDEX.create(&self.remote, next, bytes).await? {
+                CreateOutcome::Created(written) => {
+                    match INDEX.confirm(&self.remote, &written).await? {
+                        Confirmation::Confirmed { newest, floor } => {
+                            if newest == next {
+                                *cache = Some((next, index));
+                            }
+                            INDEX.retire(&self.remote, newest, floor, false).await;
+                            return Ok(PushReceipt {
+                                head: Some(next.to_string()),
+                                files_uploaded,
+                                bytes_uploaded,
+                                conflict: None,
+                            });
+                        }
+                        Confirmation::Orphaned(why) => {
+                            INDEX.remove_orphan(&self.remote, &written).await;
+                            why
+                        }
+                    }
                 }
-                CreateOutcome::Conflict => {
-                    tracing::debug!(remote = %self.remote.describe, generation = n + 1, "another writer updated the mirror index; merging");
+                CreateOutcome::Taken => {
+                    format!("another writer created index generation {next} first")
                 }
-            }
+            };
+            tracing::debug!(remote = %self.remote.describe, reason = %why, "another writer updated the mirror index; merging");
         }
         Err(BackendError::transient(
             "push",
             self.remote.describe.clone(),
-            "the mirror index kept changing under concurrent writers",
+            format!(
+                "the mirror index kept changing under concurrent writers ({MAX_ATTEMPTS} attempts); the checkpoint is kept and retried"
+            ),
         ))
     }
 
@@ -280,23 +348,24 @@ impl Mirror {
             Some(n) => INDEX.key(&self.remote, n)?.to_string(),
             None => format!("{} (no index)", self.remote.describe),
         };
-        // The objects: everything under the prefix except the index.
-        let listing_prefix =
-            (!self.remote.prefix.as_ref().is_empty()).then_some(&self.remote.prefix);
-        let objects: Vec<ObjectMeta> = self
-            .remote
-            .store
-            .list(listing_prefix)
-            .map_err(|e| remote_err("list", &self.remote.prefix, e))
-            .try_filter(|o| {
-                let keep = self
-                    .remote
-                    .relative(&o.location)
-                    .is_some_and(|r| !is_reserved(r));
-                async move { keep }
-            })
-            .try_collect()
-            .await?;
+        // The objects: everything under the prefix except the index, at
+        // most `max_entries` of them.
+        let mut objects: Vec<ObjectMeta> = Vec::new();
+        let mut listing = self.list_objects();
+        while let Some(o) = listing.next().await {
+            if objects.len() as u64 >= self.options.max_entries {
+                return Err(BackendError::InvalidRemote {
+                    object: self.remote.describe.clone(),
+                    reason: format!(
+                        "holds more than {} objects, the most tether restores (max_entries)",
+                        self.options.max_entries
+                    ),
+                });
+            }
+            objects.push(o?);
+        }
+        drop(listing);
+        let (markers, objects) = self.split_folder_markers(objects, &index);
         let mut names: BTreeMap<String, PlanKind> = BTreeMap::new();
         for (name, e) in &index.entries {
             let kind = match e.meta {
@@ -311,6 +380,9 @@ impl Mirror {
                 names.insert(rel.to_owned(), PlanKind::File);
             }
         }
+        for m in &markers {
+            names.entry(m.as_str().to_owned()).or_insert(PlanKind::Dir);
+        }
         // Hostile names (in the index or as keys) fail the whole restore
         // here, before anything is written.
         let described = format!(
@@ -319,7 +391,12 @@ impl Mirror {
         );
         RestorePlan::validate(names.iter().map(|(n, k)| (n.as_str(), *k)), &described)?;
         let writer = Arc::new(RestoreWriter::open(dest, options)?);
-        writer.expect_total(names.len() as u64, objects.iter().map(|o| o.size).sum());
+        writer.expect_total(
+            names.len() as u64,
+            objects
+                .iter()
+                .fold(0u64, |sum, o| sum.saturating_add(o.size)),
+        );
         let object_names: std::collections::HashSet<&str> = objects
             .iter()
             .filter_map(|o| self.remote.relative(&o.location))
@@ -339,7 +416,14 @@ impl Mirror {
                     ))
                 })
                 .collect::<Result<_, BackendError>>()?;
+            let markers: Vec<RelPath> = markers
+                .into_iter()
+                .filter(|m| !index.entries.contains_key(m.as_str()))
+                .collect();
             tokio::task::spawn_blocking(move || -> Result<(), BackendError> {
+                for path in markers {
+                    w.create_dir(&path)?;
+                }
                 for (path, meta) in others {
                     match meta {
                         Meta::Dir => w.create_dir(&path)?,
@@ -395,6 +479,48 @@ impl Mirror {
         Ok(writer.finish(generation.map(|n| n.to_string())))
     }
 
+    /// Separates S3 "folder markers" (a zero-byte `dir/`, made by consoles
+    /// and some tools, which object_store lists as `dir`) from the files:
+    /// a zero-byte object that other objects or index entries lie under
+    /// is a directory. (One with nothing under it is recognised when its
+    /// `GET` finds no `dir`, in [`Self::restore_object`].)
+    fn split_folder_markers(
+        &self,
+        objects: Vec<ObjectMeta>,
+        index: &MirrorIndex,
+    ) -> (Vec<RelPath>, Vec<ObjectMeta>) {
+        let all: std::collections::BTreeSet<&str> = objects
+            .iter()
+            .filter_map(|o| self.remote.relative(&o.location))
+            .chain(index.entries.keys().map(String::as_str))
+            .collect();
+        let has_children = |name: &str| {
+            let under = format!("{name}/");
+            all.range(under.as_str()..)
+                .next()
+                .is_some_and(|n| n.starts_with(&under))
+        };
+        let is_marker: Vec<Option<RelPath>> = objects
+            .iter()
+            .map(|o| {
+                self.remote
+                    .relative(&o.location)
+                    .filter(|rel| o.size == 0 && has_children(rel))
+                    .and_then(|rel| RelPath::new(rel).ok())
+            })
+            .collect();
+        drop(all);
+        let mut markers = Vec::new();
+        let mut files = Vec::with_capacity(objects.len());
+        for (o, marker) in objects.into_iter().zip(is_marker) {
+            match marker {
+                Some(path) => markers.push(path),
+                None => files.push(o),
+            }
+        }
+        (markers, files)
+    }
+
     async fn restore_object(
         &self,
         writer: &Arc<RestoreWriter>,
@@ -405,6 +531,15 @@ impl Mirror {
         let key = &object.location;
         let res = match self.remote.store.get_opts(key, GetOptions::default()).await {
             Ok(r) => r,
+            // Listed with zero bytes but no object of that name: a folder
+            // marker (`dir/`) — an empty directory.
+            Err(object_store::Error::NotFound { .. }) if object.size == 0 && known.is_none() => {
+                let (w, p) = (Arc::clone(writer), path.clone());
+                return tokio::task::spawn_blocking(move || w.create_dir(&p))
+                    .await
+                    .map_err(|e| BackendError::transient("restore", path.to_string(), e))?
+                    .map_err(BackendError::from);
+            }
             // Deleted since the listing: nothing to restore.
             Err(object_store::Error::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(remote_err("get", key, e)),

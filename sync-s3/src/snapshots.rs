@@ -37,24 +37,39 @@ use sync_core::{
 };
 
 use crate::config::BackendOptions;
+use crate::heads::{Confirmation, CreateOutcome, Generations, delete_all};
 use crate::manifest::{
     BlobLoc, HEAD_FORMAT, HeadRecord, Manifest, ManifestEntry, PACK_INDEX_FORMAT, PackBuilder,
     PackIndex, PackedBlob, SealedPack, apply_checkpoint, batch_ranges, contested_paths, is_pack_id,
     is_snapshot_id, new_snapshot_id,
 };
-use crate::store::{CreateOutcome, Generations, Remote, remote_err};
+use crate::store::{Remote, remote_err};
 use crate::transfer::{self, UploadLimits};
 
-const HEADS: Generations = Generations { dir: "heads" };
-/// Head generations kept besides the newest.
-const KEEP_HEADS: u64 = 16;
+/// Heads: the newest 17 are kept (readers may be on them), older ones
+/// retired in batches of 32 (see [`crate::heads`]).
+const HEADS: Generations = Generations {
+    dir: "heads",
+    floor_dir: "heads-floor",
+    keep: 17,
+    batch: 32,
+};
+/// Head generations a push tries before it fails (as transient: the
+/// engine keeps the checkpoint and retries later).
+const MAX_ATTEMPTS: usize = 16;
 /// Blobs known only from a pack index (not from the head's manifest) are
 /// reused only if that index is younger than this; `prune` never deletes
 /// anything younger than its `min_age`, which should be well above it.
 pub const REUSE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// Small files read ahead of the packer.
 const READ_AHEAD: usize = 8;
-const MAX_INDEX_BYTES: u64 = 64 << 20;
+/// A pack index larger than this is not read (one of
+/// [`MAX_PACK_BLOBS`](crate::manifest::MAX_PACK_BLOBS) blobs is about 7 MiB).
+const MAX_INDEX_BYTES: u64 = 16 << 20;
+/// Pack indexes read at once.
+const INDEX_LOADS: usize = 4;
+/// Recent pack indexes considered per push.
+const MAX_FRESH_INDEXES: usize = 4096;
 
 /// A file to restore: where, how, and where its blob is.
 type WantedFile = (RelPath, FileSpec, BlobLoc);
@@ -62,7 +77,13 @@ type WantedFile = (RelPath, FileSpec, BlobLoc);
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A time read from the remote (ms since the epoch), or `None` when the
+/// platform cannot represent it (far beyond year 9999 is hostile anyway).
+fn time_of(ms: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
 /// What `prune` should do.
@@ -153,7 +174,7 @@ impl Snapshots {
 
     fn pack_key(&self, id: &str) -> Result<Path, BackendError> {
         self.remote
-            .key(&format!("packs/{}/{id}", &id[..2.min(id.len())]))
+            .key(&format!("packs/{}/{id}", id.get(..2).unwrap_or(id)))
     }
 
     fn index_key(&self, id: &str) -> Result<Path, BackendError> {
@@ -184,7 +205,7 @@ impl Snapshots {
         else {
             return Ok(None);
         };
-        let m = Manifest::decode(&bytes, key.as_ref())?;
+        let m = Manifest::decode(&bytes, key.as_ref(), self.options.max_entries)?;
         if m.id != id {
             return Err(BackendError::InvalidRemote {
                 object: key.to_string(),
@@ -218,7 +239,7 @@ impl Snapshots {
     pub async fn head(&self) -> Result<Option<RemoteHead>, BackendError> {
         Ok(self.read_head().await?.map(|(_, h)| RemoteHead {
             id: h.snapshot,
-            time: Some(UNIX_EPOCH + Duration::from_millis(h.time_ms)),
+            time: time_of(h.time_ms),
         }))
     }
 
@@ -227,7 +248,7 @@ impl Snapshots {
         &self,
         state: &mut WriterState,
     ) -> Result<Option<(u64, Arc<Manifest>)>, BackendError> {
-        let newest = HEADS.list(&self.remote).await?.last().copied();
+        let newest = HEADS.newest(&self.remote).await?;
         match (newest, &state.head) {
             (None, _) => {
                 state.head = None;
@@ -242,52 +263,71 @@ impl Snapshots {
         }
     }
 
-    /// Loads pack indexes written recently by anyone.
+    /// Loads pack indexes written recently by anyone. Bounded: at most
+    /// [`MAX_FRESH_INDEXES`] indexes are considered per push, each at most
+    /// [`MAX_INDEX_BYTES`] and [`MAX_PACK_BLOBS`](crate::manifest::MAX_PACK_BLOBS)
+    /// blobs, [`INDEX_LOADS`] at a time, and the blobs learned this way stop
+    /// at `max_entries`. Reuse is an optimisation: an index that is too
+    /// large or invalid is skipped with a warning, not an error.
     async fn refresh_indexes(&self, state: &mut WriterState) -> Result<(), BackendError> {
         let dir = self.remote.key("index")?;
         let cutoff = chrono_cutoff(self.options.reuse_window);
-        let fresh: Vec<(Path, i64)> = self
-            .remote
-            .store
-            .list(Some(&dir))
-            .map_err(|e| remote_err("list", &dir, e))
-            .try_filter_map(|o| {
-                let name = o.location.filename().unwrap_or("").to_owned();
-                let written = o.last_modified.timestamp_millis();
-                let wanted =
-                    is_pack_id(&name) && !state.loaded_indexes.contains(&name) && written >= cutoff;
-                async move { Ok(wanted.then_some((o.location, written))) }
-            })
-            .try_collect()
-            .await?;
-        let times: HashMap<String, u64> = fresh
+        let mut young: HashMap<String, (Path, u64)> = HashMap::new();
+        let mut listing = self.remote.store.list(Some(&dir));
+        while let Some(o) = listing.next().await {
+            let o = o.map_err(|e| remote_err("list", &dir, e))?;
+            let name = o.location.filename().unwrap_or("").to_owned();
+            let written = o.last_modified.timestamp_millis();
+            if !is_pack_id(&name) || written < cutoff {
+                continue;
+            }
+            if young.len() >= MAX_FRESH_INDEXES {
+                tracing::warn!(object = %dir, limit = MAX_FRESH_INDEXES, "more recent pack indexes than this; reusing blobs of the first ones only");
+                break;
+            }
+            young.insert(name, (o.location, u64::try_from(written).unwrap_or(0)));
+        }
+        drop(listing);
+        // Remember only names still in the window: the set stays bounded.
+        state.loaded_indexes.retain(|n| young.contains_key(n));
+        let fresh: Vec<(String, Path)> = young
             .iter()
-            .map(|(key, written)| {
-                let name = key.filename().unwrap_or("").to_owned();
-                (name, u64::try_from(*written).unwrap_or(0))
-            })
+            .filter(|(n, _)| !state.loaded_indexes.contains(*n))
+            .map(|(n, (k, _))| (n.clone(), k.clone()))
             .collect();
-        let loaded: Vec<(String, Option<PackIndex>)> = stream::iter(fresh)
-            .map(|(key, _)| async move {
-                let name = key.filename().unwrap_or("").to_owned();
-                let index = match self.remote.get_bounded(&key, MAX_INDEX_BYTES).await? {
-                    Some((bytes, _)) => match PackIndex::decode(&bytes, key.as_ref()) {
-                        Ok(i) if i.pack == name => Some(i),
-                        Ok(_) | Err(_) => {
-                            tracing::warn!(object = %key, "ignoring an invalid pack index");
-                            None
-                        }
-                    },
-                    None => None,
+        let mut loads = stream::iter(fresh)
+            .map(|(name, key)| async move {
+                let index = match self.remote.get_bounded(&key, MAX_INDEX_BYTES).await {
+                    Ok(Some((bytes, _))) => PackIndex::decode(&bytes, key.as_ref()),
+                    Ok(None) => return Ok((name, None)),
+                    Err(e) => Err(e),
                 };
-                Ok::<_, BackendError>((name, index))
+                match index {
+                    Ok(i) if i.pack == name => Ok((name, Some(i))),
+                    Ok(_) => {
+                        tracing::warn!(object = %key, "ignoring a pack index naming another pack");
+                        Ok((name, None))
+                    }
+                    Err(BackendError::InvalidRemote { object, reason }) => {
+                        tracing::warn!(%object, %reason, "ignoring an invalid pack index");
+                        Ok((name, None))
+                    }
+                    Err(e) => Err(e),
+                }
             })
-            .buffer_unordered(self.options.concurrency)
-            .try_collect()
-            .await?;
-        for (name, index) in loaded {
+            .buffer_unordered(INDEX_LOADS.min(self.options.concurrency));
+        let limit = usize::try_from(self.options.max_entries).unwrap_or(usize::MAX);
+        while let Some(loaded) = loads.next().await {
+            let (name, index) = loaded?;
             if let Some(index) = index {
-                let written = times.get(&name).copied().unwrap_or(0);
+                if state.known.len().saturating_add(index.blobs.len()) > limit {
+                    tracing::warn!(
+                        limit,
+                        "too many blobs known from pack indexes; not reusing more"
+                    );
+                    continue;
+                }
+                let written = young.get(&name).map_or(0, |(_, t)| *t);
                 state
                     .pack_times
                     .entry(index.pack.clone())
@@ -333,7 +373,9 @@ impl Snapshots {
             }
         }
         let files_uploaded = missing.len() as u64;
-        let bytes_uploaded = missing.values().map(|(_, f)| f.size).sum();
+        let bytes_uploaded = missing
+            .values()
+            .fold(0u64, |sum, (_, f)| sum.saturating_add(f.size));
         let mut uploaded: Vec<(ContentHash, BlobLoc)> = Vec::new();
         let result = self
             .upload_missing(missing.into_values().collect(), source, &mut uploaded)
@@ -351,7 +393,22 @@ impl Snapshots {
 
         let mut contested: Vec<String> = Vec::new();
         let mut lost_to: Option<String> = None;
-        for _attempt in 0..16 {
+        for attempt in 0..MAX_ATTEMPTS {
+            // Uploads may have taken long: build on the newest head (one
+            // LIST when nothing moved).
+            if attempt == 0 {
+                let newest = self.current_base(&mut state).await?;
+                if newest.as_ref().map(|(n, _)| *n) != base.as_ref().map(|(n, _)| *n) {
+                    self.note_rebase(
+                        &mut base,
+                        newest,
+                        checkpoint,
+                        &mut locations,
+                        &mut contested,
+                        &mut lost_to,
+                    );
+                }
+            }
             // Against the base this attempt builds on: after a re-base, a
             // pack the old base referenced may be referenced no more.
             self.check_reused_packs(
@@ -361,6 +418,7 @@ impl Snapshots {
                 base.as_ref().map(|(_, m)| &**m),
             )
             .await?;
+            let next = HEADS.next(&self.remote, base.as_ref().map(|(n, _)| *n))?;
             let base_entries = base.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
             let entries = apply_checkpoint(&base_entries, checkpoint, &locations).map_err(|h| {
                 BackendError::transient(
@@ -369,6 +427,7 @@ impl Snapshots {
                     format!("blob {h} was not uploaded"),
                 )
             })?;
+            drop(base_entries);
             let id = new_snapshot_id(now_ms(), rand::random());
             let manifest = Manifest::new(
                 id.clone(),
@@ -386,56 +445,86 @@ impl Snapshots {
                 snapshot: id.clone(),
                 time_ms: manifest.time_ms,
             };
-            let next = base.as_ref().map_or(1, |(n, _)| n + 1);
-            match HEADS.create(&self.remote, next, head.encode()).await? {
-                CreateOutcome::Created => {
-                    state.head = Some((next, Arc::new(manifest)));
-                    HEADS.trim(&self.remote, next, KEEP_HEADS + 1).await;
-                    let conflict = lost_to.map(|other| {
-                        if contested.is_empty() {
-                            format!("re-based on snapshot {other} of another writer; no path was changed by both")
-                        } else {
-                            format!(
-                                "another writer changed {} in snapshot {other}; this checkpoint's version is now the head ({id}), theirs stays in snapshot {other}",
-                                contested.join(", ")
-                            )
+            let why = match HEADS.create(&self.remote, next, head.encode()).await? {
+                CreateOutcome::Created(written) => {
+                    match HEADS.confirm(&self.remote, &written).await? {
+                        Confirmation::Confirmed { newest, floor } => {
+                            state.head = (newest == next).then(|| (next, Arc::new(manifest)));
+                            HEADS.retire(&self.remote, newest, floor, false).await;
+                            // A re-base that touched none of this
+                            // checkpoint's paths is no conflict.
+                            let conflict = lost_to.filter(|_| !contested.is_empty()).map(|other| {
+                                format!(
+                                    "another writer changed {} in snapshot {other}; this checkpoint's version is now the head ({id}), theirs stays in snapshot {other}",
+                                    contested.join(", ")
+                                )
+                            });
+                            return Ok(PushReceipt {
+                                head: Some(id),
+                                files_uploaded,
+                                bytes_uploaded,
+                                conflict,
+                            });
                         }
-                    });
-                    return Ok(PushReceipt {
-                        head: Some(id),
-                        files_uploaded,
-                        bytes_uploaded,
-                        conflict,
-                    });
-                }
-                CreateOutcome::Conflict => {
-                    // Never became head: remove it so history stays honest.
-                    let _ = self.remote.delete(&key).await;
-                    let newer = self.head_manifest().await?.map(|(n, m)| (n, Arc::new(m)));
-                    let new_entries = newer.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
-                    for p in contested_paths(&base_entries, &new_entries, checkpoint) {
-                        if !contested.contains(&p) {
-                            contested.push(p);
+                        Confirmation::Orphaned(why) => {
+                            HEADS.remove_orphan(&self.remote, &written).await;
+                            why
                         }
                     }
-                    if let Some((_, m)) = &newer {
-                        // Prefer where the new head keeps a blob: that
-                        // pack is referenced, so prune keeps it.
-                        for (h, loc) in m.blob_locations() {
-                            locations.insert(h, loc.clone());
-                        }
-                        lost_to = Some(m.id.clone());
-                    }
-                    tracing::info!(remote = %self.remote.describe, "another writer moved the head; re-basing this checkpoint");
-                    base = newer;
                 }
-            }
+                CreateOutcome::Taken => {
+                    format!("another writer created head generation {next} first")
+                }
+            };
+            // Never became head: remove it so history stays honest.
+            tracing::info!(remote = %self.remote.describe, reason = %why, "the head moved; re-basing this checkpoint");
+            delete_all(&self.remote, vec![key]).await;
+            let newer = self.head_manifest().await?.map(|(n, m)| (n, Arc::new(m)));
+            state.head = newer.clone();
+            self.note_rebase(
+                &mut base,
+                newer,
+                checkpoint,
+                &mut locations,
+                &mut contested,
+                &mut lost_to,
+            );
         }
         Err(BackendError::transient(
             "push",
             self.remote.describe.clone(),
-            "the head kept moving under concurrent writers",
+            format!(
+                "the head kept moving under concurrent writers ({MAX_ATTEMPTS} attempts); the checkpoint is kept and retried"
+            ),
         ))
+    }
+
+    /// Moves `base` to `newer` (another writer's head): records the paths
+    /// both changed and prefers the new head's blob locations (referenced,
+    /// so prune keeps them).
+    fn note_rebase(
+        &self,
+        base: &mut Option<(u64, Arc<Manifest>)>,
+        newer: Option<(u64, Arc<Manifest>)>,
+        checkpoint: &Checkpoint,
+        locations: &mut HashMap<ContentHash, BlobLoc>,
+        contested: &mut Vec<String>,
+        lost_to: &mut Option<String>,
+    ) {
+        let old_entries = base.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
+        let new_entries = newer.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
+        for p in contested_paths(&old_entries, &new_entries, checkpoint) {
+            if !contested.contains(&p) {
+                contested.push(p);
+            }
+        }
+        if let Some((_, m)) = &newer {
+            for (h, loc) in m.blob_locations() {
+                locations.insert(h, loc.clone());
+            }
+            *lost_to = Some(m.id.clone());
+        }
+        *base = newer;
     }
 
     /// Before a snapshot may reference packs that no snapshot referenced
@@ -567,7 +656,7 @@ impl Snapshots {
             let seal = match &next {
                 Some(Ok((hash, bytes))) => {
                     pack.add(*hash, bytes);
-                    pack.len() >= self.options.pack_size
+                    pack.len() >= self.options.pack_size || pack.is_full_of_blobs()
                 }
                 Some(Err(_)) => false,
                 None => !pack.is_empty(),
@@ -735,10 +824,7 @@ impl Snapshots {
             &object,
         )?;
         let writer = Arc::new(RestoreWriter::open(dest, options)?);
-        writer.expect_total(
-            manifest.entries.len() as u64,
-            manifest.entries.iter().map(|e| e.meta.size()).sum(),
-        );
+        writer.expect_total(manifest.entries.len() as u64, manifest.bytes);
         // Directories, symlinks and the should-write decisions: one
         // blocking pass (stat calls, no network).
         let items: Vec<(RelPath, ManifestEntry)> =
@@ -773,9 +859,10 @@ impl Snapshots {
         let checks: Vec<(String, u64, RelPath)> = by_pack
             .iter()
             .map(|(pack, items)| {
+                // Checked when the manifest was read (`Manifest::check`).
                 let end = items
                     .iter()
-                    .map(|i| i.2.offset + i.2.length)
+                    .map(|i| i.2.end().unwrap_or(u64::MAX))
                     .max()
                     .unwrap_or(0);
                 (pack.clone(), end, items[0].0.clone())
@@ -854,7 +941,7 @@ impl Snapshots {
             && loc.length >= self.options.large_file_threshold
         {
             let opts = GetOptions {
-                range: Some(GetRange::Bounded(loc.offset..loc.offset + loc.length)),
+                range: Some(GetRange::Bounded(loc.offset..loc.end().unwrap_or(u64::MAX))),
                 ..GetOptions::default()
             };
             let res = self
@@ -867,7 +954,7 @@ impl Snapshots {
         }
         let mut ranges: Vec<std::ops::Range<u64>> = items
             .iter()
-            .map(|i| i.2.offset..i.2.offset + i.2.length)
+            .map(|i| i.2.offset..i.2.end().unwrap_or(u64::MAX))
             .collect();
         ranges.sort_by_key(|r| (r.start, r.end));
         ranges.dedup();
@@ -891,7 +978,7 @@ impl Snapshots {
             .into_iter()
             .map(|(path, spec, loc)| {
                 let bytes = by_range
-                    .get(&(loc.offset, loc.offset + loc.length))
+                    .get(&(loc.offset, loc.end().unwrap_or(u64::MAX)))
                     .cloned()
                     .unwrap_or_default();
                 (path, spec, bytes)
@@ -909,16 +996,26 @@ impl Snapshots {
             return Ok(out);
         };
         let mut next = Some(head.snapshot);
+        // A parent chain that comes back to itself would never end.
+        let mut seen: HashSet<String> = HashSet::new();
         while let Some(id) = next.take() {
             if out.len() >= limit {
                 break;
+            }
+            if !seen.insert(id.clone()) {
+                return Err(BackendError::InvalidRemote {
+                    object: self.snapshot_key(&id)?.to_string(),
+                    reason:
+                        "its chain of parents comes back to it (a cycle): edited by hand or hostile"
+                            .into(),
+                });
             }
             match self.load_manifest(&id).await {
                 Ok(Some(m)) => {
                     next = m.parent.clone();
                     out.push(HistoryEntry {
                         id: m.id,
-                        time: Some(UNIX_EPOCH + Duration::from_millis(m.time_ms)),
+                        time: time_of(m.time_ms),
                         files: m.files,
                         bytes: m.bytes,
                     });
@@ -1020,9 +1117,10 @@ impl Snapshots {
             }
         }
         if !options.dry_run
-            && let Some(n) = HEADS.list(&self.remote).await?.last()
+            && let Some(n) = HEADS.newest(&self.remote).await?
         {
-            HEADS.trim(&self.remote, *n, KEEP_HEADS + 1).await;
+            let floor = HEADS.floor(&self.remote).await?;
+            HEADS.retire(&self.remote, n, floor, true).await;
         }
         if !options.dry_run {
             // Blobs this process remembered may be gone now.
@@ -1043,5 +1141,6 @@ fn fresh_pack_id(id: &str) -> String {
 
 /// `now - age` in milliseconds since the epoch.
 fn chrono_cutoff(age: Duration) -> i64 {
-    now_ms() as i64 - age.as_millis() as i64
+    let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+    now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
 }

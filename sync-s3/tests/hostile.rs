@@ -256,3 +256,229 @@ async fn mirror_truncated_or_oversized_index_is_refused() {
         assert!(msg.contains("more than the 100 bytes"), "{msg}");
     }
 }
+
+/// Writes a manifest listing `n` tiny directories (and, last, a name the
+/// old code refused only after building every entry) as snapshot `id`.
+fn many_dirs_manifest(id: &str, n: usize) -> Vec<u8> {
+    let mut s = format!(
+        "{{\"format\":\"tether-snapshot-1\",\"id\":\"{id}\",\"parent\":null,\"time_ms\":1,\"files\":0,\"bytes\":0,\"entries\":["
+    );
+    for i in 0..n {
+        s.push_str(&format!("{{\"path\":\"d{i:07}\",\"type\":\"dir\"}},"));
+    }
+    s.push_str("{\"path\":\"../evil\",\"type\":\"dir\"}]}");
+    s.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_with_too_many_entries_is_refused_before_it_is_built() {
+    // One more than the default limit (1,000,000), about 33 MB: under the
+    // byte cap, so only counting can refuse it.
+    let n = 1_000_000;
+    let mut stores = vec![Store::Memory];
+    stores.extend(Store::s3());
+    for store in stores {
+        let f = StoreFixture::new(store.clone(), Layout::Snapshots);
+        let b = f.backend(&unique("many-entries"));
+        let id = "1700000000000-0000abcd";
+        put_raw(&b, &format!("snapshots/{id}"), many_dirs_manifest(id, n)).await;
+        plant_head(&b, 1, id).await;
+        let msg = refused(&b, f.tmp.path(), &format!("snapshots/{id}")).await;
+        assert!(msg.contains("more than 1000000 entries"), "{msg}");
+
+        let f = StoreFixture::new(store, Layout::Mirror);
+        let b = f.backend(&unique("many-entries"));
+        let mut s = String::from(
+            "{\"format\":\"tether-mirror-index-1\",\"time_ms\":0,\"entries\":{\"../evil\":{\"type\":\"dir\"}",
+        );
+        for i in 0..n {
+            s.push_str(&format!(",\"d{i:07}\":{{\"type\":\"dir\"}}"));
+        }
+        s.push_str("}}");
+        put_raw(&b, &format!(".tether/mirror/{:020}", 1), s).await;
+        let msg = refused(&b, f.tmp.path(), ".tether/mirror/00000000000000000001").await;
+        assert!(msg.contains("more than 1000000 entries"), "{msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_offset_near_2_64_is_out_of_range_not_a_length_mismatch() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = f.backend(&unique("offset"));
+        let id = plant_snapshot(&b, vec![ok_entry()]).await;
+        let k = key(&b, &format!("snapshots/{id}"));
+        let bytes = b.store().get(&k).await.unwrap().bytes().await.unwrap();
+        let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        m["entries"][0]["blob"]["offset"] = serde_json::json!(u64::MAX - 1);
+        put_raw(
+            &b,
+            &format!("snapshots/{id}"),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .await;
+        let msg = refused(&b, f.tmp.path(), k.as_ref()).await;
+        assert!(
+            msg.contains("out of range")
+                && msg.contains("ok.txt")
+                && !msg.contains("does not match"),
+            "{msg}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_of_parents_is_refused_not_followed_forever() {
+    for store in stores() {
+        let f = StoreFixture::new(store, Layout::Snapshots);
+        let b = f.backend(&unique("cycle"));
+        let a = plant_snapshot(&b, vec![ok_entry()]).await;
+        let other = "1700000000001-00000001";
+        // a's parent is `other`, whose parent is a.
+        let ka = key(&b, &format!("snapshots/{a}"));
+        let bytes = b.store().get(&ka).await.unwrap().bytes().await.unwrap();
+        let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        m["parent"] = serde_json::json!(other);
+        put_raw(
+            &b,
+            &format!("snapshots/{a}"),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .await;
+        m["id"] = serde_json::json!(other);
+        m["parent"] = serde_json::json!(a);
+        put_raw(
+            &b,
+            &format!("snapshots/{other}"),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .await;
+        let err = b.history(1000).await.unwrap_err().to_string();
+        assert!(err.contains("cycle") && err.contains(&a), "{err}");
+        // Prune follows the whole chain: it must stop too.
+        let err = b
+            .prune(&sync_s3::PruneOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cycle"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_objects_without_an_index_are_restored_not_reported_empty() {
+    use std::os::unix::fs::PermissionsExt;
+    use sync_core::testkit::conformance::Workbench;
+    for store in stores() {
+        let f = StoreFixture::new(store.clone(), Layout::Mirror);
+        let b = std::sync::Arc::new(f.backend(&unique("no-index")));
+        // A first push that died after its uploads, before its index.
+        let mut w = Workbench::new(b.clone());
+        w.write("a.txt", b"alpha");
+        w.write("d/b.txt", b"beta");
+        std::fs::set_permissions(w.src.join("a.txt"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        w.sync().await;
+        let index: Vec<_> = {
+            use futures::TryStreamExt;
+            b.store()
+                .list(Some(&key(&b, ".tether")))
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+        };
+        assert!(!index.is_empty());
+        for o in index {
+            b.store().delete(&o.location).await.unwrap();
+        }
+        // And a file another tool uploaded.
+        put_raw(&b, "other.txt", Bytes::from_static(b"other")).await;
+
+        let head = b.head().await.unwrap();
+        assert!(
+            head.is_some(),
+            "{}: objects but no index reported as an empty remote",
+            b.describe()
+        );
+        let dest = w.tmp.path().join("restored");
+        b.restore(&dest, &RestoreOptions::default()).await.unwrap();
+        assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"alpha");
+        assert_eq!(std::fs::read(dest.join("d/b.txt")).unwrap(), b"beta");
+        assert_eq!(std::fs::read(dest.join("other.txt")).unwrap(), b"other");
+        if !matches!(store, Store::File) {
+            // The object metadata carried the mode.
+            let mode = std::fs::metadata(dest.join("a.txt"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o640, "{}", b.describe());
+        }
+    }
+}
+
+/// `PUT`s a zero-byte S3 folder marker `prefix/rel/` with curl (object_store
+/// cannot name a key ending in `/`).
+fn put_folder_marker(b: &sync_s3::ObjectStoreBackend, store: &Store, rel: &str) {
+    let Store::S3 {
+        endpoint,
+        access_key,
+        secret_key,
+        bucket,
+    } = store
+    else {
+        unreachable!()
+    };
+    let url = format!("{endpoint}/{bucket}/{}/{rel}/", b.prefix());
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-f", "-X", "PUT", "--data-binary", ""])
+        .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+        .arg("--user")
+        .arg(format!("{access_key}:{secret_key}"))
+        .arg(&url)
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "PUT {url}: {:?}", out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_folder_markers_restore_as_directories() {
+    let mut stores = vec![Store::Memory];
+    stores.extend(Store::s3());
+    for store in stores {
+        let f = StoreFixture::new(store.clone(), Layout::Mirror);
+        let first = f.backend(&unique("markers"));
+        let b = match &store {
+            Store::Memory => {
+                let marker = |rel: &str| key(&first, rel);
+                let store = common::interposer::Interposer::with_folder_markers(
+                    std::sync::Arc::clone(first.store()),
+                    vec![marker("dir"), marker("empty")],
+                );
+                sync_s3::ObjectStoreBackend::new(
+                    store,
+                    first.prefix().as_ref(),
+                    "memory with folder markers",
+                    BackendOptions {
+                        layout: Layout::Mirror,
+                        ..BackendOptions::default()
+                    },
+                )
+                .unwrap()
+            }
+            _ => {
+                put_folder_marker(&first, &store, "dir");
+                put_folder_marker(&first, &store, "empty");
+                first
+            }
+        };
+        put_raw(&b, "dir/x.txt", Bytes::from_static(b"x")).await;
+        assert!(b.head().await.unwrap().is_some());
+        let dest = f.tmp.path().join(unique("dest"));
+        b.restore(&dest, &RestoreOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", b.describe()));
+        assert_eq!(std::fs::read(dest.join("dir/x.txt")).unwrap(), b"x");
+        assert!(dest.join("empty").is_dir(), "{}", b.describe());
+        assert_eq!(std::fs::read_dir(dest.join("empty")).unwrap().count(), 0);
+    }
+}

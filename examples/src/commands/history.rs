@@ -15,10 +15,7 @@ pub fn table(entries: &[sync_core::HistoryEntry]) -> String {
         "ID", "TIME (UTC)", "FILES", "BYTES"
     );
     for e in entries {
-        let time = e
-            .time
-            .map(|t: SystemTime| humantime::format_rfc3339_seconds(t).to_string())
-            .unwrap_or_else(|| "-".into());
+        let time = e.time.map_or_else(|| "-".into(), utc);
         out.push_str(&format!(
             "{:<24} {:<20} {:>8} {:>12}\n",
             e.id,
@@ -28,6 +25,18 @@ pub fn table(entries: &[sync_core::HistoryEntry]) -> String {
         ));
     }
     out
+}
+
+/// `t` as RFC 3339 in UTC. The time comes from the remote, so it may be
+/// anything: humantime panics outside 1970 ..= 9999 (its `Display` fails),
+/// so such a time is shown as seconds relative to the epoch instead.
+fn utc(t: SystemTime) -> String {
+    const YEAR_10000: u64 = 253_402_300_800;
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < YEAR_10000 => humantime::format_rfc3339_seconds(t).to_string(),
+        Ok(d) => format!("@{}s (invalid)", d.as_secs()),
+        Err(e) => format!("@-{}s (invalid)", e.duration().as_secs()),
+    }
 }
 
 /// Runs `tether history`.
@@ -67,5 +76,25 @@ mod tests {
         assert_eq!(t.lines().count(), 2);
         assert!(t.contains("2027-01-15T08:00:00Z"), "{t}");
         assert!(t.contains("2.0 KiB"), "{t}");
+    }
+
+    #[test]
+    fn any_remote_time_is_printed_without_panicking() {
+        let far = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::MAX);
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        let last = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+        let entries: Vec<_> = [far, before, last]
+            .into_iter()
+            .map(|t| sync_core::HistoryEntry {
+                id: "x".into(),
+                time: Some(t),
+                files: u64::MAX,
+                bytes: u64::MAX,
+            })
+            .collect();
+        let t = table(&entries);
+        assert!(t.contains("@18446744073709551s (invalid)"), "{t}");
+        assert!(t.contains("@-5s (invalid)"), "{t}");
+        assert!(t.contains("9999-12-31T23:59:59Z"), "{t}");
     }
 }

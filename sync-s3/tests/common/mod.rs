@@ -281,3 +281,4 @@ impl Fixture for StoreFixture {
         Some(Arc::new(b))
     }
 }
+pub mod interposer;
