@@ -127,7 +127,8 @@ pub fn file_url(path: &Path) -> String {
 }
 
 /// Whether `dir` has nothing worth keeping: missing, or holding only
-/// `lost+found` (what a freshly formatted volume contains).
+/// `lost+found` (what a freshly formatted volume contains) and temporary
+/// files of an interrupted restore (which the next restore removes).
 pub fn is_effectively_empty(dir: &Path) -> Result<bool, CliError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -143,7 +144,11 @@ pub fn is_effectively_empty(dir: &Path) -> Result<bool, CliError> {
         let entry = entry.map_err(|e| {
             CliError::runtime(format!("cannot read directory {}: {e}", dir.display()))
         })?;
-        if entry.file_name() != "lost+found" {
+        let name = entry.file_name();
+        let leftover = name
+            .to_str()
+            .is_some_and(sync_core::restore::is_restore_temp_name);
+        if name != "lost+found" && !leftover {
             return Ok(false);
         }
     }
@@ -204,11 +209,25 @@ pub fn ownership(stored: Option<&str>, expected: &str) -> Ownership {
     }
 }
 
-/// Creates `state_dir` and claims it for `dir` and `remote`, refusing a
+/// Writes `bytes` to a new or truncated file created `0600`.
+fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)?
+        .write_all(bytes)
+}
+
+/// Creates `state_dir` (mode `0700`, whatever the umask; an existing wider
+/// one is narrowed) and claims it for `dir` and `remote`, refusing a
 /// state directory that belongs to another directory or remote (its index
 /// would make tether push the wrong deletions).
 pub fn claim_state_dir(state_dir: &Path, dir: Option<&Path>, remote: &str) -> Result<(), CliError> {
-    std::fs::create_dir_all(state_dir).map_err(|e| {
+    sync_core::index::create_state_dir(state_dir).map_err(|e| {
         CliError::usage(format!(
             "cannot create state directory {}: {e}",
             state_dir.display()
@@ -229,7 +248,7 @@ pub fn claim_state_dir(state_dir: &Path, dir: Option<&Path>, remote: &str) -> Re
     match ownership(stored.as_deref(), &expected) {
         Ownership::Same => Ok(()),
         Ownership::Unclaimed if dir.is_none() => Ok(()),
-        Ownership::Unclaimed => std::fs::write(&file, expected).map_err(|e| {
+        Ownership::Unclaimed => write_private(&file, expected.as_bytes()).map_err(|e| {
             CliError::usage(format!(
                 "state directory {} is not writable: {e}",
                 state_dir.display()
@@ -301,10 +320,25 @@ mod tests {
     }
 
     #[test]
+    fn state_directory_and_owner_file_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        claim_state_dir(&state, Some(Path::new("/w")), "file:///s").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(OWNER_FILE)), 0o600);
+    }
+
+    #[test]
     fn emptiness_ignores_lost_and_found() {
         let t = tempfile::tempdir().unwrap();
         assert!(is_effectively_empty(&t.path().join("missing")).unwrap());
         std::fs::create_dir(t.path().join("lost+found")).unwrap();
+        assert!(is_effectively_empty(t.path()).unwrap());
+        std::fs::write(t.path().join(".tether-restore-0123456789abcdef.tmp"), "x").unwrap();
         assert!(is_effectively_empty(t.path()).unwrap());
         std::fs::write(t.path().join("a"), "x").unwrap();
         assert!(!is_effectively_empty(t.path()).unwrap());

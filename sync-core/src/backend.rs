@@ -43,7 +43,8 @@ use crate::source::Source;
 pub struct Capabilities {
     /// Empty directories survive a round trip.
     pub empty_dirs: bool,
-    /// Full permission bits survive (git keeps only the executable bit).
+    /// Full permission bits (`0o777`) of files survive; directory modes
+    /// survive on every backend (see FORMAT.md, "Modes").
     pub full_mode: bool,
     /// Modification times survive.
     pub mtime: bool,

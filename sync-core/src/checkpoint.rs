@@ -202,7 +202,7 @@ mod tests {
     fn stats_count_files_and_bytes() {
         let mut c = Checkpoint::new();
         c.upsert(p("a"), file(b"12345"));
-        c.upsert(p("d"), Meta::Dir);
+        c.upsert(p("d"), Meta::dir(0o755));
         c.delete(p("z"));
         let s = c.stats();
         assert_eq!((s.upserts, s.deletes, s.files, s.bytes), (2, 1, 1, 5));

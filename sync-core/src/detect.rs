@@ -136,6 +136,11 @@ impl Detector<'_> {
         if self.rules.is_ignored(p, false) {
             return;
         }
+        if p.repository_component().is_some() {
+            // Never synced (see `path::is_repository_component`); what the
+            // index still holds below it goes at the next rescan.
+            return;
+        }
         let full = p.to_path(self.root);
         match scan::lstat(&full) {
             Ok(None) => self.delete_tree(p),
@@ -202,7 +207,7 @@ impl Detector<'_> {
         }
         let full = p.to_path(self.root);
         match st.kind {
-            LocalKind::Dir => self.emit_upsert(p, Meta::Dir),
+            LocalKind::Dir => self.emit_upsert(p, Meta::dir(st.mode)),
             LocalKind::Symlink => match scan::read_link_text(&full) {
                 Ok(target) => self.emit_upsert(p, Meta::Symlink { target }),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.delete_tree(p),
@@ -333,7 +338,7 @@ mod tests {
         c.iter()
             .map(|(p, ch)| match ch {
                 Change::Upsert(Meta::File(_)) => format!("+{p}"),
-                Change::Upsert(Meta::Dir) => format!("+{p}/"),
+                Change::Upsert(Meta::Dir { .. }) => format!("+{p}/"),
                 Change::Upsert(Meta::Symlink { target }) => format!("+{p}->{target}"),
                 Change::Delete => format!("-{p}"),
             })

@@ -86,7 +86,9 @@ pub struct FileMeta {
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
-    /// Permission bits (`0o7777` mask), for example `0o644`.
+    /// Permission bits (`0o777` mask), for example `0o644`. Setuid,
+    /// setgid and sticky bits are never recorded, and a restore never sets
+    /// them whatever the remote says (see [`PERMISSION_BITS`]).
     pub mode: u32,
     /// BLAKE3 hash of the content.
     pub hash: ContentHash,
@@ -110,8 +112,27 @@ pub enum Meta {
         /// The link's target exactly as `readlink` returns it.
         target: String,
     },
-    /// A directory. Backends that cannot keep empty directories (git) drop it.
-    Dir,
+    /// A directory. Backends that cannot keep empty directories (git) drop
+    /// it (but keep its mode while it has content).
+    Dir {
+        /// Permission bits (`0o777` mask). Data written before directory
+        /// modes were recorded reads as [`DEFAULT_DIR_MODE`].
+        #[serde(default = "default_dir_mode")]
+        mode: u32,
+    },
+}
+
+/// The bits of a mode tether records and restores: read, write and execute
+/// for owner, group and others. Setuid, setgid and sticky are dropped on
+/// push and masked off on restore, so no remote can make a restored file
+/// set-user-ID or set-group-ID.
+pub const PERMISSION_BITS: u32 = 0o777;
+
+/// The mode of a directory whose mode was never recorded.
+pub const DEFAULT_DIR_MODE: u32 = 0o755;
+
+fn default_dir_mode() -> u32 {
+    DEFAULT_DIR_MODE
 }
 
 impl Meta {
@@ -125,7 +146,14 @@ impl Meta {
 
     /// True for directories.
     pub fn is_dir(&self) -> bool {
-        matches!(self, Meta::Dir)
+        matches!(self, Meta::Dir { .. })
+    }
+
+    /// A directory with permission bits `mode` (masked to [`PERMISSION_BITS`]).
+    pub fn dir(mode: u32) -> Self {
+        Meta::Dir {
+            mode: mode & PERMISSION_BITS,
+        }
     }
 
     /// Content bytes carried by this entry (0 for non-files).
@@ -153,7 +181,7 @@ pub struct LocalStat {
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
-    /// Permission bits.
+    /// Permission bits ([`PERMISSION_BITS`] only).
     pub mode: u32,
 }
 
@@ -187,7 +215,7 @@ impl LocalStat {
             kind,
             size: m.len(),
             mtime_ns: m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec(),
-            mode: m.permissions().mode() & 0o7777,
+            mode: m.permissions().mode() & PERMISSION_BITS,
         }
     }
 }
@@ -218,6 +246,29 @@ mod tests {
         assert_eq!(v["path"], "a/b");
         let back: Entry = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn directory_mode_is_kept_and_defaults_for_old_data() {
+        let e = Entry {
+            path: RelPath::new(".ssh").unwrap(),
+            meta: Meta::dir(0o700),
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), e);
+        let old: Entry = serde_json::from_str(r#"{"path":"d","type":"dir"}"#).unwrap();
+        assert_eq!(old.meta, Meta::Dir { mode: 0o755 });
+        assert_eq!(Meta::dir(0o7755), Meta::Dir { mode: 0o755 });
+    }
+
+    #[test]
+    fn special_bits_are_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o1755)).unwrap();
+        let st = LocalStat::from_metadata(&std::fs::metadata(&f).unwrap());
+        assert_eq!(st.mode, 0o755);
     }
 
     #[test]

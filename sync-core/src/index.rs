@@ -17,6 +17,10 @@
 //!   (a crash mid-append) is ignored on load: that checkpoint was not
 //!   confirmed locally and is simply pushed again, which backends accept.
 //!
+//! The state directory is made `0700` and both files are created `0600`,
+//! whatever the umask: paths and hashes of a private tree are not for other
+//! users of the node ([`create_state_dir`]).
+//!
 //! When the journal outgrows half the snapshot (and 1 MiB) it is folded into
 //! a new snapshot. JSON lines keep the state greppable when something goes
 //! wrong, at a load cost of well under a second for 100k entries.
@@ -25,6 +29,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::ops::Bound;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +90,34 @@ struct JournalRecord {
     del: Vec<RelPath>,
 }
 
+/// Creates a state directory (and missing parents) with mode `0700`,
+/// whatever the umask, and narrows an existing one to `0700` when it is
+/// wider (a Kubernetes `emptyDir` starts `0777`). A directory this process
+/// may not chmod (another owner) is left as it is, with a warning.
+pub fn create_state_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let meta = fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the state directory private (0700)");
+        }
+    }
+    Ok(())
+}
+
+/// Opens `path` for writing with mode `0600` (for new files), whatever the
+/// umask.
+fn private_file(path: &Path, append: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).mode(0o600);
+    if append {
+        o.append(true);
+    } else {
+        o.truncate(true);
+    }
+    o.open(path)
+}
+
 /// The confirmed state of the remote, as the local side knows it.
 #[derive(Debug)]
 pub struct Index {
@@ -97,9 +130,9 @@ pub struct Index {
 }
 
 impl Index {
-    /// Opens (or creates) the index in `state_dir`.
+    /// Opens (or creates, `0700`) the index in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Index, IndexError> {
-        fs::create_dir_all(state_dir).map_err(|source| IndexError::Io {
+        create_state_dir(state_dir).map_err(|source| IndexError::Io {
             op: "create state directory",
             path: state_dir.to_path_buf(),
             source,
@@ -294,11 +327,7 @@ impl Index {
         let mut line = serde_json::to_vec(&rec)
             .map_err(|e| self.io("encode", JOURNAL)(io::Error::other(e)))?;
         line.push(b'\n');
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(JOURNAL))
-            .map_err(self.io("open", JOURNAL))?;
+        let mut f = private_file(&self.dir.join(JOURNAL), true).map_err(self.io("open", JOURNAL))?;
         f.write_all(&line).map_err(self.io("append to", JOURNAL))?;
         f.sync_data().map_err(self.io("fsync", JOURNAL))?;
         self.journal_bytes += line.len() as u64;
@@ -329,7 +358,7 @@ impl Index {
         let tmp_name = format!("{SNAPSHOT}.tmp");
         let tmp = self.dir.join(&tmp_name);
         {
-            let f = File::create(&tmp).map_err(self.io("create", &tmp_name))?;
+            let f = private_file(&tmp, false).map_err(self.io("create", &tmp_name))?;
             let mut w = BufWriter::new(f);
             let header = Header {
                 format: FORMAT,
@@ -401,7 +430,7 @@ mod tests {
         let mut idx = Index::open(dir.path()).unwrap();
         let mut c = Checkpoint::new();
         c.upsert(p("a"), file(1));
-        c.upsert(p("d"), Meta::Dir);
+        c.upsert(p("d"), Meta::dir(0o755));
         c.upsert(p("d/x"), file(2));
         idx.apply(&c, Some("h1".into())).unwrap();
         let mut c2 = Checkpoint::new();
@@ -420,6 +449,27 @@ mod tests {
         let idx4 = Index::open(dir.path()).unwrap();
         assert_eq!(idx4.len(), 2);
         assert_eq!(idx4.remote_head(), Some("h2"));
+    }
+
+    #[test]
+    fn state_is_private_whatever_the_directory_started_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+        let mut idx = Index::open(&state).unwrap();
+        let mut c = Checkpoint::new();
+        c.upsert(p("a"), file(1));
+        idx.apply(&c, None).unwrap();
+        idx.compact().unwrap();
+        idx.apply(&c, None).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(SNAPSHOT)), 0o600);
+        assert_eq!(mode(&state.join(JOURNAL)), 0o600);
+        let fresh = dir.path().join("new/deeper/state");
+        Index::open(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
     }
 
     #[test]

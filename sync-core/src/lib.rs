@@ -68,9 +68,9 @@ pub use detect::{DirtySet, detect};
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineHandle, PushEvent, RetryConfig, ShutdownReport, Status,
 };
-pub use entry::{ContentHash, Entry, FileMeta, Meta};
+pub use entry::{ContentHash, DEFAULT_DIR_MODE, Entry, FileMeta, Meta, PERMISSION_BITS};
 pub use index::Index;
-pub use path::{PathError, RelPath};
+pub use path::{PathError, RelPath, is_repository_component};
 pub use policy::Policy;
 pub use restore::{ExistingPolicy, RestoreOptions, RestoreProgress, RestoreReport};
 pub use rules::{IgnoreConfig, IgnoreRules};

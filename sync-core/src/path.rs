@@ -5,6 +5,13 @@
 //! `RelPath`. Its constructor is the single place that decides which names are
 //! acceptable, so hostile remote state (`../x`, `/etc/x`, `a/../../x`, names
 //! with NUL or backslash) is refused in one place for every backend.
+//!
+//! [`is_repository_component`] is the one check for names git treats as a
+//! repository directory (`.git` in any case, and git's NTFS aliases of it):
+//! such paths are never pushed (the scan skips them) and never restored
+//! (the restore writer skips them with a warning), on every backend. They
+//! stay valid `RelPath`s so that old indexes and manifests that hold them
+//! still load; they are filtered where files are read or written.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -39,6 +46,33 @@ pub enum PathError {
     /// A local path is not inside the synced directory.
     #[error("path {0:?} is outside the synced directory")]
     Outside(PathBuf),
+}
+
+/// True when `component` (one path component) is a name git treats as a
+/// repository directory, or refuses in trees for that reason: `.git` in any
+/// letter case, and git's NTFS aliases of it, which git refuses on every
+/// platform by default (`core.protectNTFS`): `.git` followed by dots or
+/// spaces (`.git.`, `.GIT `), the 8.3 short name `git~1`, and NTFS stream
+/// forms (`.git::$INDEX_ALLOCATION`). HFS+ aliases (`.git` with ignorable
+/// Unicode code points) are not included: Linux file systems do not fold
+/// them into `.git`, and git on Linux does not refuse them either.
+///
+/// ```
+/// use sync_core::is_repository_component;
+/// assert!(is_repository_component(".git") && is_repository_component(".GiT"));
+/// assert!(is_repository_component("git~1") && is_repository_component(".git. "));
+/// assert!(!is_repository_component(".gitignore") && !is_repository_component("git"));
+/// ```
+pub fn is_repository_component(component: &str) -> bool {
+    let lower = component.to_ascii_lowercase();
+    let name = lower.split(':').next().unwrap_or_default();
+    let name = if name.len() < lower.len() {
+        // An NTFS stream name: `.git::$INDEX_ALLOCATION`, `.git:x`.
+        name
+    } else {
+        name.trim_end_matches(['.', ' '])
+    };
+    name == ".git" || name == "git~1"
 }
 
 /// A relative, normalised, `/`-separated path inside the synced directory.
@@ -112,6 +146,26 @@ impl RelPath {
             }
         }
         RelPath::new(out)
+    }
+
+    /// The first component that is a git repository directory name (see
+    /// [`is_repository_component`]), if any: such a path is never synced.
+    pub fn repository_component(&self) -> Option<&str> {
+        self.0.split('/').find(|c| is_repository_component(c))
+    }
+
+    /// The path up to and including its first repository component
+    /// (`a/.git` for `a/.git/hooks/x`), if it has one.
+    pub fn repository_root(&self) -> Option<RelPath> {
+        let mut end = 0;
+        for c in self.0.split('/') {
+            end += c.len();
+            if is_repository_component(c) {
+                return Some(RelPath(self.0[..end].to_owned()));
+            }
+            end += 1;
+        }
+        None
     }
 
     /// The path as a `/`-separated string.
@@ -235,6 +289,42 @@ mod tests {
         ] {
             assert!(RelPath::new(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn repository_components_in_any_case_and_alias() {
+        for bad in [
+            ".git",
+            ".GIT",
+            ".Git",
+            ".git.",
+            ".git ",
+            ".git. .",
+            "GIT~1",
+            "git~1",
+            ".git::$INDEX_ALLOCATION",
+            ".GIT:x",
+        ] {
+            assert!(is_repository_component(bad), "{bad:?}");
+        }
+        for ok in [
+            ".gitignore",
+            ".gitmodules",
+            ".github",
+            "git",
+            "x.git",
+            ".git~1",
+            "git~2",
+            "..git",
+            "a:.git",
+        ] {
+            assert!(!is_repository_component(ok), "{ok:?}");
+        }
+        let p = RelPath::new("sub/.GIT/hooks/pre-commit").unwrap();
+        assert_eq!(p.repository_component(), Some(".GIT"));
+        assert_eq!(p.repository_root().unwrap().as_str(), "sub/.GIT");
+        assert_eq!(RelPath::new(".git").unwrap().repository_root().unwrap().as_str(), ".git");
+        assert!(RelPath::new("a/.gitignore").unwrap().repository_root().is_none());
     }
 
     #[test]

@@ -17,16 +17,28 @@
 //!    crash is redone by the next init container); the temporary-file rename
 //!    guarantees no half-written file is ever visible under its real name.
 //!
+//! What the writer never does, whatever the remote says: set setuid, setgid
+//! or sticky bits (only [`PERMISSION_BITS`] are applied); make a file or
+//! directory wider than recorded, even for a moment, whatever the umask
+//! (files start `0600`, directories `0700`, and get their recorded modes at
+//! the rename and in [`RestoreWriter::finish`]); write into a git repository
+//! directory (`.git` and its aliases are skipped with a warning, as push
+//! skips them); leave its own temporary files behind for long (a later
+//! restore removes names matching [`is_restore_temp_name`], and only those).
+//!
 //! A non-empty destination follows an explicit [`ExistingPolicy`].
 
-use std::fs::{self, File};
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::entry::{ContentHash, Entry, FileMeta, LocalKind, LocalStat, Meta};
+use crate::entry::{
+    ContentHash, DEFAULT_DIR_MODE, Entry, FileMeta, LocalKind, LocalStat, Meta, PERMISSION_BITS,
+};
 use crate::path::{PathError, RelPath};
 
 /// What to do when the destination already has content.
@@ -143,6 +155,10 @@ pub struct RestoreReport {
     pub unchanged: u64,
     /// Local files kept instead of the remote version (`KeepNewer`).
     pub kept_local: Vec<RelPath>,
+    /// Remote entries not restored because they lie in a git repository
+    /// directory (`.git`; see
+    /// [`is_repository_component`](crate::path::is_repository_component)).
+    pub skipped: Vec<RelPath>,
 }
 
 /// Why a restore refused or failed. Names the path or object at fault.
@@ -197,6 +213,23 @@ pub enum RestoreError {
         path: RelPath,
         /// What is there locally.
         local: &'static str,
+    },
+    /// A remote symlink whose target cannot be created (empty, NUL byte,
+    /// too long).
+    #[error("refusing symlink {path}: {reason}")]
+    InvalidSymlink {
+        /// The entry.
+        path: RelPath,
+        /// What is wrong with its target.
+        reason: String,
+    },
+    /// A backend tried to write into a git repository directory (`.git`),
+    /// which is never restored; backends ask
+    /// [`RestoreWriter::should_write`] first, which skips such paths.
+    #[error("refusing {path}: a git repository directory (.git) is never restored")]
+    RepositoryDirectory {
+        /// The entry.
+        path: RelPath,
     },
     /// A local I/O error.
     #[error("{op} {path}: {source}")]
@@ -282,7 +315,8 @@ impl RestorePlan {
 /// What the backend knows about a file it is about to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSpec {
-    /// Permission bits to set.
+    /// Permission bits to set; only [`PERMISSION_BITS`] are applied (a
+    /// remote can never make a restored file setuid, setgid or sticky).
     pub mode: u32,
     /// Modification time to set, if the backend keeps one.
     pub mtime_ns: Option<i64>,
@@ -303,24 +337,87 @@ impl From<&FileMeta> for FileSpec {
     }
 }
 
+/// The prefix of every temporary file (or symlink) a restore creates next to
+/// its final name. The full name is this prefix, 16 ASCII letters or digits
+/// (the first 8 name the restore that made it) and [`TEMP_SUFFIX`].
+pub const TEMP_PREFIX: &str = ".tether-restore-";
+/// The suffix of a restore's temporary files.
+pub const TEMP_SUFFIX: &str = ".tmp";
+const TEMP_RANDOM: usize = 16;
+const SESSION_LEN: usize = 8;
+
+/// True when `name` is exactly a restore temporary file's name:
+/// [`TEMP_PREFIX`], 16 ASCII letters or digits, [`TEMP_SUFFIX`].
+pub fn is_restore_temp_name(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|r| r.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(|mid| mid.len() == TEMP_RANDOM && mid.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// The longest symlink target Linux accepts (`PATH_MAX` less the NUL).
+const MAX_SYMLINK_TARGET: usize = 4095;
+
+/// What the writer knows about a directory whose mode it sets at the end.
+#[derive(Debug, Clone, Copy, Default)]
+struct DirState {
+    /// The recorded mode, if the backend gave one.
+    mode: Option<u32>,
+    /// Created by this restore (rather than found).
+    created: bool,
+}
+
 /// Writes restored entries into a destination directory. Methods take `&self`
 /// so a backend can write several files in parallel (share it in an `Arc`).
+///
+/// Modes: files are written to `0600` temporary files and get their
+/// recorded mode just before the rename; directories are created `0700` and
+/// get their recorded mode in [`finish`](Self::finish), deepest first, after
+/// everything inside them is written. So nothing is ever wider than
+/// recorded, whatever the umask, and a read-only directory can still be
+/// filled. Only [`PERMISSION_BITS`] are ever set.
+///
+/// Paths with a git repository component (`.git`, see
+/// [`is_repository_component`](crate::path::is_repository_component)) are
+/// skipped with a warning and listed in [`RestoreReport::skipped`].
+///
+/// Leftover temporary files of an interrupted restore (names matching
+/// [`is_restore_temp_name`] exactly) are removed from every existing
+/// directory the writer enters, before it writes there.
 #[derive(Debug)]
 pub struct RestoreWriter {
     dest: PathBuf,
     policy: ExistingPolicy,
     progress: Arc<RestoreProgress>,
     report: Mutex<RestoreReport>,
+    /// Directories whose mode is set by `finish`.
+    dirs: Mutex<BTreeMap<RelPath, DirState>>,
+    /// Existing directories already cleared of leftover temporary files.
+    cleaned: Mutex<HashSet<PathBuf>>,
+    /// Repository directories already warned about.
+    warned: Mutex<HashSet<RelPath>>,
+    /// Names this writer's temporary files with; leftovers of other
+    /// sessions are removed, this session's never.
+    session: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl RestoreWriter {
     /// Prepares `dest` (created if missing). With [`ExistingPolicy::Fail`] a
-    /// non-empty `dest` is refused here, before anything is written.
+    /// non-empty `dest` is refused here, before anything is written
+    /// (leftover temporary files of an interrupted restore do not count:
+    /// they are removed first).
     /// `settings` is an [`ExistingPolicy`] or `&RestoreOptions` (whose
     /// progress counters the writer then updates).
     pub fn open(dest: &Path, settings: impl Into<WriterSettings>) -> Result<Self, RestoreError> {
         let WriterSettings { policy, progress } = settings.into();
-        fs::create_dir_all(dest).map_err(io_err("create", dest))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DEFAULT_DIR_MODE)
+            .create(dest)
+            .map_err(io_err("create", dest))?;
         let meta = fs::symlink_metadata(dest).map_err(io_err("stat", dest))?;
         if !meta.is_dir() {
             return Err(RestoreError::Io {
@@ -329,6 +426,20 @@ impl RestoreWriter {
                 source: io::Error::other("not a directory"),
             });
         }
+        let session: String = (0..SESSION_LEN)
+            .map(|_| char::from(b"0123456789abcdef"[rand::random_range(0..16)]))
+            .collect();
+        let writer = RestoreWriter {
+            dest: dest.to_path_buf(),
+            policy,
+            progress: progress.unwrap_or_default(),
+            report: Mutex::new(RestoreReport::default()),
+            dirs: Mutex::default(),
+            cleaned: Mutex::default(),
+            warned: Mutex::default(),
+            session,
+        };
+        writer.clean_once(dest);
         if policy == ExistingPolicy::Fail
             && fs::read_dir(dest)
                 .map_err(io_err("list", dest))?
@@ -337,12 +448,7 @@ impl RestoreWriter {
         {
             return Err(RestoreError::DestinationNotEmpty(dest.to_path_buf()));
         }
-        Ok(RestoreWriter {
-            dest: dest.to_path_buf(),
-            policy,
-            progress: progress.unwrap_or_default(),
-            report: Mutex::new(RestoreReport::default()),
-        })
+        Ok(writer)
     }
 
     /// The destination directory.
@@ -364,20 +470,65 @@ impl RestoreWriter {
     }
 
     fn with_report<T>(&self, f: impl FnOnce(&mut RestoreReport) -> T) -> T {
-        let mut guard = self
-            .report
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut guard)
+        f(&mut lock(&self.report))
+    }
+
+    /// Removes leftover temporary files of other (interrupted) restores
+    /// from the existing directory `dir`, once per directory.
+    fn clean_once(&self, dir: &Path) {
+        if !lock(&self.cleaned).insert(dir.to_path_buf()) {
+            return;
+        }
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for ent in entries.flatten() {
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !is_restore_temp_name(name) || name[TEMP_PREFIX.len()..].starts_with(&self.session)
+            {
+                continue;
+            }
+            // Only files and symlinks: a directory with that name is not ours.
+            let Ok(ft) = ent.file_type() else { continue };
+            if !(ft.is_file() || ft.is_symlink()) {
+                continue;
+            }
+            let full = ent.path();
+            match fs::remove_file(&full) {
+                Ok(()) => tracing::info!(path = %full.display(), "removed a temporary file left by an interrupted restore"),
+                Err(e) => tracing::warn!(path = %full.display(), error = %e, "cannot remove a temporary file left by an interrupted restore"),
+            }
+        }
+    }
+
+    /// True (after a warning and a note in the report) when `path` lies in
+    /// a git repository directory, which is never restored.
+    fn skip_repository(&self, path: &RelPath) -> bool {
+        let Some(root) = path.repository_root() else {
+            return false;
+        };
+        if lock(&self.warned).insert(root.clone()) {
+            tracing::warn!(path = %root, "skipping a git repository directory (.git) in the remote state; tether never restores one");
+        }
+        self.with_report(|r| r.skipped.push(path.clone()));
+        self.entry_done();
+        true
     }
 
     /// Makes sure every ancestor of `path` is a real directory under `dest`,
-    /// creating missing ones, refusing symlinks and files.
+    /// creating missing ones (mode `0700` until [`finish`](Self::finish)),
+    /// refusing symlinks and files, and clearing leftovers from existing ones.
     fn prepare_parent(&self, path: &RelPath) -> Result<PathBuf, RestoreError> {
         for anc in path.ancestors() {
             let full = anc.to_path(&self.dest);
             match fs::symlink_metadata(&full) {
-                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.is_dir() => {
+                    let ours = lock(&self.dirs).get(&anc).is_some_and(|d| d.created);
+                    if !ours {
+                        self.clean_once(&full);
+                    }
+                }
                 Ok(m) => {
                     return Err(RestoreError::ThroughNonDirectory {
                         path: path.clone(),
@@ -390,26 +541,34 @@ impl RestoreWriter {
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    match fs::create_dir(&full) {
-                        Ok(()) => {}
-                        // Created concurrently by another writer task.
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(io_err("create directory", &full)(e)),
-                    }
-                    // Re-check: it must be a directory we can enter safely.
-                    let m = fs::symlink_metadata(&full).map_err(io_err("stat", &full))?;
-                    if !m.is_dir() {
-                        return Err(RestoreError::ThroughNonDirectory {
-                            path: path.clone(),
-                            parent: anc,
-                            what: "not a directory",
-                        });
-                    }
+                    self.make_dir(path, &anc, &full)?;
                 }
                 Err(e) => return Err(io_err("stat", &full)(e)),
             }
         }
         Ok(path.to_path(&self.dest))
+    }
+
+    /// Creates the missing directory `dir` with mode `0700`.
+    fn make_dir(&self, path: &RelPath, dir: &RelPath, full: &Path) -> Result<(), RestoreError> {
+        match fs::DirBuilder::new().mode(0o700).create(full) {
+            Ok(()) => {
+                lock(&self.dirs).entry(dir.clone()).or_default().created = true;
+            }
+            // Created concurrently by another writer task.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create directory", full)(e)),
+        }
+        // Re-check: it must be a directory we can enter safely.
+        let m = fs::symlink_metadata(full).map_err(io_err("stat", full))?;
+        if !m.is_dir() {
+            return Err(RestoreError::ThroughNonDirectory {
+                path: path.clone(),
+                parent: dir.clone(),
+                what: "not a directory",
+            });
+        }
+        Ok(())
     }
 
     fn local_stat(full: &Path) -> Result<Option<LocalStat>, RestoreError> {
@@ -423,8 +582,12 @@ impl RestoreWriter {
     /// Decides whether a remote file must be written, before it is
     /// downloaded. Returns `false` (and records it) when the local file
     /// already has the expected content, or when [`ExistingPolicy::KeepNewer`]
-    /// keeps a newer local file.
+    /// keeps a newer local file, or when the path lies in a git repository
+    /// directory (skipped).
     pub fn should_write(&self, path: &RelPath, spec: &FileSpec) -> Result<bool, RestoreError> {
+        if self.skip_repository(path) {
+            return Ok(false);
+        }
         let full = self.prepare_parent(path)?;
         let Some(local) = Self::local_stat(&full)? else {
             return Ok(true);
@@ -441,7 +604,7 @@ impl RestoreWriter {
         }
         if let (Some(size), Some(hash)) = (spec.size, spec.hash)
             && local.size == size
-            && local.mode == spec.mode
+            && local.mode == spec.mode & PERMISSION_BITS
         {
             let local_hash = crate::scan::hash_file(&full).map_err(io_err("hash", &full))?;
             if local_hash.hash == hash {
@@ -472,6 +635,9 @@ impl RestoreWriter {
         path: &RelPath,
         spec: &FileSpec,
     ) -> Result<FileWrite<'_>, RestoreError> {
+        if path.repository_component().is_some() {
+            return Err(RestoreError::RepositoryDirectory { path: path.clone() });
+        }
         let full = self.prepare_parent(path)?;
         if let Some(local) = Self::local_stat(&full)?
             && local.kind == LocalKind::Dir
@@ -482,13 +648,19 @@ impl RestoreWriter {
             });
         }
         let parent = full.parent().unwrap_or(&self.dest).to_path_buf();
-        let (tmp, file) = create_temp(&parent)?;
+        let prefix = format!("{TEMP_PREFIX}{}", self.session);
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(TEMP_SUFFIX)
+            .rand_bytes(TEMP_RANDOM - SESSION_LEN)
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(&parent)
+            .map_err(io_err("create a temporary file in", &parent))?;
         Ok(FileWrite {
             writer: self,
             path: path.clone(),
             full,
             tmp: Some(tmp),
-            file: Some(file),
             spec: spec.clone(),
             hasher: blake3::Hasher::new(),
             written: 0,
@@ -517,8 +689,12 @@ impl RestoreWriter {
         w.commit()
     }
 
-    /// Creates the directory `path` (and its parents).
-    pub fn create_dir(&self, path: &RelPath) -> Result<(), RestoreError> {
+    /// Creates the directory `path` (and its parents); it gets the
+    /// permission bits of `mode` in [`finish`](Self::finish).
+    pub fn create_dir(&self, path: &RelPath, mode: u32) -> Result<(), RestoreError> {
+        if self.skip_repository(path) {
+            return Ok(());
+        }
         let full = self.prepare_parent(path)?;
         match Self::local_stat(&full)? {
             Some(s) if s.kind == LocalKind::Dir => {}
@@ -528,24 +704,36 @@ impl RestoreWriter {
                     local: "file or symlink",
                 });
             }
-            None => match fs::create_dir(&full) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_err("create directory", &full)(e)),
-            },
+            None => self.make_dir(path, path, &full)?,
         }
-        self.with_report(|r| {
-            r.entries.push(Entry {
-                path: path.clone(),
-                meta: Meta::Dir,
-            })
-        });
+        lock(&self.dirs).entry(path.clone()).or_default().mode = Some(mode & PERMISSION_BITS);
         self.entry_done();
         Ok(())
     }
 
     /// Creates the symlink `path` pointing at `target` (never followed).
+    /// An empty target, one with a NUL byte or one longer than Linux
+    /// accepts is refused naming the path.
     pub fn create_symlink(&self, path: &RelPath, target: &str) -> Result<(), RestoreError> {
+        if self.skip_repository(path) {
+            return Ok(());
+        }
+        let invalid = |reason: String| RestoreError::InvalidSymlink {
+            path: path.clone(),
+            reason,
+        };
+        if target.is_empty() {
+            return Err(invalid("its target is empty".into()));
+        }
+        if target.contains('\0') {
+            return Err(invalid("its target contains a NUL byte".into()));
+        }
+        if target.len() > MAX_SYMLINK_TARGET {
+            return Err(invalid(format!(
+                "its target is {} bytes long (the limit is {MAX_SYMLINK_TARGET})",
+                target.len()
+            )));
+        }
         let full = self.prepare_parent(path)?;
         match Self::local_stat(&full)? {
             Some(s) if s.kind == LocalKind::Dir => {
@@ -564,12 +752,15 @@ impl RestoreWriter {
             _ => {}
         }
         let parent = full.parent().unwrap_or(&self.dest);
-        let tmp = parent.join(temp_name());
-        std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create symlink", &tmp))?;
-        if let Err(e) = fs::rename(&tmp, &full) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err("rename into place", &full)(e));
-        }
+        let prefix = format!("{TEMP_PREFIX}{}", self.session);
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(TEMP_SUFFIX)
+            .rand_bytes(TEMP_RANDOM - SESSION_LEN)
+            .make_in(parent, |p| std::os::unix::fs::symlink(target, p))
+            .map_err(io_err("create a temporary symlink in", parent))?;
+        tmp.persist(&full)
+            .map_err(|e| io_err("rename into place", &full)(e.error))?;
         self.record_symlink(path, target);
         Ok(())
     }
@@ -586,37 +777,59 @@ impl RestoreWriter {
         });
     }
 
-    /// The report, with entries in path order.
-    pub fn finish(self, head: Option<String>) -> RestoreReport {
+    /// Sets every directory's mode (deepest first, so a directory is
+    /// closed only after everything inside it is written) and returns the
+    /// report, with entries in path order. Directories the restore created
+    /// without a recorded mode get [`DEFAULT_DIR_MODE`]; existing ones
+    /// without a recorded mode are left as they are.
+    pub fn finish(self, head: Option<String>) -> Result<RestoreReport, RestoreError> {
+        let dirs = std::mem::take(&mut *lock(&self.dirs));
+        let mut dir_entries = Vec::with_capacity(dirs.len());
+        for (path, state) in dirs.into_iter().rev() {
+            let mode = match state {
+                DirState {
+                    mode: Some(mode), ..
+                } => mode,
+                DirState {
+                    mode: None,
+                    created: true,
+                } => DEFAULT_DIR_MODE,
+                DirState {
+                    mode: None,
+                    created: false,
+                } => continue,
+            };
+            let full = path.to_path(&self.dest);
+            let actual = set_dir_mode(&full, mode & PERMISSION_BITS)?;
+            dir_entries.push(Entry {
+                path,
+                meta: Meta::dir(actual),
+            });
+        }
         let mut report = self
             .report
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        report.entries.extend(dir_entries);
         report.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        report.skipped.sort();
         report.head = head;
-        report
+        Ok(report)
     }
 }
 
-fn temp_name() -> String {
-    format!(".tether-restore-{:016x}.tmp", rand::random::<u64>())
-}
-
-fn create_temp(parent: &Path) -> Result<(PathBuf, File), RestoreError> {
-    loop {
-        let tmp = parent.join(temp_name());
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err("create temporary file", &tmp)(e)),
-        }
-    }
+/// Sets the permission bits of the directory `full` without following a
+/// symlink put in its place; returns the mode it then has.
+fn set_dir_mode(full: &Path, mode: u32) -> Result<u32, RestoreError> {
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(full)
+        .map_err(io_err("open directory", full))?;
+    dir.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err("set mode of", full))?;
+    let meta = dir.metadata().map_err(io_err("stat", full))?;
+    Ok(LocalStat::from_metadata(&meta).mode)
 }
 
 /// A file being restored; see [`RestoreWriter::begin_file`].
@@ -625,8 +838,8 @@ pub struct FileWrite<'a> {
     writer: &'a RestoreWriter,
     path: RelPath,
     full: PathBuf,
-    tmp: Option<PathBuf>,
-    file: Option<File>,
+    /// The temporary file (removed when dropped uncommitted).
+    tmp: Option<tempfile::NamedTempFile>,
     spec: FileSpec,
     hasher: blake3::Hasher,
     written: u64,
@@ -647,10 +860,14 @@ impl FileWrite<'_> {
             .progress
             .bytes_done
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let tmp = self.tmp.as_deref().unwrap_or(&self.full);
-        match self.file.as_mut() {
-            Some(f) => f.write_all(bytes).map_err(io_err("write", tmp)),
-            None => Err(io_err("write", tmp)(io::Error::other("already committed"))),
+        match self.tmp.as_mut() {
+            Some(f) => {
+                let res = f.as_file_mut().write_all(bytes);
+                res.map_err(io_err("write", f.path()))
+            }
+            None => Err(io_err("write", &self.full)(io::Error::other(
+                "already committed",
+            ))),
         }
     }
 
@@ -670,26 +887,26 @@ impl FileWrite<'_> {
                 what: "hash",
             });
         }
-        let (Some(file), Some(tmp)) = (self.file.take(), self.tmp.clone()) else {
+        let Some(tmp) = self.tmp.take() else {
             return Err(io_err("commit", &self.full)(io::Error::other(
                 "already committed",
             )));
         };
-        let mode = self.spec.mode & 0o7777;
+        let mode = self.spec.mode & PERMISSION_BITS;
+        let file = tmp.as_file();
         file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_err("set mode of", &tmp))?;
+            .map_err(io_err("set mode of", tmp.path()))?;
         if let Some(ns) = self.spec.mtime_ns {
             let t = filetime::FileTime::from_unix_time(
                 ns.div_euclid(1_000_000_000),
                 ns.rem_euclid(1_000_000_000) as u32,
             );
-            filetime::set_file_handle_times(&file, None, Some(t))
-                .map_err(io_err("set mtime of", &tmp))?;
+            filetime::set_file_handle_times(file, None, Some(t))
+                .map_err(io_err("set mtime of", tmp.path()))?;
         }
-        let meta = file.metadata().map_err(io_err("stat", &tmp))?;
-        drop(file);
-        fs::rename(&tmp, &self.full).map_err(io_err("rename into place", &self.full))?;
-        self.tmp = None;
+        let meta = file.metadata().map_err(io_err("stat", tmp.path()))?;
+        tmp.persist(&self.full)
+            .map_err(|e| io_err("rename into place", &self.full)(e.error))?;
         let stat = LocalStat::from_metadata(&meta);
         let entry = Entry {
             path: self.path.clone(),
@@ -708,14 +925,6 @@ impl FileWrite<'_> {
             r.entries.push(entry);
         });
         Ok(())
-    }
-}
-
-impl Drop for FileWrite<'_> {
-    fn drop(&mut self) {
-        if let Some(tmp) = self.tmp.take() {
-            let _ = fs::remove_file(tmp);
-        }
     }
 }
 
@@ -771,8 +980,8 @@ mod tests {
         w.write_file(&p("a/b/c.txt"), &spec_of(b"hello"), &b"hello"[..])
             .unwrap();
         w.create_symlink(&p("a/link"), "b/c.txt").unwrap();
-        w.create_dir(&p("empty")).unwrap();
-        let report = w.finish(Some("h1".into()));
+        w.create_dir(&p("empty"), 0o755).unwrap();
+        let report = w.finish(Some("h1".into())).unwrap();
         let full = dest.join("a/b/c.txt");
         assert_eq!(fs::read(&full).unwrap(), b"hello");
         let m = fs::metadata(&full).unwrap();
@@ -789,7 +998,8 @@ mod tests {
         assert_eq!(report.files_written, 1);
         assert_eq!(report.head.as_deref(), Some("h1"));
         let paths: Vec<_> = report.entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["a/b/c.txt", "a/link", "empty"]);
+        // Directories the restore created are reported too (with their modes).
+        assert_eq!(paths, ["a", "a/b", "a/b/c.txt", "a/link", "empty"]);
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dest.join("a/b")).unwrap().count(), 1);
     }
@@ -805,7 +1015,7 @@ mod tests {
         let w = RestoreWriter::open(dir.path(), &options).unwrap();
         w.expect_total(3, 5);
         assert_eq!((progress.entries_total(), progress.bytes_total()), (3, 5));
-        w.create_dir(&p("d")).unwrap();
+        w.create_dir(&p("d"), 0o755).unwrap();
         w.write_file(&p("d/f"), &spec_of(b"hello"), &b"hello"[..])
             .unwrap();
         w.create_symlink(&p("l"), "d/f").unwrap();
@@ -860,7 +1070,7 @@ mod tests {
             matches!(err, RestoreError::ThroughNonDirectory { .. }),
             "{err}"
         );
-        assert!(w.create_dir(&p("l/d")).is_err());
+        assert!(w.create_dir(&p("l/d"), 0o755).is_err());
         assert!(w.create_symlink(&p("l/s"), "/etc").is_err());
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     }
@@ -877,7 +1087,7 @@ mod tests {
         let mut old = spec_of(b"remote");
         old.mtime_ns = Some(0);
         assert!(!w.should_write(&p("f"), &old).unwrap());
-        assert_eq!(w.finish(None).kept_local, [p("f")]);
+        assert_eq!(w.finish(None).unwrap().kept_local, [p("f")]);
         // ...and Overwrite replaces it.
         let w = RestoreWriter::open(dir.path(), ExistingPolicy::Overwrite).unwrap();
         assert!(w.should_write(&p("f"), &old).unwrap());
@@ -888,7 +1098,159 @@ mod tests {
         let mut same = spec_of(b"remote");
         same.mode = 0o640;
         assert!(!w.should_write(&p("f"), &same).unwrap());
-        let r = w.finish(None);
+        let r = w.finish(None).unwrap();
         assert_eq!((r.unchanged, r.files_written), (1, 0));
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn special_mode_bits_are_never_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = RestoreWriter::open(dir.path(), ExistingPolicy::Fail).unwrap();
+        let mut spec = spec_of(b"x");
+        spec.mode = 0o7755;
+        w.write_file(&p("suid"), &spec, &b"x"[..]).unwrap();
+        spec.mode = 0o2777;
+        w.write_file(&p("sgid"), &spec, &b"x"[..]).unwrap();
+        w.create_dir(&p("sticky"), 0o1777).unwrap();
+        w.create_dir(&p("setgid-dir"), 0o2755).unwrap();
+        let report = w.finish(None).unwrap();
+        assert_eq!(mode_of(&dir.path().join("suid")), 0o755);
+        assert_eq!(mode_of(&dir.path().join("sgid")), 0o777);
+        assert_eq!(mode_of(&dir.path().join("sticky")), 0o777);
+        assert_eq!(mode_of(&dir.path().join("setgid-dir")), 0o755);
+        for e in &report.entries {
+            let mode = match &e.meta {
+                Meta::File(f) => f.mode,
+                Meta::Dir { mode } => *mode,
+                Meta::Symlink { .. } => 0,
+            };
+            assert_eq!(mode & !0o777, 0, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn directory_modes_are_applied_last_and_nothing_starts_wider() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dest");
+        let w = RestoreWriter::open(&dest, ExistingPolicy::Fail).unwrap();
+        w.create_dir(&p("ro"), 0o500).unwrap();
+        w.create_dir(&p("ro/open"), 0o777).unwrap();
+        let mut spec = spec_of(b"k");
+        spec.mode = 0o644;
+        // While a file is being written its directory is 0700 and the
+        // temporary file 0600, whatever is recorded.
+        let mut f = w.begin_file(&p("ro/open/key"), &spec).unwrap();
+        f.write_chunk(b"k").unwrap();
+        assert_eq!(mode_of(&dest.join("ro")), 0o700);
+        assert_eq!(mode_of(&dest.join("ro/open")), 0o700);
+        let tmp: Vec<_> = fs::read_dir(dest.join("ro/open")).unwrap().flatten().collect();
+        assert_eq!(tmp.len(), 1);
+        assert_eq!(mode_of(&tmp[0].path()), 0o600);
+        f.commit().unwrap();
+        spec.mode = 0o600;
+        w.write_file(&p("implicit/deeper/secret"), &spec, &b"k"[..]).unwrap();
+        let report = w.finish(None).unwrap();
+        assert_eq!(mode_of(&dest.join("ro")), 0o500);
+        assert_eq!(mode_of(&dest.join("ro/open")), 0o777);
+        assert_eq!(mode_of(&dest.join("ro/open/key")), 0o644);
+        assert_eq!(mode_of(&dest.join("implicit/deeper/secret")), 0o600);
+        // Directories without a recorded mode get the default.
+        assert_eq!(mode_of(&dest.join("implicit")), 0o755);
+        assert_eq!(mode_of(&dest.join("implicit/deeper")), 0o755);
+        let ro = report.entries.iter().find(|e| e.path == p("ro")).unwrap();
+        assert_eq!(ro.meta, Meta::Dir { mode: 0o500 });
+        fs::set_permissions(dest.join("ro"), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn repository_directories_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = RestoreWriter::open(dir.path(), ExistingPolicy::Fail).unwrap();
+        let spec = spec_of(b"x");
+        for bad in [".git/hooks/pre-commit", ".GIT/config", "sub/.git", "a/git~1/x"] {
+            assert!(!w.should_write(&p(bad), &spec).unwrap(), "{bad}");
+            assert!(matches!(
+                w.write_file(&p(bad), &spec, &b"x"[..]),
+                Err(RestoreError::RepositoryDirectory { .. })
+            ));
+        }
+        w.create_dir(&p(".git"), 0o755).unwrap();
+        w.create_dir(&p("sub/.Git/hooks"), 0o755).unwrap();
+        w.create_symlink(&p(".git/hooks/post-checkout"), "/bin/sh").unwrap();
+        assert!(w.should_write(&p("a/.gitignore"), &spec).unwrap());
+        let report = w.finish(None).unwrap();
+        assert_eq!(report.skipped.len(), 7, "{:?}", report.skipped);
+        // Nothing was written (`a` was created for the .gitignore check only).
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["a"]);
+        assert_eq!(fs::read_dir(dir.path().join("a")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn unusable_symlink_targets_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = RestoreWriter::open(dir.path(), ExistingPolicy::Fail).unwrap();
+        let long = "x".repeat(5000);
+        for (target, words) in [
+            ("", "empty"),
+            ("a\0b", "NUL"),
+            (long.as_str(), "5000 bytes"),
+        ] {
+            let err = w.create_symlink(&p("d/link"), target).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("d/link") && msg.contains(words), "{msg}");
+            assert!(!msg.contains(".tmp"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn leftover_temporary_files_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path();
+        fs::create_dir(dest.join("sub")).unwrap();
+        let leftovers = [
+            ".tether-restore-0123456789abcdef.tmp",
+            "sub/.tether-restore-AbCdEf0123456789.tmp",
+        ];
+        let lookalikes = [
+            ".tether-restore-0123456789abcde.tmp",
+            ".tether-restore-0123456789abcdef0.tmp",
+            ".tether-restore-0123456789abcdef.tmp.keep",
+            "x.tether-restore-0123456789abcdef.tmp",
+            ".tether-restore-0123456789abcd-f.tmp",
+            ".tether-restore-0123456789abcdef.TMP",
+            "sub/tether-restore-0123456789abcdef.tmp",
+            "sub/.tether-restore-0123456789abcdef.tmp/inside",
+        ];
+        for f in leftovers.iter().chain(&lookalikes) {
+            let full = dest.join(f);
+            fs::create_dir_all(full.parent().unwrap()).unwrap();
+            fs::write(full, b"x").unwrap();
+        }
+        std::os::unix::fs::symlink("/etc", dest.join(".tether-restore-SYMLINK000000000.tmp")).unwrap();
+        let w = RestoreWriter::open(dest, ExistingPolicy::Overwrite).unwrap();
+        w.write_file(&p("sub/f"), &spec_of(b"f"), &b"f"[..]).unwrap();
+        w.finish(None).unwrap();
+        for f in leftovers {
+            assert!(!dest.join(f).exists(), "{f} left");
+        }
+        assert!(fs::symlink_metadata(dest.join(".tether-restore-SYMLINK000000000.tmp")).is_err());
+        assert!(Path::new("/etc").is_dir());
+        for f in lookalikes {
+            assert!(dest.join(f).exists(), "{f} removed");
+        }
+        // A destination holding only leftovers counts as empty.
+        let only = dir.path().join("only");
+        fs::create_dir(&only).unwrap();
+        fs::write(only.join(".tether-restore-0000000000000000.tmp"), b"x").unwrap();
+        RestoreWriter::open(&only, ExistingPolicy::Fail).unwrap();
+        assert_eq!(fs::read_dir(&only).unwrap().count(), 0);
     }
 }

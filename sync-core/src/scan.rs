@@ -5,7 +5,11 @@
 //! its inotify watch *before* the directory is listed: a file created while
 //! the walk runs is either listed or reported by inotify. Names that cannot
 //! be synced portably (not UTF-8, containing a backslash) and sockets, FIFOs
-//! and devices are skipped with a warning.
+//! and devices are skipped with a warning, and so are names git treats as a
+//! repository directory (`.git` in any case and its aliases, see
+//! [`is_repository_component`](crate::path::is_repository_component)): tether
+//! never pushes them on any backend, so a remote never holds a `.git` that
+//! tether put there, and restore skips them too.
 //!
 //! [`hash_file`] reads a file once and compares `fstat` before and after; if
 //! the size or mtime moved, the file changed while it was read and it is read
@@ -156,6 +160,10 @@ pub fn walk(
                     continue;
                 }
             };
+            if rel.repository_component().is_some() {
+                warn_repository_once(&rel);
+                continue;
+            }
             let stat = match fs::symlink_metadata(&full) {
                 Ok(m) => LocalStat::from_metadata(&m),
                 Err(_) => continue, // vanished since read_dir
@@ -176,6 +184,22 @@ pub fn walk(
         }
     }
     out
+}
+
+/// Warns once per process about each skipped repository directory (a
+/// polling watcher rescans every few seconds; one line per `.git` is
+/// enough). Remembers at most 10,000 paths, then stays quiet.
+pub(crate) fn warn_repository_once(path: &RelPath) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static WARNED: OnceLock<Mutex<HashSet<RelPath>>> = OnceLock::new();
+    let mut warned = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warned.len() < 10_000 && warned.insert(path.clone()) {
+        tracing::warn!(%path, "a git repository directory (.git); not synced");
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +232,11 @@ mod tests {
         fs::write(r.join("a/x.swp"), b"x").unwrap();
         fs::write(r.join(".ipynb_checkpoints/c"), b"x").unwrap();
         std::os::unix::fs::symlink("/etc", r.join("link")).unwrap();
+        // Repository directories (and files named like them) are not synced.
+        fs::create_dir_all(r.join("a/.git/hooks")).unwrap();
+        fs::write(r.join("a/.git/hooks/pre-commit"), b"x").unwrap();
+        fs::create_dir_all(r.join(".GIT")).unwrap();
+        fs::write(r.join("a/b/.Git"), b"gitdir: /x").unwrap();
         let rules = IgnoreRules::load(r, &IgnoreConfig::default()).unwrap();
         let mut dirs = Vec::new();
         let mut got: Vec<_> = walk(r, &rules, None, &mut |d| dirs.push(d.to_path_buf()))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sync_core::testkit::MemoryBackend;
-use sync_core::testkit::conformance::{self, Fixture, Hostile};
+use sync_core::testkit::conformance::{self, Fixture, Hostile, Planted};
 use sync_core::{Backend, ContentHash, FileMeta, Meta};
 
 struct Memory;
@@ -53,9 +53,44 @@ impl Fixture for Memory {
                 let (m, b) = file(b"evil");
                 entries.push((entry.clone(), m, b));
             }
+            Hostile::Entries(planted) => {
+                for p in planted {
+                    match p {
+                        Planted::File {
+                            path,
+                            content,
+                            mode,
+                        } => {
+                            let (mut m, b) = file(content);
+                            if let Meta::File(f) = &mut m {
+                                f.mode = *mode;
+                            }
+                            entries.push((path.clone(), m, b));
+                        }
+                        Planted::Dir { path, mode } => {
+                            entries.push((path.clone(), Meta::Dir { mode: *mode }, Bytes::new()));
+                        }
+                    }
+                }
+            }
         }
         Some(Arc::new(MemoryBackend::with_raw_state(entries)))
     }
+}
+
+#[tokio::test]
+async fn modes_round_trip() {
+    conformance::modes_round_trip(&Memory).await;
+}
+
+#[tokio::test]
+async fn special_mode_bits_are_not_restored() {
+    conformance::special_mode_bits_are_not_restored(&Memory).await;
+}
+
+#[tokio::test]
+async fn repository_directories_are_not_restored() {
+    conformance::repository_directories_are_not_restored(&Memory).await;
 }
 
 #[tokio::test]

@@ -21,8 +21,8 @@ use crate::command::{GitRunner, TokenSource, classify};
 use crate::options::GitOptions;
 use crate::remote::{ConfigError, GitRemote, RemoteKind, validate_branch};
 use crate::tree::{
-    Changes, Leaf, TreeReader, apply_changes, apply_checkpoint, commit_message, local_error,
-    overlapping,
+    Changes, Leaf, MODES_PATH, Modes, TreeReader, apply_changes, apply_checkpoint, commit_message,
+    file_mode, is_reserved, local_error, merge_modes, overlapping, write_modes,
 };
 
 /// The remote head as last confirmed by a push or adopted from a fetch:
@@ -268,7 +268,8 @@ impl GitBackend {
             path: options.state_dir.display().to_string(),
             reason: e.to_string(),
         };
-        std::fs::create_dir_all(&options.state_dir).map_err(|e| state_err(&e))?;
+        // 0700 whatever the umask: it holds credentials and the tree's history.
+        sync_core::index::create_state_dir(&options.state_dir).map_err(|e| state_err(&e))?;
         let repo_dir = options.state_dir.join("repo.git");
         if repo_dir.join("HEAD").is_file() {
             open_repo(&repo_dir).map_err(|e| state_err(&e))?;
@@ -496,7 +497,10 @@ impl GitBackend {
             head: head.map(|h| h.to_string()),
             ..PushReceipt::default()
         };
-        for (_, leaf) in p.ours.values() {
+        for (path, (_, leaf)) in &p.ours {
+            if path == MODES_PATH {
+                continue;
+            }
             if let Some(l) = leaf
                 && matches!(l.kind, EntryKind::Blob | EntryKind::BlobExecutable)
             {
@@ -652,14 +656,29 @@ fn resolve(
         None => empty_tree(),
     };
     let mut reader = TreeReader::new(repo);
-    let theirs = reader.diff(Some(p.base_tree), Some(remote_tree))?;
-    let ours = p.changes();
-    let overlap = overlapping(&ours, &theirs);
+    let mut theirs = reader.diff(Some(p.base_tree), Some(remote_tree))?;
+    let mut ours = p.changes();
+    // The modes file is merged path by path below, never compared whole
+    // (two writers changing different files' modes do not conflict).
+    theirs.remove(MODES_PATH.as_bytes().as_bstr());
+    ours.remove(MODES_PATH.as_bytes().as_bstr());
+    let mut overlap = overlapping(&ours, &theirs);
+    let modes = merge_modes(
+        &Modes::read(repo, &mut reader, p.base_tree)?,
+        &Modes::read(repo, &mut reader, p.tree)?,
+        &Modes::read(repo, &mut reader, remote_tree)?,
+        &mut overlap,
+    );
     let keep: Changes = ours
         .into_iter()
         .filter(|(path, _)| !overlap.contains(path))
         .collect();
     let tree = apply_changes(repo, remote_tree, keep.iter())?;
+    let tree = if modes == Modes::read(repo, &mut reader, tree)? {
+        tree
+    } else {
+        write_modes(repo, tree, &modes)?
+    };
     let next = Proposal {
         base: remote,
         base_tree: remote_tree,
@@ -682,7 +701,9 @@ impl Backend for GitBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             empty_dirs: false,
-            full_mode: false,
+            // Permission bits beyond the executable bit, and directory
+            // modes, travel in `.tether/modes`.
+            full_mode: true,
             mtime: false,
             history: true,
         }
@@ -977,13 +998,24 @@ fn restore_commit(
 ) -> Result<RestoreReport, BackendError> {
     let Some(commit) = commit else {
         let writer = RestoreWriter::open(dest, settings)?;
-        return Ok(writer.finish(None));
+        return Ok(writer.finish(None)?);
     };
     let object = format!("commit {commit}");
     let tree = commit_tree(repo, commit)?;
-    let listing = TreeReader::new(repo).list(tree)?;
+    let mut reader = TreeReader::new(repo);
+    let listing = reader.list(tree)?;
+    let modes = Modes::read(repo, &mut reader, tree)?;
     let mut items = Vec::with_capacity(listing.len());
     for (path, entry) in listing {
+        // (Entry modes were checked by `list`.)
+        if is_reserved(&path) {
+            // The modes file (and whatever else is under `.tether`) is
+            // tether's metadata, never part of the restored directory.
+            if path != MODES_PATH && path != ".tether" {
+                tracing::warn!(path = %path, "skipping a path under the reserved name .tether");
+            }
+            continue;
+        }
         let kind = match entry.kind {
             EntryKind::Tree => PlanKind::Dir,
             EntryKind::Blob | EntryKind::BlobExecutable => PlanKind::File,
@@ -1008,17 +1040,34 @@ fn restore_commit(
     writer.expect_total(plan.paths.len() as u64, 0);
     for (path, (_, kind, entry)) in plan.paths.iter().zip(&items) {
         match kind {
-            PlanKind::Dir => writer.create_dir(path)?,
+            PlanKind::Dir => writer.create_dir(
+                path,
+                modes
+                    .get(path.as_str())
+                    .unwrap_or(sync_core::DEFAULT_DIR_MODE),
+            )?,
             PlanKind::Symlink => {
+                // A symlink target is at most 4095 bytes: never load a
+                // hostile multi-gigabyte "target" into memory.
+                let size = repo
+                    .find_header(entry.id)
+                    .map_err(|e| local_error(&format!("blob {}", entry.id), e))?
+                    .size();
+                if size > 4095 {
+                    return Err(BackendError::InvalidRemote {
+                        object: object.clone(),
+                        reason: format!("symlink {path} has a {size}-byte target (the limit is 4095)"),
+                    });
+                }
                 let blob = repo
                     .find_object(entry.id)
                     .map_err(|e| local_error(&format!("blob {}", entry.id), e))?;
-                let target = std::str::from_utf8(&blob.data)
-                    .ok()
-                    .filter(|t| !t.is_empty() && !t.contains('\0'))
-                    .ok_or_else(|| BackendError::InvalidRemote {
+                // Empty, NUL and over-long targets are refused by the
+                // writer, naming the path.
+                let target =
+                    std::str::from_utf8(&blob.data).map_err(|_| BackendError::InvalidRemote {
                         object: object.clone(),
-                        reason: format!("symlink {path} has an unusable target"),
+                        reason: format!("symlink {path} has a target that is not UTF-8"),
                     })?;
                 writer.create_symlink(path, target)?;
             }
@@ -1028,11 +1077,10 @@ fn restore_commit(
                     .map_err(|e| local_error(&format!("blob {}", entry.id), e))?
                     .size();
                 let spec = FileSpec {
-                    mode: if entry.kind == EntryKind::BlobExecutable {
-                        0o755
-                    } else {
-                        0o644
-                    },
+                    mode: file_mode(
+                        modes.get(path.as_str()),
+                        entry.kind == EntryKind::BlobExecutable,
+                    ),
                     mtime_ns: None,
                     size: Some(size),
                     hash: None,
@@ -1051,7 +1099,7 @@ fn restore_commit(
             }
         }
     }
-    Ok(writer.finish(Some(commit.to_string())))
+    Ok(writer.finish(Some(commit.to_string()))?)
 }
 
 /// Writes a large blob through `git cat-file`, which streams it.

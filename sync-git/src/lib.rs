@@ -34,9 +34,10 @@
 //! Restores go the other way: `git fetch` the branch (or find the commit
 //! given by `at`), list its tree with gix, validate the listing with
 //! [`RestorePlan`](sync_core::restore::RestorePlan) and write every entry
-//! through [`RestoreWriter`](sync_core::restore::RestoreWriter) (executable
-//! bit and symlinks kept; hostile names such as `..` or paths through a
-//! symlink refused before anything is written).
+//! through [`RestoreWriter`](sync_core::restore::RestoreWriter) (modes from
+//! `.tether/modes`, symlinks kept; hostile names such as `..` or paths
+//! through a symlink refused before anything is written; `.git` paths and
+//! tree entry modes git never writes refused or skipped).
 //!
 //! # Design choices and trade-offs
 //!
@@ -87,10 +88,13 @@
 //!   command and given to git by a credential helper through the child's
 //!   environment — never on a command line, in a URL, in a config file or
 //!   in a log; anything git prints is scrubbed before it reaches an error.
-//! * **What git cannot keep.** Empty directories, permission bits other than
-//!   the executable bit, and modification times (see
-//!   [`Capabilities`](sync_core::Capabilities)); paths named `.git` are
-//!   skipped with a warning.
+//! * **What git cannot keep.** Empty directories and modification times
+//!   (see [`Capabilities`](sync_core::Capabilities)); paths named `.git` are
+//!   skipped with a warning. Permission bits beyond the executable bit and
+//!   directory modes go into the small JSON file `.tether/modes` in the
+//!   commit (only the paths that differ from `0644`/`0755`; merged path by
+//!   path on a rebase; never restored into the directory). The top-level
+//!   name `.tether` is therefore reserved. Format: FORMAT.md.
 //!
 //! # What this crate does not do
 //!

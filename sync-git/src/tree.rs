@@ -6,8 +6,18 @@
 //! no network I/O. Paths are byte strings (`BString`) as git stores them;
 //! only restore turns them into [`RelPath`]s (through
 //! [`RestorePlan`](sync_core::restore::RestorePlan)).
+//!
+//! Permission bits other than the executable bit, and directory modes, do
+//! not fit in a git tree: they live in a small JSON file in the commit,
+//! [`MODES_PATH`] (`.tether/modes`), listing only the paths whose mode
+//! differs from git's default (`0644`, `0755` for executables and
+//! directories); see [`Modes`]. The top-level name `.tether` is reserved
+//! for it: a user path there is skipped with a warning on push, and a
+//! restore never writes it into the directory.
 
 use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
 use std::io::{self, Read};
 
 use gix::ObjectId;
@@ -43,6 +53,53 @@ pub(crate) struct TreeEntry {
     pub name: BString,
     pub kind: EntryKind,
     pub id: ObjectId,
+    /// The mode exactly as stored (gix reads `140000` as a tree and any
+    /// unknown type as a submodule; restore refuses those by this value).
+    pub mode: u32,
+}
+
+/// The entry modes git writes (plus `100664`, which old git wrote and git
+/// still accepts); anything else in a tree is refused by restore.
+const SUPPORTED_MODES: [u32; 6] = [0o40000, 0o100644, 0o100755, 0o100664, 0o120000, 0o160000];
+
+/// Refuses a tree entry whose mode git would not write.
+pub(crate) fn check_mode(path: &BStr, mode: u32) -> Result<(), BackendError> {
+    if SUPPORTED_MODES.contains(&mode) {
+        return Ok(());
+    }
+    Err(BackendError::InvalidRemote {
+        object: format!("tree entry {:?}", path.to_str_lossy()),
+        reason: format!("unsupported git tree entry mode {mode:o} (tether restores files 100644/100755, symlinks 120000 and trees 40000)"),
+    })
+}
+
+/// The raw modes of a tree object's entries, in order; `None` when the
+/// data is not a well-formed tree.
+fn raw_modes(data: &[u8], hash_len: usize) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let sp = data.get(i..)?.iter().position(|b| *b == b' ')?;
+        let text = data.get(i..i + sp)?;
+        if text.is_empty() || text.len() > 7 {
+            return None;
+        }
+        let mut mode = 0u32;
+        for b in text {
+            if !(b'0'..=b'7').contains(b) {
+                return None;
+            }
+            mode = mode * 8 + u32::from(b - b'0');
+        }
+        i += sp + 1;
+        let nul = data.get(i..)?.iter().position(|b| *b == 0)?;
+        i = i.checked_add(nul + 1 + hash_len)?;
+        if i > data.len() {
+            return None;
+        }
+        out.push(mode);
+    }
+    Some(out)
 }
 
 /// Reads and decodes trees, each at most once.
@@ -83,11 +140,19 @@ impl<'r> TreeReader<'r> {
                     object: format!("tree {id}"),
                     reason: e.to_string(),
                 })?;
+            let modes = raw_modes(&obj.data, id.kind().len_in_bytes())
+                .filter(|m| m.len() == refs.len())
+                .ok_or_else(|| BackendError::InvalidRemote {
+                    object: format!("tree {id}"),
+                    reason: "malformed tree entry modes".into(),
+                })?;
             refs.into_iter()
-                .map(|e| TreeEntry {
+                .zip(modes)
+                .map(|(e, mode)| TreeEntry {
                     name: e.filename.to_owned(),
                     kind: e.mode.kind(),
                     id: e.oid.to_owned(),
+                    mode,
                 })
                 .collect()
         };
@@ -235,6 +300,7 @@ impl<'r> TreeReader<'r> {
                         p
                     }
                 };
+                check_mode(path.as_bstr(), e.mode)?;
                 if e.kind == EntryKind::Tree {
                     stack.push((Some(path.clone()), e.id));
                 }
@@ -243,6 +309,210 @@ impl<'r> TreeReader<'r> {
         }
         Ok(out)
     }
+}
+
+/// Where a commit keeps the modes its tree cannot hold.
+pub(crate) const MODES_PATH: &str = ".tether/modes";
+/// `format` of the modes file.
+const MODES_FORMAT: &str = "tether-git-modes-1";
+/// A modes file larger than this is refused (about a million entries).
+const MAX_MODES_BYTES: u64 = 64 << 20;
+
+/// True for the reserved top-level name `.tether` and everything below it.
+pub(crate) fn is_reserved(path: &[u8]) -> bool {
+    path == b".tether" || path.starts_with(b".tether/")
+}
+
+/// The mode git's tree implies for a file: `0755` if executable, else `0644`.
+pub(crate) fn default_file_mode(executable: bool) -> u32 {
+    if executable { 0o755 } else { 0o644 }
+}
+
+/// The mode to restore for a file: the recorded one when it agrees with the
+/// tree's executable bit (a plain `git commit` that flipped the bit without
+/// updating the modes file wins), else git's default.
+pub(crate) fn file_mode(recorded: Option<u32>, executable: bool) -> u32 {
+    match recorded {
+        Some(m) if (m & 0o111 != 0) == executable => m & sync_core::PERMISSION_BITS,
+        _ => default_file_mode(executable),
+    }
+}
+
+/// The modes file: path → permission bits, for the paths whose mode is not
+/// git's default. Written only when non-empty.
+///
+/// ```json
+/// {"format":"tether-git-modes-1","modes":{".ssh":"700",".ssh/id_ed25519":"600"}}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Modes(BTreeMap<String, u32>);
+
+#[derive(Serialize, Deserialize)]
+struct ModesFile {
+    format: String,
+    modes: BTreeMap<String, String>,
+}
+
+impl Modes {
+    /// The recorded mode of `path`, if any.
+    pub fn get(&self, path: &str) -> Option<u32> {
+        self.0.get(path).copied()
+    }
+
+    /// Records `mode` for `path`, or nothing when it is `default`.
+    fn set(&mut self, path: &str, mode: u32, default: u32) {
+        let mode = mode & sync_core::PERMISSION_BITS;
+        if mode == default {
+            self.0.remove(path);
+        } else {
+            self.0.insert(path.to_owned(), mode);
+        }
+    }
+
+    /// Parses a modes file read from `object`.
+    pub fn decode(bytes: &[u8], object: &str) -> Result<Modes, BackendError> {
+        let invalid = |reason: String| BackendError::InvalidRemote {
+            object: object.to_owned(),
+            reason,
+        };
+        let file: ModesFile = serde_json::from_slice(bytes)
+            .map_err(|e| invalid(format!("not a valid modes file: {e}")))?;
+        if file.format != MODES_FORMAT {
+            return Err(invalid(format!("unknown modes format {:?}", file.format)));
+        }
+        let mut out = BTreeMap::new();
+        for (path, text) in file.modes {
+            let mode = (!text.is_empty() && text.len() <= 4)
+                .then(|| u32::from_str_radix(&text, 8).ok())
+                .flatten()
+                .ok_or_else(|| invalid(format!("{path:?} has an invalid mode {text:?}")))?;
+            out.insert(path, mode);
+        }
+        Ok(Modes(out))
+    }
+
+    /// JSON bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let file = ModesFile {
+            format: MODES_FORMAT.into(),
+            modes: self
+                .0
+                .iter()
+                .map(|(p, m)| (p.clone(), format!("{m:o}")))
+                .collect(),
+        };
+        serde_json::to_vec(&file).unwrap_or_default()
+    }
+
+    /// The modes file of tree `tree` (empty when it has none).
+    pub fn read(
+        repo: &gix::Repository,
+        reader: &mut TreeReader<'_>,
+        tree: ObjectId,
+    ) -> Result<Modes, BackendError> {
+        let Some(e) = reader.lookup(tree, MODES_PATH.into())? else {
+            return Ok(Modes::default());
+        };
+        let object = format!("{MODES_PATH} in tree {tree}");
+        if !matches!(e.kind, EntryKind::Blob | EntryKind::BlobExecutable) {
+            return Err(BackendError::InvalidRemote {
+                object,
+                reason: "is not a regular file".into(),
+            });
+        }
+        let size = repo
+            .find_header(e.id)
+            .map_err(|err| local_error(&format!("blob {}", e.id), err))?
+            .size();
+        if size > MAX_MODES_BYTES {
+            return Err(BackendError::InvalidRemote {
+                object,
+                reason: format!("{size} bytes, more than the {MAX_MODES_BYTES} allowed"),
+            });
+        }
+        let blob = repo
+            .find_object(e.id)
+            .map_err(|err| local_error(&format!("blob {}", e.id), err))?;
+        Modes::decode(&blob.data, &object)
+    }
+
+    /// Applies the mode changes of `checkpoint` (reserved and skipped paths
+    /// excluded).
+    fn apply(&mut self, checkpoint: &Checkpoint, skipped: &[RelPath]) {
+        for (path, change) in checkpoint.iter() {
+            if is_reserved(path.as_str().as_bytes()) || skipped.contains(path) {
+                continue;
+            }
+            match change {
+                Change::Upsert(Meta::File(f)) => {
+                    self.set(path.as_str(), f.mode, default_file_mode(f.executable()));
+                }
+                Change::Upsert(Meta::Dir { mode }) => {
+                    self.set(path.as_str(), *mode, sync_core::DEFAULT_DIR_MODE);
+                }
+                Change::Upsert(Meta::Symlink { .. }) | Change::Delete => {
+                    self.0.remove(path.as_str());
+                }
+            }
+        }
+    }
+}
+
+/// Writes `modes` into tree `tree` as [`MODES_PATH`] (removing the file
+/// when `modes` is empty); returns the new tree.
+pub(crate) fn write_modes(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    modes: &Modes,
+) -> Result<ObjectId, BackendError> {
+    let mut editor = repo
+        .edit_tree(tree)
+        .map_err(|e| local_error(&format!("tree {tree}"), e))?
+        .detach();
+    let path = MODES_PATH.split('/');
+    if modes.0.is_empty() {
+        editor
+            .remove(path)
+            .map_err(|e| local_error(&format!("editing {MODES_PATH}"), e))?;
+    } else {
+        let id = repo
+            .write_blob(modes.encode())
+            .map_err(|e| local_error(&format!("writing {MODES_PATH}"), e))?
+            .detach();
+        editor
+            .upsert(path, EntryKind::Blob, id)
+            .map_err(|e| local_error(&format!("editing {MODES_PATH}"), e))?;
+    }
+    editor
+        .write(|t| repo.write_object(t).map(gix::Id::detach))
+        .map_err(|e| local_error("writing trees", e))
+}
+
+/// Three-way merge of modes files for a rebase: per path, our change wins
+/// when only we changed it (and the path is not in `overlap`), theirs
+/// otherwise; a path both sides changed to different modes is added to
+/// `overlap` (a conflict, like a content change on both sides).
+pub(crate) fn merge_modes(
+    base: &Modes,
+    ours: &Modes,
+    theirs: &Modes,
+    overlap: &mut Vec<BString>,
+) -> Modes {
+    let mut out = BTreeMap::new();
+    let paths: std::collections::BTreeSet<&String> =
+        base.0.keys().chain(ours.0.keys()).chain(theirs.0.keys()).collect();
+    for path in paths {
+        let (b, o, t) = (base.get(path), ours.get(path), theirs.get(path));
+        let key = BString::from(path.as_str());
+        if o != b && t != b && o != t && !overlap.contains(&key) {
+            overlap.push(key.clone());
+        }
+        let take_ours = o != b && !overlap.contains(&key);
+        if let Some(m) = if take_ours { o } else { t } {
+            out.insert(path.clone(), m);
+        }
+    }
+    Modes(out)
 }
 
 /// Whether git can store `path`: every component must pass git's own
@@ -332,13 +602,20 @@ pub(crate) fn apply_checkpoint(
     // Removals first, so an upsert below a path replaced in the same
     // checkpoint (file became directory) is never undone.
     for (path, change) in checkpoint.iter() {
+        if is_reserved(path.as_str().as_bytes()) {
+            // `.tether` holds the modes file; the user's own is not synced.
+            if matches!(change, Change::Upsert(_)) {
+                skipped.push(path.clone());
+            }
+            continue;
+        }
         match change {
             Change::Delete => {
                 editor
                     .remove(path.as_str().split('/'))
                     .map_err(edit_err(path))?;
             }
-            Change::Upsert(Meta::Dir) => {
+            Change::Upsert(Meta::Dir { .. }) => {
                 // Git keeps no directories; a directory that replaced a file
                 // or symlink only removes that entry.
                 if let Some(e) = reader.lookup(base, path.as_str().into())?
@@ -353,6 +630,9 @@ pub(crate) fn apply_checkpoint(
         }
     }
     for (path, change) in checkpoint.iter() {
+        if is_reserved(path.as_str().as_bytes()) {
+            continue;
+        }
         let (kind, id) = match change {
             Change::Upsert(Meta::File(f)) => {
                 if !git_can_store(path, false) {
@@ -377,7 +657,7 @@ pub(crate) fn apply_checkpoint(
                     .detach();
                 (EntryKind::Link, id)
             }
-            Change::Upsert(Meta::Dir) | Change::Delete => continue,
+            Change::Upsert(Meta::Dir { .. }) | Change::Delete => continue,
         };
         editor
             .upsert(path.as_str().split('/'), kind, id)
@@ -386,6 +666,14 @@ pub(crate) fn apply_checkpoint(
     let tree = editor
         .write(|t| repo.write_object(t).map(gix::Id::detach))
         .map_err(|e| local_error("writing trees", e))?;
+    let base_modes = Modes::read(repo, &mut reader, base)?;
+    let mut modes = base_modes.clone();
+    modes.apply(checkpoint, &skipped);
+    let tree = if modes == base_modes {
+        tree
+    } else {
+        write_modes(repo, tree, &modes)?
+    };
     Ok((tree, skipped))
 }
 
@@ -560,11 +848,81 @@ mod tests {
 
     #[test]
     fn dot_git_is_not_storable() {
-        for bad in [".git/config", "a/.git", "a/.GIT/x", "x/git~1/y"] {
+        for bad in [".git/config", "a/.git", "a/.GIT/x", "x/git~1/y", ".git. /x"] {
             assert!(!git_can_store(&RelPath::new(bad).unwrap(), false), "{bad}");
         }
         for ok in ["a/.gitignore", "notes/git.md", "CON", "a:b"] {
             assert!(git_can_store(&RelPath::new(ok).unwrap(), false), "{ok}");
         }
+    }
+
+    fn modes(items: &[(&str, u32)]) -> Modes {
+        Modes(items.iter().map(|(p, m)| (p.to_string(), *m)).collect())
+    }
+
+    #[test]
+    fn modes_file_round_trips_and_refuses_garbage() {
+        let m = modes(&[(".ssh", 0o700), (".ssh/id", 0o600)]);
+        let bytes = m.encode();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"format":"tether-git-modes-1","modes":{".ssh":"700",".ssh/id":"600"}}"#
+        );
+        assert_eq!(Modes::decode(&bytes, "m").unwrap(), m);
+        for bad in [
+            r#"{"format":"x","modes":{}}"#,
+            r#"{"format":"tether-git-modes-1","modes":{"a":"rwx"}}"#,
+            r#"{"format":"tether-git-modes-1","modes":{"a":"77777"}}"#,
+            r#"{"format":"tether-git-modes-1","modes":{"a":""}}"#,
+            r#"{"format":"tether-git-modes-1","modes":{"a":"-1"}}"#,
+            "[",
+        ] {
+            let e = Modes::decode(bad.as_bytes(), ".tether/modes in tree x").unwrap_err();
+            assert!(e.to_string().contains(".tether/modes"), "{e}");
+        }
+    }
+
+    #[test]
+    fn recorded_file_modes_apply_only_with_a_matching_executable_bit() {
+        assert_eq!(file_mode(Some(0o600), false), 0o600);
+        assert_eq!(file_mode(Some(0o7700), true), 0o700);
+        // A plain git commit flipped the bit: the tree wins.
+        assert_eq!(file_mode(Some(0o600), true), 0o755);
+        assert_eq!(file_mode(Some(0o750), false), 0o644);
+        assert_eq!(file_mode(None, true), 0o755);
+    }
+
+    #[test]
+    fn modes_merge_path_by_path() {
+        let base = modes(&[("a", 0o600), ("b", 0o600), ("c", 0o600)]);
+        // We loosened a, they tightened d and dropped c: no conflict.
+        let ours = modes(&[("b", 0o600), ("c", 0o600)]);
+        let theirs = modes(&[("a", 0o600), ("b", 0o600), ("d", 0o700)]);
+        let mut overlap = Vec::new();
+        let merged = merge_modes(&base, &ours, &theirs, &mut overlap);
+        assert!(overlap.is_empty());
+        assert_eq!(merged, modes(&[("b", 0o600), ("d", 0o700)]));
+        // Both changed b differently: a conflict, theirs kept on the branch.
+        let ours = modes(&[("a", 0o600), ("b", 0o640), ("c", 0o600)]);
+        let theirs = modes(&[("a", 0o600), ("b", 0o700), ("c", 0o600)]);
+        let merged = merge_modes(&base, &ours, &theirs, &mut overlap);
+        assert_eq!(overlap, vec![BString::from("b")]);
+        assert_eq!(merged.get("b"), Some(0o700));
+    }
+
+    #[test]
+    fn raw_tree_modes_are_read_exactly() {
+        let mut data = Vec::new();
+        for (mode, name) in [("140000", "s"), ("40000", "t"), ("100644", "f")] {
+            data.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            data.extend_from_slice(&[7u8; 20]);
+        }
+        assert_eq!(raw_modes(&data, 20), Some(vec![0o140000, 0o40000, 0o100644]));
+        assert_eq!(raw_modes(&data[..data.len() - 1], 20), None);
+        assert!(check_mode(b"s".as_bstr(), 0o140000).is_err());
+        assert!(check_mode(b"x".as_bstr(), 0o20000).is_err());
+        assert!(check_mode(b"t".as_bstr(), 0o40000).is_ok());
+        let e = check_mode(b"dir/sock".as_bstr(), 0o140000).unwrap_err().to_string();
+        assert!(e.contains("unsupported git tree entry mode 140000") && e.contains("dir/sock"), "{e}");
     }
 }

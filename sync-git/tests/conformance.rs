@@ -46,6 +46,27 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn modes_round_trip() {
+                if let Some(f) = fixture() {
+                    conformance::modes_round_trip(&f).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn special_mode_bits_are_not_restored() {
+                if let Some(f) = fixture() {
+                    conformance::special_mode_bits_are_not_restored(&f).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn repository_directories_are_not_restored() {
+                if let Some(f) = fixture() {
+                    conformance::repository_directories_are_not_restored(&f).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn hostile_state_is_refused() {
                 if let Some(f) = fixture() {
                     conformance::hostile_state_is_refused(&f).await;

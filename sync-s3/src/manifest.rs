@@ -523,7 +523,7 @@ mod tests {
         let mut c = Checkpoint::new();
         c.upsert(RelPath::new("a").unwrap(), file(b"aa"));
         c.upsert(RelPath::new("d/b").unwrap(), file(b"bbb"));
-        c.upsert(RelPath::new("d").unwrap(), Meta::Dir);
+        c.upsert(RelPath::new("d").unwrap(), Meta::dir(0o750));
         c.upsert(
             RelPath::new("l").unwrap(),
             Meta::Symlink { target: "a".into() },

@@ -16,7 +16,9 @@
 //! extra request); any other object (written by another tool, or by a push
 //! that failed before its index) uses its own object metadata, or a plain
 //! 0644 file with the object's time when the store keeps none. Directories
-//! and symlinks exist only in the index. After a failed push every object
+//! and symlinks exist only in the index; so do directory modes (a directory
+//! the index does not name, implied by an object key, is restored `0755`).
+//! Only permission bits are ever applied, whatever a mode says. After a failed push every object
 //! is still a complete version of its file, which is all the mirror
 //! promises; use the snapshots layout for consistent restore points.
 //!
@@ -370,7 +372,7 @@ impl Mirror {
         for (name, e) in &index.entries {
             let kind = match e.meta {
                 Meta::File(_) => PlanKind::File,
-                Meta::Dir => PlanKind::Dir,
+                Meta::Dir { .. } => PlanKind::Dir,
                 Meta::Symlink { .. } => PlanKind::Symlink,
             };
             names.insert(name.clone(), kind);
@@ -426,7 +428,7 @@ impl Mirror {
                 }
                 for (path, meta) in others {
                     match meta {
-                        Meta::Dir => w.create_dir(&path)?,
+                        Meta::Dir { mode } => w.create_dir(&path, mode)?,
                         Meta::Symlink { target } => w.create_symlink(&path, &target)?,
                         Meta::File(_) => {}
                     }
@@ -476,7 +478,7 @@ impl Mirror {
         let writer = Arc::into_inner(writer).ok_or_else(|| {
             BackendError::transient("restore", dest.display().to_string(), "writer still in use")
         })?;
-        Ok(writer.finish(generation.map(|n| n.to_string())))
+        Ok(writer.finish(generation.map(|n| n.to_string()))?)
     }
 
     /// Separates S3 "folder markers" (a zero-byte `dir/`, made by consoles
@@ -601,7 +603,7 @@ mod tests {
         let mut c = Checkpoint::new();
         let a = RelPath::new("a").unwrap();
         c.upsert(a.clone(), f(b"x"));
-        c.upsert(RelPath::new("d").unwrap(), Meta::Dir);
+        c.upsert(RelPath::new("d").unwrap(), Meta::dir(0o700));
         let etags = BTreeMap::from([(a.clone(), Some("\"e1\"".to_string()))]);
         apply(&mut index, &c, &etags);
         assert_eq!(index.entries["a"].etag.as_deref(), Some("\"e1\""));

@@ -807,7 +807,7 @@ impl Snapshots {
                 None => {
                     // Nothing was ever pushed: an empty restore.
                     let writer = RestoreWriter::open(dest, options)?;
-                    return Ok(writer.finish(None));
+                    return Ok(writer.finish(None)?);
                 }
             },
         };
@@ -816,7 +816,7 @@ impl Snapshots {
             manifest.entries.iter().map(|e| {
                 let kind = match e.meta {
                     Meta::File(_) => PlanKind::File,
-                    Meta::Dir => PlanKind::Dir,
+                    Meta::Dir { .. } => PlanKind::Dir,
                     Meta::Symlink { .. } => PlanKind::Symlink,
                 };
                 (e.path.as_str(), kind)
@@ -835,7 +835,7 @@ impl Snapshots {
                 let mut wanted = Vec::new();
                 for (path, entry) in items {
                     match (entry.meta, entry.blob) {
-                        (Meta::Dir, _) => w.create_dir(&path)?,
+                        (Meta::Dir { mode }, _) => w.create_dir(&path, mode)?,
                         (Meta::Symlink { target }, _) => w.create_symlink(&path, &target)?,
                         (Meta::File(f), Some(loc)) => {
                             let spec = FileSpec::from(&f);
@@ -927,7 +927,7 @@ impl Snapshots {
         let writer = Arc::into_inner(writer).ok_or_else(|| {
             BackendError::transient("restore", dest.display().to_string(), "writer still in use")
         })?;
-        Ok(writer.finish(Some(manifest.id)))
+        Ok(writer.finish(Some(manifest.id))?)
     }
 
     async fn restore_unit(

@@ -44,6 +44,24 @@ macro_rules! suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn modes_round_trip() {
+                let Some(f) = fixture() else { return };
+                conformance::modes_round_trip(&f).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn special_mode_bits_are_not_restored() {
+                let Some(f) = fixture() else { return };
+                conformance::special_mode_bits_are_not_restored(&f).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn repository_directories_are_not_restored() {
+                let Some(f) = fixture() else { return };
+                conformance::repository_directories_are_not_restored(&f).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn hostile_state_is_refused() {
                 let Some(f) = fixture() else { return };
                 conformance::hostile_state_is_refused(&f).await;

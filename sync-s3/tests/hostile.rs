@@ -249,7 +249,7 @@ async fn mirror_truncated_or_oversized_index_is_refused() {
         f.options.max_manifest_bytes = 100;
         let b = f.backend(&unique("mirror-big"));
         let entries: serde_json::Map<_, _> = (0..20)
-            .map(|i| (format!("f{i}"), meta_json(&Meta::Dir)))
+            .map(|i| (format!("f{i}"), meta_json(&Meta::dir(0o755))))
             .collect();
         plant_mirror_index(&b, serde_json::Value::Object(entries)).await;
         let msg = refused(&b, f.tmp.path(), ".tether/mirror/00000000000000000001").await;

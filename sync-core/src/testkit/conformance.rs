@@ -8,7 +8,11 @@
 //!
 //! What is compared depends on the backend's [`Capabilities`]: empty
 //! directories only if it keeps them, full permission bits or just the
-//! executable bit, mtimes only if it keeps them.
+//! executable bit, mtimes only if it keeps them. Directory modes are always
+//! compared (for directories that survive).
+//!
+//! [`umask_round_trip`] changes the process's umask; like [`large_file`],
+//! run it in a test binary of its own.
 //!
 //! [`large_file`] measures the process's peak resident memory around one
 //! push and restore of a 200 MiB file; run it in a test binary of its own
@@ -33,7 +37,32 @@ use crate::restore::{ExistingPolicy, RestoreOptions};
 use crate::rules::IgnoreRules;
 use crate::source::Source;
 
-/// A hostile remote state to plant, for [`hostile_state_is_refused`].
+/// One entry of a planted remote state ([`Hostile::Entries`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planted {
+    /// A regular file with this content, recorded with this mode (in the
+    /// format's own way: manifest, index, object metadata, git's modes file
+    /// and tree mode).
+    File {
+        /// The stored name.
+        path: String,
+        /// Its content.
+        content: Vec<u8>,
+        /// The recorded mode, special bits included as given.
+        mode: u32,
+    },
+    /// A directory recorded with this mode.
+    Dir {
+        /// The stored name.
+        path: String,
+        /// The recorded mode.
+        mode: u32,
+    },
+}
+
+/// A hostile remote state to plant, for [`hostile_state_is_refused`],
+/// [`special_mode_bits_are_not_restored`] and
+/// [`repository_directories_are_not_restored`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hostile {
     /// A regular file whose stored name is this string (`../x`, `/abs`,
@@ -50,6 +79,9 @@ pub enum Hostile {
         /// A file under it.
         entry: String,
     },
+    /// These entries, exactly as given (names are valid paths; the restore
+    /// is expected to succeed but neutralise them).
+    Entries(Vec<Planted>),
 }
 
 /// How a backend's tests give the suite remotes to work with.
@@ -168,8 +200,9 @@ impl Workbench {
 /// A comparable description of one node of a tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    /// A directory (only listed if the backend keeps empty ones).
-    Dir,
+    /// A directory and its permission bits (listed if it holds a file or
+    /// symlink somewhere below, or if the backend keeps empty ones).
+    Dir(u32),
     /// A regular file: hash, mode (or just the exec bit), mtime (if kept).
     File(ContentHash, u32, Option<i64>),
     /// A symlink and its target.
@@ -179,6 +212,7 @@ pub enum Node {
 /// Describes the tree at `root` for comparison under `caps`.
 pub fn tree(root: &Path, caps: Capabilities) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
+    let mut dirs = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for ent in fs::read_dir(&dir).expect("read_dir") {
@@ -192,9 +226,7 @@ pub fn tree(root: &Path, caps: Capabilities) -> BTreeMap<String, Node> {
             let st = LocalStat::from_metadata(&fs::symlink_metadata(&full).expect("lstat"));
             match st.kind {
                 LocalKind::Dir => {
-                    if caps.empty_dirs {
-                        out.insert(rel, Node::Dir);
-                    }
+                    dirs.push((rel, st.mode));
                     stack.push(full);
                 }
                 LocalKind::File => {
@@ -224,7 +256,33 @@ pub fn tree(root: &Path, caps: Capabilities) -> BTreeMap<String, Node> {
             }
         }
     }
+    for (rel, mode) in dirs {
+        let below = format!("{rel}/");
+        let holds_content = out
+            .range(below.clone()..)
+            .take_while(|(k, _)| k.starts_with(&below))
+            .any(|(_, n)| !matches!(n, Node::Dir(_)));
+        if caps.empty_dirs || holds_content {
+            out.insert(rel, Node::Dir(mode));
+        }
+    }
     out
+}
+
+/// The mode of `path` (not following a symlink), with special bits.
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
 fn build_varied_tree(w: &Workbench) {
@@ -451,6 +509,194 @@ pub async fn hostile_state_is_refused(fixture: &dyn Fixture) {
     );
 }
 
+/// Builds the tree [`modes_round_trip`] checks: a `0600` key in a `0700`
+/// `.ssh`, a `0640` file in a `0755` directory, a `0750` directory, a
+/// `0711` directory holding only a subdirectory with a file, and a `0700`
+/// executable.
+fn build_mode_tree(w: &Workbench) {
+    w.write(".ssh/id_ed25519", b"-----BEGIN OPENSSH PRIVATE KEY-----\n");
+    w.write(".ssh/config", b"Host *\n");
+    w.write("pub/notes.txt", b"notes");
+    w.write("team/shared.txt", b"shared");
+    w.write("outer/inner/deep.txt", b"deep");
+    w.write("bin/tool", b"#!/bin/sh\n");
+    chmod(&w.src.join(".ssh/id_ed25519"), 0o600);
+    chmod(&w.src.join(".ssh/config"), 0o644);
+    chmod(&w.src.join(".ssh"), 0o700);
+    chmod(&w.src.join("pub/notes.txt"), 0o640);
+    chmod(&w.src.join("pub"), 0o755);
+    chmod(&w.src.join("team/shared.txt"), 0o660);
+    chmod(&w.src.join("team"), 0o750);
+    chmod(&w.src.join("outer"), 0o711);
+    chmod(&w.src.join("outer/inner"), 0o755);
+    chmod(&w.src.join("bin/tool"), 0o700);
+}
+
+/// Asserts the modes [`build_mode_tree`] set, exactly.
+fn assert_mode_tree(dest: &Path, what: &str) {
+    for (rel, mode) in [
+        (".ssh", 0o700),
+        (".ssh/id_ed25519", 0o600),
+        (".ssh/config", 0o644),
+        ("pub", 0o755),
+        ("pub/notes.txt", 0o640),
+        ("team", 0o750),
+        ("team/shared.txt", 0o660),
+        ("outer", 0o711),
+        ("outer/inner", 0o755),
+        ("bin/tool", 0o700),
+    ] {
+        let got = mode_of(&dest.join(rel));
+        assert_eq!(got, mode, "{what}: {rel} restored {got:o}, recorded {mode:o}");
+    }
+}
+
+/// File and directory permission bits round-trip exactly (a `0600` key
+/// does not come back world-readable, a `0700` directory does not come
+/// back `0755`), and a change of mode alone (file or directory) is pushed.
+pub async fn modes_round_trip(fixture: &dyn Fixture) {
+    let mut w = Workbench::new(fixture.fresh().await);
+    build_mode_tree(&w);
+    w.sync().await;
+    let dest = w.restore_new("restored").await;
+    let what = w.backend.describe();
+    assert_mode_tree(&dest, &what);
+    w.assert_same(&dest);
+    // Only modes change: the key is loosened and the directory tightened.
+    chmod(&w.src.join("pub/notes.txt"), 0o600);
+    chmod(&w.src.join("team"), 0o700);
+    let c = w.sync().await;
+    assert_eq!(c.len(), 2, "{what}: mode-only changes not detected: {c:?}");
+    let dest = w.restore_new("restored-after-chmod").await;
+    assert_eq!(mode_of(&dest.join("pub/notes.txt")), 0o600, "{what}");
+    assert_eq!(mode_of(&dest.join("team")), 0o700, "{what}");
+    w.assert_same(&dest);
+}
+
+/// [`modes_round_trip`] under umask `000` and `077`, plus the state
+/// directory (`0700`) and index files (`0600`) under each. Changes the
+/// process's umask: run it in a test binary of its own.
+pub async fn umask_round_trip(fixture: &dyn Fixture) {
+    use rustix::fs::Mode;
+    let before = rustix::process::umask(Mode::empty());
+    for umask in [0o000, 0o077] {
+        rustix::process::umask(Mode::from_bits_truncate(umask));
+        let mut w = Workbench::new(fixture.fresh().await);
+        let what = format!("{} under umask {umask:03o}", w.backend.describe());
+        build_mode_tree(&w);
+        w.sync().await;
+        let state = w.tmp.path().join("state");
+        assert_eq!(mode_of(&state), 0o700, "{what}: state directory");
+        for ent in fs::read_dir(&state).expect("ls state").flatten() {
+            let m = mode_of(&ent.path());
+            assert_eq!(m & 0o077, 0, "{what}: {} is {m:o}", ent.path().display());
+        }
+        let dest = w.restore_new("restored").await;
+        assert_mode_tree(&dest, &what);
+        w.assert_same(&dest);
+        // Nothing in the restored tree is wider than in the source.
+        let (src, got) = (tree(&w.src, w.backend.capabilities()), tree(&dest, w.backend.capabilities()));
+        assert_eq!(src, got, "{what}");
+    }
+    rustix::process::umask(before);
+}
+
+/// A remote recording setuid, setgid or sticky bits (on files and
+/// directories) restores without them: the permission bits only.
+pub async fn special_mode_bits_are_not_restored(fixture: &dyn Fixture) {
+    let case = Hostile::Entries(vec![
+        Planted::Dir {
+            path: "shared".into(),
+            mode: 0o3777,
+        },
+        Planted::File {
+            path: "shared/suid".into(),
+            content: b"#!/bin/sh\n".to_vec(),
+            mode: 0o7755,
+        },
+        Planted::File {
+            path: "sgid".into(),
+            content: b"x".to_vec(),
+            mode: 0o2755,
+        },
+        Planted::File {
+            path: "sticky".into(),
+            content: b"y".to_vec(),
+            mode: 0o1644,
+        },
+    ]);
+    let backend = fixture
+        .plant_hostile(&case)
+        .await
+        .expect("every backend can record modes");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dest = tmp.path().join("dest");
+    let what = backend.describe();
+    backend
+        .restore(&dest, &RestoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: restore failed: {e}"));
+    for rel in ["shared", "shared/suid", "sgid", "sticky", "ok.txt"] {
+        let m = mode_of(&dest.join(rel));
+        assert_eq!(m & 0o7000, 0, "{what}: {rel} restored with mode {m:o}");
+    }
+    assert_eq!(fs::read(dest.join("shared/suid")).expect("read"), b"#!/bin/sh\n");
+}
+
+/// A remote holding git repository directories (`.git/hooks/pre-commit`,
+/// `.GIT/config`, a `sub/.git` file) restores everything else and none of
+/// them, and says so in the report.
+pub async fn repository_directories_are_not_restored(fixture: &dyn Fixture) {
+    let file = |path: &str, content: &[u8], mode| Planted::File {
+        path: path.into(),
+        content: content.to_vec(),
+        mode,
+    };
+    let case = Hostile::Entries(vec![
+        Planted::Dir {
+            path: ".git".into(),
+            mode: 0o755,
+        },
+        file(".git/hooks/pre-commit", b"#!/bin/sh\ntouch /tmp/owned\n", 0o755),
+        file(
+            ".GIT/config",
+            b"[core]\n\tfsmonitor = touch /tmp/owned\n",
+            0o644,
+        ),
+        file("sub/.git", b"gitdir: /tmp/elsewhere\n", 0o644),
+        file("sub/keep.txt", b"keep", 0o644),
+    ]);
+    let Some(backend) = fixture.plant_hostile(&case).await else {
+        panic!("every backend can store .git names (they are valid paths)");
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dest = tmp.path().join("dest");
+    let what = backend.describe();
+    let report = backend
+        .restore(&dest, &RestoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: restore failed: {e}"));
+    for gone in [".git", ".GIT", "sub/.git"] {
+        assert!(
+            fs::symlink_metadata(dest.join(gone)).is_err(),
+            "{what}: {gone} was restored"
+        );
+    }
+    assert_eq!(fs::read(dest.join("ok.txt")).expect("read"), b"ok");
+    assert_eq!(fs::read(dest.join("sub/keep.txt")).expect("read"), b"keep");
+    assert!(
+        report.skipped.len() >= 3,
+        "{what}: skipped paths not reported: {report:?}"
+    );
+    assert!(
+        report
+            .entries
+            .iter()
+            .all(|e| e.path.repository_component().is_none()),
+        "{what}: {report:?}"
+    );
+}
+
 /// Peak resident memory of this process (VmHWM), in bytes.
 pub fn peak_rss() -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -516,4 +762,7 @@ pub async fn run_all(fixture: &dyn Fixture) {
     idempotent_push(fixture).await;
     restore_policies(fixture).await;
     hostile_state_is_refused(fixture).await;
+    modes_round_trip(fixture).await;
+    special_mode_bits_are_not_restored(fixture).await;
+    repository_directories_are_not_restored(fixture).await;
 }

@@ -294,7 +294,7 @@ impl Backend for MemoryBackend {
             entries.iter().map(|(p, m, _)| {
                 let kind = match m {
                     Meta::File(_) => PlanKind::File,
-                    Meta::Dir => PlanKind::Dir,
+                    Meta::Dir { .. } => PlanKind::Dir,
                     Meta::Symlink { .. } => PlanKind::Symlink,
                 };
                 (p.as_str(), kind)
@@ -308,7 +308,7 @@ impl Backend for MemoryBackend {
         );
         for (path, (_, meta, blob)) in plan.paths.iter().zip(&entries) {
             match meta {
-                Meta::Dir => writer.create_dir(path)?,
+                Meta::Dir { mode } => writer.create_dir(path, *mode)?,
                 Meta::Symlink { target } => writer.create_symlink(path, target)?,
                 Meta::File(f) => {
                     let spec = FileSpec::from(f);
@@ -322,7 +322,7 @@ impl Backend for MemoryBackend {
                 }
             }
         }
-        Ok(writer.finish(head))
+        Ok(writer.finish(head)?)
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {

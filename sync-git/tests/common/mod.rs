@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use gix::objs::Write as _;
 use sync_core::Backend;
-use sync_core::testkit::conformance::{Fixture, Hostile};
+use sync_core::testkit::conformance::{Fixture, Hostile, Planted};
 use sync_core::testkit::testbed_var;
 use sync_git::{GitBackend, GitOptions};
 use tempfile::TempDir;
@@ -201,7 +201,35 @@ impl GitFixture {
                 root.push(("120000", link.as_bytes().to_vec(), blob(target.as_bytes())));
                 root.push(nested(entry, "100644", evil));
             }
+            Hostile::Entries(planted) => {
+                // Files in nested trees, and every mode (special bits
+                // included) in the modes file, as a tether push records them.
+                let mut top = Dir::default();
+                let mut modes = serde_json::Map::new();
+                for p in planted {
+                    match p {
+                        Planted::File {
+                            path,
+                            content,
+                            mode,
+                        } => {
+                            let tree_mode = if mode & 0o111 != 0 { "100755" } else { "100644" };
+                            top.insert(path, tree_mode, blob(content));
+                            modes.insert(path.clone(), format!("{mode:o}").into());
+                        }
+                        Planted::Dir { path, mode } => {
+                            modes.insert(path.clone(), format!("{mode:o}").into());
+                        }
+                    }
+                }
+                let file = serde_json::json!({"format": "tether-git-modes-1", "modes": modes});
+                top.insert(".tether/modes", "100644", blob(&serde_json::to_vec(&file).unwrap()));
+                for (name, (mode, id)) in top.write(&repo) {
+                    root.push((mode, name, id));
+                }
+            }
         }
+        sort_git_order(&mut root);
         let tree = write_tree(&repo, &root);
         let sig = gix::actor::Signature {
             name: "attacker".into(),
@@ -228,6 +256,66 @@ impl GitFixture {
         self.fix_owner(&dir);
         Some(url)
     }
+}
+
+/// A directory being planted: names to blobs or subdirectories.
+#[derive(Default)]
+struct Dir(std::collections::BTreeMap<Vec<u8>, Node>);
+
+enum Node {
+    Blob(&'static str, gix::ObjectId),
+    Dir(Dir),
+}
+
+impl Dir {
+    fn insert(&mut self, path: &str, mode: &'static str, id: gix::ObjectId) {
+        match path.split_once('/') {
+            None => {
+                self.0.insert(path.as_bytes().to_vec(), Node::Blob(mode, id));
+            }
+            Some((first, rest)) => {
+                let node = self
+                    .0
+                    .entry(first.as_bytes().to_vec())
+                    .or_insert_with(|| Node::Dir(Dir::default()));
+                if let Node::Dir(d) = node {
+                    d.insert(rest, mode, id);
+                }
+            }
+        }
+    }
+
+    /// Writes the subtrees; returns this directory's entries.
+    fn write(self, repo: &gix::Repository) -> Vec<(Vec<u8>, (&'static str, gix::ObjectId))> {
+        self.0
+            .into_iter()
+            .map(|(name, node)| match node {
+                Node::Blob(mode, id) => (name, (mode, id)),
+                Node::Dir(d) => {
+                    let mut entries: Vec<(&str, Vec<u8>, gix::ObjectId)> = d
+                        .write(repo)
+                        .into_iter()
+                        .map(|(n, (m, id))| (m, n, id))
+                        .collect();
+                    sort_git_order(&mut entries);
+                    (name, ("40000", write_tree(repo, &entries)))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Sorts tree entries the way git does (a tree's name compares as if it
+/// ended in `/`).
+pub fn sort_git_order(entries: &mut [(&str, Vec<u8>, gix::ObjectId)]) {
+    let key = |(mode, name, _): &(&str, Vec<u8>, gix::ObjectId)| {
+        let mut k = name.clone();
+        if *mode == "40000" {
+            k.push(b'/');
+        }
+        k
+    };
+    entries.sort_by_key(key);
 }
 
 /// Writes a tree object from raw entries, in the given order, unvalidated.

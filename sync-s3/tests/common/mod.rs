@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
-use sync_core::testkit::conformance::{Fixture, Hostile};
+use sync_core::testkit::conformance::{Fixture, Hostile, Planted};
 use sync_core::testkit::testbed_var;
 use sync_core::{Backend, ContentHash, FileMeta, Meta};
 use sync_s3::manifest::{
@@ -145,6 +145,32 @@ pub async fn put_raw(b: &ObjectStoreBackend, rel: &str, bytes: impl Into<Bytes>)
         .unwrap_or_else(|e| panic!("put {key}: {e}"));
 }
 
+/// Writes `bytes` at `prefix/rel` with the mirror layout's object metadata
+/// for `meta` (mode exactly as given).
+pub async fn put_with_metadata(b: &ObjectStoreBackend, rel: &str, bytes: Bytes, meta: &FileMeta) {
+    use object_store::{Attribute, AttributeValue, Attributes, ObjectStore as _, PutOptions};
+    let mut attributes = Attributes::new();
+    for (k, v) in [
+        ("tether-blake3", meta.hash.to_hex()),
+        ("tether-mode", format!("{:o}", meta.mode)),
+        ("tether-mtime-ns", meta.mtime_ns.to_string()),
+    ] {
+        attributes.insert(Attribute::Metadata(k.into()), AttributeValue::from(v));
+    }
+    let key = key(b, rel);
+    b.store()
+        .put_opts(
+            &key,
+            PutPayload::from(bytes),
+            PutOptions {
+                attributes,
+                ..PutOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+}
+
 /// The key `prefix/rel`.
 pub fn key(b: &ObjectStoreBackend, rel: &str) -> Path {
     let p = b.prefix().as_ref();
@@ -256,6 +282,24 @@ impl Fixture for StoreFixture {
                 ));
                 raw.push((entry.clone(), evil, Some(Bytes::from_static(b"evil"))));
             }
+            Hostile::Entries(planted) => {
+                for p in planted {
+                    match p {
+                        Planted::File {
+                            path,
+                            content,
+                            mode,
+                        } => {
+                            let mut f = file_meta(content);
+                            f.mode = *mode;
+                            raw.push((path.clone(), Meta::File(f), Some(Bytes::from(content.clone()))));
+                        }
+                        Planted::Dir { path, mode } => {
+                            raw.push((path.clone(), Meta::Dir { mode: *mode }, None));
+                        }
+                    }
+                }
+            }
         }
         match self.layout {
             Layout::Snapshots => {
@@ -271,7 +315,15 @@ impl Fixture for StoreFixture {
                         && !name.starts_with('/')
                         && !name.contains('\\')
                     {
-                        put_raw(&b, name, c.clone()).await;
+                        match (meta, &self.store) {
+                            // The object's own metadata says the same as
+                            // the index (which names no ETag, so the
+                            // restore reads the metadata).
+                            (Meta::File(f), Store::S3 { .. } | Store::Memory) => {
+                                put_with_metadata(&b, name, c.clone(), f).await;
+                            }
+                            _ => put_raw(&b, name, c.clone()).await,
+                        }
                     }
                     entries.insert(name.clone(), meta_json(meta));
                 }
