@@ -59,10 +59,10 @@ use tokio::task::JoinHandle;
 use crate::backend::{Backend, BackendError};
 use crate::checkpoint::{Change, Checkpoint};
 use crate::detect::{self, DirtySet};
+use crate::entry::Meta;
 use crate::index::{Index, IndexError};
 use crate::path::RelPath;
 use crate::policy::{Decision, Pending, Policy};
-use crate::entry::Meta;
 use crate::rules::{IgnoreConfig, IgnoreRules, RulesError};
 use crate::source::Source;
 use crate::watcher::{WatchMode, Watcher};
@@ -295,7 +295,8 @@ impl EngineHandle {
         s.pending_paths += timing.count;
         if let Some(first) = timing.first {
             let noticed = system_time_of(first);
-            s.oldest_unsaved_change = Some(s.oldest_unsaved_change.map_or(noticed, |t| t.min(noticed)));
+            s.oldest_unsaved_change =
+                Some(s.oldest_unsaved_change.map_or(noticed, |t| t.min(noticed)));
         }
         s.watch_mode = self.watcher.mode();
         s
@@ -434,7 +435,9 @@ impl Engine {
         match std::fs::remove_dir_all(&copies) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(dir = %copies.display(), error = %e, "cannot remove old settled copies"),
+            Err(e) => {
+                tracing::warn!(dir = %copies.display(), error = %e, "cannot remove old settled copies")
+            }
         }
 
         let watcher = Arc::new(Watcher::new(&root, rules.clone(), config.use_inotify));
@@ -725,7 +728,7 @@ impl Runner {
         if self.pending.is_empty() {
             self.retry_at = None;
             let had_held = !self.held.is_empty();
-            self.release_held();
+            self.release_held(true);
             if !had_held {
                 self.answer_flush(Ok(()));
             }
@@ -795,9 +798,10 @@ impl Runner {
             .unwrap_or(Duration::from_secs(30));
         let now = Instant::now();
         self.retry_at = Some(now + delay);
-        self.probe_at = (delay > PROBE_INTERVAL && !self.local_failure).then(|| now + PROBE_INTERVAL);
+        self.probe_at =
+            (delay > PROBE_INTERVAL && !self.local_failure).then(|| now + PROBE_INTERVAL);
         tracing::warn!(remote = %self.backend.describe(), error = %msg, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
-        self.release_held();
+        self.release_held(false);
         self.update_status(|s| {
             s.push_failures += 1;
             s.last_error = Some(msg.clone());
@@ -807,16 +811,35 @@ impl Runner {
     }
 
     /// Marks the files held out of the last push dirty again, so they are
-    /// looked at (soon: shortly after the push they changed in).
-    fn release_held(&mut self) {
+    /// looked at: `soon` (shortly after the push they changed in, for a
+    /// second try), or when the debounce policy says.
+    fn release_held(&mut self, soon: bool) {
         if self.held.is_empty() {
             return;
         }
         let held = std::mem::take(&mut self.held);
         self.watcher.mark(held);
-        if self.retry_at.is_none() {
+        if soon && self.retry_at.is_none() {
             self.retry_at =
                 Some(Instant::now() + self.policy.quiet.min(Duration::from_millis(200)));
+        }
+    }
+
+    /// Stops serving a settled copy of `path` and deletes it (in the
+    /// background). True when there was one.
+    fn discard_copy(&self, path: &RelPath) -> bool {
+        match self.source.drop_copy(path) {
+            Some(copy) => {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = std::fs::remove_file(&copy)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(file = %copy.display(), error = %e, "cannot remove a settled copy");
+                    }
+                });
+                true
+            }
+            None => false,
         }
     }
 
@@ -832,18 +855,10 @@ impl Runner {
         self.update_status(|s| s.source_changed += 1);
         let change = batch.remove(&path);
         self.pending.merge(batch);
-        if let Some(copy) = self.source.drop_copy(&path) {
-            // A settled copy itself changed: start over from the live file.
-            let _ = std::fs::remove_file(copy);
-        }
-        let settle = match change {
-            Some(Change::Upsert(Meta::File(f)))
-                if streak >= SETTLE_AFTER && f.size <= SETTLE_MAX_BYTES =>
-            {
-                true
-            }
-            _ => false,
-        };
+        // (A settled copy never changes; this one is stale, if any.)
+        self.discard_copy(&path);
+        let settle = matches!(change, Some(Change::Upsert(Meta::File(f)))
+                if streak >= SETTLE_AFTER && f.size <= SETTLE_MAX_BYTES);
         if settle {
             let full = path.to_path(&self.root);
             let dir = self.copies.clone();
@@ -864,7 +879,9 @@ impl Runner {
                 Some(Ok(Ok(Some(meta)))) => {
                     tracing::info!(%path, bytes = meta.size, "file never held still; pushing a settled copy of it");
                     self.source.use_copy(path.clone(), dest);
-                    self.pending.upsert(path, Meta::File(meta));
+                    self.pending.upsert(path.clone(), Meta::File(meta));
+                    // Not looked at again until the copy is pushed.
+                    self.held.insert(path);
                 }
                 Some(Ok(Ok(None))) => {
                     // Gone, not a file, or never still long enough to copy:
@@ -884,7 +901,8 @@ impl Runner {
             self.held.insert(path);
         }
         if self.pending.is_empty() {
-            self.release_held();
+            // Only that file was in the batch: a second look shortly.
+            self.release_held(true);
         } else {
             self.retry_at = None;
         }
@@ -927,9 +945,10 @@ impl Runner {
         }
         if let Some(batch) = &batch {
             for p in batch.paths() {
-                self.streaks.remove(p);
-                if let Some(copy) = self.source.drop_copy(p) {
-                    let _ = std::fs::remove_file(copy);
+                // A file saved from a settled copy keeps its streak: if it
+                // changes during the next push too, it is copied at once.
+                if !self.discard_copy(p) {
+                    self.streaks.remove(p);
                 }
             }
         }
@@ -947,7 +966,7 @@ impl Runner {
         if let Some(c) = &receipt.conflict {
             tracing::warn!(conflict = %c, "another writer changed the same paths; checkpoint saved to the conflict location");
         }
-        self.release_held();
+        self.release_held(false);
         self.update_status(|s| {
             s.checkpoints_pushed += 1;
             s.files_pushed += receipt.files_uploaded;
@@ -1026,9 +1045,15 @@ impl Runner {
         let joined = self
             .race(tokio::task::spawn_blocking(move || {
                 let index = lock(&index);
-                detect::detect_with(&root, &rules, &index, &p, &d, hash_all, &mut |dir: &Path| {
-                    watcher.add_dir(dir)
-                })
+                detect::detect_with(
+                    &root,
+                    &rules,
+                    &index,
+                    &p,
+                    &d,
+                    hash_all,
+                    &mut |dir: &Path| watcher.add_dir(dir),
+                )
             }))
             .await;
         // The blocking task has dropped its references once it finished.
@@ -1061,10 +1086,8 @@ impl Runner {
         }
         // A fresh look at a file replaces any settled copy of it.
         for p in self.source.copied_paths() {
-            if found.checkpoint.get(&p).is_some()
-                && let Some(copy) = self.source.drop_copy(&p)
-            {
-                let _ = std::fs::remove_file(copy);
+            if found.checkpoint.get(&p).is_some() {
+                self.discard_copy(&p);
             }
         }
         self.pending.merge(found.checkpoint);

@@ -406,24 +406,24 @@ impl Index {
 
     fn write_snapshot(&mut self, tmp: &Path, tmp_name: &str) -> Result<(), IndexError> {
         {
-            let f = File::create(&tmp).map_err(self.io("create", &tmp_name))?;
+            let f = File::create(tmp).map_err(self.io("create", tmp_name))?;
             let mut w = BufWriter::new(f);
             let header = Header {
                 format: FORMAT,
                 seq: self.seq,
                 remote_head: self.remote_head.clone(),
             };
-            write_json_line(&mut w, &header).map_err(self.io("write", &tmp_name))?;
+            write_json_line(&mut w, &header).map_err(self.io("write", tmp_name))?;
             for (path, meta) in &self.entries {
                 write_json_line(&mut w, &EntryRef { path, meta })
-                    .map_err(self.io("write", &tmp_name))?;
+                    .map_err(self.io("write", tmp_name))?;
             }
             let f = w
                 .into_inner()
-                .map_err(|e| self.io("write", &tmp_name)(e.into_error()))?;
-            f.sync_all().map_err(self.io("fsync", &tmp_name))?;
+                .map_err(|e| self.io("write", tmp_name)(e.into_error()))?;
+            f.sync_all().map_err(self.io("fsync", tmp_name))?;
         }
-        fs::rename(&tmp, self.dir.join(SNAPSHOT)).map_err(self.io("rename", SNAPSHOT))?;
+        fs::rename(tmp, self.dir.join(SNAPSHOT)).map_err(self.io("rename", SNAPSHOT))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(self.io("fsync", "."))?;

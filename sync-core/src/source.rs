@@ -20,10 +20,10 @@
 //! readers serve that copy for the path, so the bytes pushed are one
 //! consistent read of the file, verified like any other.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -452,7 +452,11 @@ mod tests {
         src.clone().use_copy(p.clone(), copy.clone());
         assert_eq!(src.read_all(&p, &meta).await.unwrap(), &b"line 1\n"[..]);
         assert_eq!(src.drop_copy(&p), Some(copy));
-        assert!(copy_settled(&root.join("missing"), &dir.path().join("c2")).unwrap().is_none());
+        assert!(
+            copy_settled(&root.join("missing"), &dir.path().join("c2"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

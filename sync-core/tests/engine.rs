@@ -620,8 +620,14 @@ async fn an_index_write_failure_keeps_the_change_pending() {
     std::os::unix::fs::symlink("/dev/full", &journal).unwrap();
     let pushed_before = f.backend.pushes().len();
     f.write("b.txt", b"b");
-    let s = wait_for(&h, "an index write failure", |s| s.index_write_failures >= 1).await;
-    assert!(f.backend.pushes().len() > pushed_before, "pushed to the remote");
+    let s = wait_for(&h, "an index write failure", |s| {
+        s.index_write_failures >= 1
+    })
+    .await;
+    assert!(
+        f.backend.pushes().len() > pushed_before,
+        "pushed to the remote"
+    );
     assert!(s.pending_paths >= 1, "{s:#?}");
     assert!(s.oldest_unsaved_change.is_some(), "{s:#?}");
     assert!(
@@ -640,7 +646,11 @@ async fn an_index_write_failure_keeps_the_change_pending() {
     let before = f.backend.pushes().len();
     let h = f.start(50).await;
     h.flush().await.unwrap();
-    assert_eq!(f.backend.pushes().len(), before, "pushed again after restart");
+    assert_eq!(
+        f.backend.pushes().len(),
+        before,
+        "pushed again after restart"
+    );
     h.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -662,7 +672,10 @@ async fn a_probe_cuts_a_long_backoff_short() {
     f.write("a.txt", b"a");
     wait_for(&h, "a failure", |s| s.push_failures == 1).await;
     let t = Instant::now();
-    wait_for(&h, "recovery", |s| s.pending_paths == 0 && s.last_error.is_none()).await;
+    wait_for(&h, "recovery", |s| {
+        s.pending_paths == 0 && s.last_error.is_none()
+    })
+    .await;
     let took = t.elapsed();
     assert!(
         took < sync_core::engine::PROBE_INTERVAL + Duration::from_secs(10),
