@@ -112,6 +112,11 @@ pub struct RemoteArgs {
     /// metadata, public buckets).
     #[arg(long, env = "TETHER_ALLOW_INSTANCE_CREDENTIALS")]
     pub allow_instance_credentials: bool,
+    /// Give up on one request to an object store after this long (the
+    /// whole request, body included: raise it on slow links with large
+    /// files); for git, how long a transfer may stall.
+    #[arg(long, env = "TETHER_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub request_timeout: Duration,
 }
 
 impl RemoteArgs {
@@ -124,6 +129,7 @@ impl RemoteArgs {
             git_author_name: self.git_author_name.clone(),
             git_author_email: self.git_author_email.clone(),
             allow_instance_credentials: self.allow_instance_credentials,
+            request_timeout: Some(self.request_timeout),
         }
     }
 }
@@ -162,7 +168,8 @@ pub struct SyncArgs {
     /// set), e.g. `0.0.0.0:9477`.
     #[arg(long, env = "TETHER_HTTP_BIND", value_name = "ADDR")]
     pub http_bind: Option<SocketAddr>,
-    /// /readyz fails once pushes have failed for longer than this.
+    /// /readyz fails once a change has waited this long without any push
+    /// succeeding (a failing or hanging remote, a full state directory).
     #[arg(long, env = "TETHER_UNREADY_AFTER", value_parser = parse_duration, default_value = "2m")]
     pub unready_after: Duration,
     /// Wait this long after the last change before pushing.
@@ -196,6 +203,11 @@ pub struct SyncArgs {
     /// (network filesystems, where inotify sees nothing).
     #[arg(long, env = "TETHER_POLL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub poll_interval: Option<Duration>,
+    /// Hash every file at start-up instead of trusting size and mtime:
+    /// finds content changed while tether was not running by a tool that
+    /// restored size and mtime. Reads the whole tree at every start.
+    #[arg(long, env = "TETHER_VERIFY_HASHES")]
+    pub verify_hashes: bool,
     /// Remote options.
     #[command(flatten)]
     pub remote: RemoteArgs,

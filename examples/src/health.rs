@@ -4,6 +4,13 @@
 //! [`Monitor::observe`]; `/readyz` asks the pure [`readiness`] function and
 //! `/metrics` encodes the prometheus-client registry that `observe` keeps
 //! current.
+//!
+//! The health signal is *how long changes have waited without any push
+//! succeeding* ([`unsaved_for`]), not the count of failed pushes: a remote
+//! that hangs completes no push and fails none, and a state directory that
+//! is full fails after the remote said yes.
+//! `tether_oldest_unsaved_change_seconds` shows the age of the oldest
+//! change not yet confirmed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -56,9 +63,23 @@ pub fn first_round_done(status: &Status) -> bool {
     status.last_success.is_some()
 }
 
+/// How long changes have waited without any push succeeding: the time
+/// since the oldest unsaved change was noticed, or since the last
+/// successful push if that is later (a large backlog that is being pushed
+/// batch by batch is progressing). Zero when nothing is unsaved.
+pub fn unsaved_for(status: &Status, now: SystemTime) -> Duration {
+    let Some(oldest) = status.oldest_unsaved_change else {
+        return Duration::ZERO;
+    };
+    let since = status.last_success.map_or(oldest, |s| s.max(oldest));
+    now.duration_since(since).unwrap_or_default()
+}
+
 /// `Ok(())` when ready, else why not. Ready after the restore and the first
 /// successful push (or when there was nothing to push); not ready while
-/// stopping, or while pushes have failed for longer than `unready_after`.
+/// stopping, while pushes have failed for longer than `unready_after`, or
+/// while changes have waited longer than that without any push succeeding
+/// (see [`unsaved_for`]).
 pub fn readiness(health: &Health, now: SystemTime, unready_after: Duration) -> Result<(), String> {
     match health.phase {
         Phase::Restoring => return Err("restoring".into()),
@@ -84,6 +105,17 @@ pub fn readiness(health: &Health, now: SystemTime, unready_after: Duration) -> R
             ));
         }
     }
+    let waiting = unsaved_for(status, now);
+    if waiting > unready_after {
+        return Err(format!(
+            "changes unsaved for {}s with no push succeeding: {}",
+            waiting.as_secs(),
+            status
+                .last_error
+                .as_deref()
+                .unwrap_or("a push is in progress and has not finished")
+        ));
+    }
     Ok(())
 }
 
@@ -98,6 +130,9 @@ struct Metrics {
     failures: Counter,
     conflicts: Counter,
     rescans: Counter,
+    source_changed: Counter,
+    index_write_failures: Counter,
+    oldest_unsaved: Gauge<f64, AtomicU64>,
     duration: Histogram,
     last_success: Gauge<f64, AtomicU64>,
     ready: Gauge,
@@ -115,6 +150,9 @@ impl Metrics {
             failures: Counter::default(),
             conflicts: Counter::default(),
             rescans: Counter::default(),
+            source_changed: Counter::default(),
+            index_write_failures: Counter::default(),
+            oldest_unsaved: Gauge::default(),
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             last_success: Gauge::default(),
             ready: Gauge::default(),
@@ -138,6 +176,21 @@ impl Metrics {
             m.conflicts.clone(),
         );
         registry.register("rescans", "Full-tree comparisons", m.rescans.clone());
+        registry.register(
+            "source_changed",
+            "Pushes interrupted because a file changed while it was read (that file is retried alone)",
+            m.source_changed.clone(),
+        );
+        registry.register(
+            "index_write_failures",
+            "Pushes whose record could not be written to the index in the state directory (pushed again later)",
+            m.index_write_failures.clone(),
+        );
+        registry.register(
+            "oldest_unsaved_change_seconds",
+            "Age of the oldest change not yet confirmed by the remote (0 when all is saved)",
+            m.oldest_unsaved.clone(),
+        );
         registry.register(
             "push_duration_seconds",
             "Duration of every push attempt",
@@ -207,6 +260,12 @@ impl Monitor {
         grow(&m.failures, old.push_failures, status.push_failures);
         grow(&m.conflicts, old.conflicts, status.conflicts);
         grow(&m.rescans, old.rescans, status.rescans);
+        grow(&m.source_changed, old.source_changed, status.source_changed);
+        grow(
+            &m.index_write_failures,
+            old.index_write_failures,
+            status.index_write_failures,
+        );
         if let Some(since) = status
             .last_success
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -252,6 +311,14 @@ impl Monitor {
     /// The metrics in Prometheus/OpenMetrics text format.
     pub fn encode_metrics(&self) -> String {
         self.refresh_ready();
+        let age = self
+            .lock()
+            .status
+            .as_ref()
+            .and_then(|s| s.oldest_unsaved_change)
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        self.metrics.oldest_unsaved.set(age.as_secs_f64());
         let mut text = String::new();
         if encode(&mut text, &self.metrics.registry).is_err() {
             text.clear();
@@ -382,6 +449,35 @@ mod tests {
             ..syncing(Status::default(), true)
         };
         assert!(readiness(&stopping, now, t).is_err());
+    }
+
+    #[test]
+    fn a_hang_is_unready_without_any_failure_counted() {
+        let now = SystemTime::now();
+        let t = Duration::from_secs(15);
+        let ago = |s| now - Duration::from_secs(s);
+        // A push has hung for 60 s: nothing failed, nothing succeeded.
+        let hung = Status {
+            scanned: true,
+            pending_paths: 20,
+            last_success: Some(ago(100)),
+            oldest_unsaved_change: Some(ago(60)),
+            ..Status::default()
+        };
+        let why = readiness(&syncing(hung.clone(), true), now, t).unwrap_err();
+        assert!(why.contains("60s"), "{why}");
+        // A backlog pushed batch by batch is progressing.
+        let progressing = Status {
+            last_success: Some(ago(2)),
+            ..hung.clone()
+        };
+        assert_eq!(readiness(&syncing(progressing, true), now, t), Ok(()));
+        let fresh = Status {
+            oldest_unsaved_change: Some(ago(5)),
+            ..hung
+        };
+        assert_eq!(readiness(&syncing(fresh, true), now, t), Ok(()));
+        assert_eq!(unsaved_for(&Status::default(), now), Duration::ZERO);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sync_core::Backend;
 
@@ -31,6 +32,9 @@ pub struct RemoteOptions {
     /// Allow S3 without `AWS_*` credentials (instance metadata, anonymous
     /// endpoints).
     pub allow_instance_credentials: bool,
+    /// Timeout of one object-store request; for git, how long a transfer
+    /// may stall (`None`: the backend's default).
+    pub request_timeout: Option<Duration>,
 }
 
 /// Which backend crate a URL belongs to.
@@ -123,6 +127,9 @@ pub fn open_backend(
         RemoteFamily::Git => {
             let mut git = sync_git::GitOptions::new(state_dir.join("git"))
                 .author(&options.git_author_name, &options.git_author_email);
+            if let Some(t) = options.request_timeout {
+                git.request_timeout = t;
+            }
             let lower = url.to_ascii_lowercase();
             let ssh = lower.starts_with("ssh://") || lower.starts_with("git+ssh://");
             if ssh {
@@ -163,9 +170,11 @@ pub fn open_backend(
             {
                 return Err(CliError::usage(problem));
             }
-            let backend =
-                sync_s3::ObjectStoreBackend::from_url(url, sync_s3::BackendOptions::default())
-                    .map_err(scheme_hint)?;
+            let mut s3 = sync_s3::BackendOptions::default();
+            if let Some(t) = options.request_timeout {
+                s3.request_timeout = t;
+            }
+            let backend = sync_s3::ObjectStoreBackend::from_url(url, s3).map_err(scheme_hint)?;
             Ok(Arc::new(backend))
         }
     }

@@ -279,7 +279,7 @@ fn readiness_fails_and_metrics_count_failures_while_the_remote_is_unreachable() 
     assert_eq!(code, 1, "{err}");
     let last = err.lines().last().unwrap_or("");
     assert!(
-        last.starts_with("tether: not saved within 1s: x.txt"),
+        last.starts_with("tether: 1 path not saved within 1s: x.txt"),
         "{err}"
     );
 }

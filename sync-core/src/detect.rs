@@ -10,6 +10,16 @@
 //! vanished one becomes a delete. A full rescan is the same comparison over
 //! the whole tree.
 //!
+//! A file named in the dirty set itself (inotify reported an event for it)
+//! is always hashed: a tool that restores size and mtime after changing
+//! content (`rsync -t`, `cp -p`, some sync clients) would otherwise go
+//! unnoticed. Files found by walking are hashed only when size, mtime or
+//! mode moved, unless [`detect_with`]'s `hash_all` asks for every one. So content
+//! changed behind tether's back *while it was not running*, with size and
+//! mtime restored, is found only by a start with `hash_all` (the
+//! `--verify-hashes` option) — the same limitation as rsync's and restic's
+//! default change detection.
+//!
 //! Outcomes per path: an upsert or delete in the checkpoint; an index-only
 //! refresh when only the mtime moved (an identical save); or "unstable" when
 //! the file kept changing while it was hashed (it stays dirty and is looked at
@@ -64,6 +74,8 @@ struct Detector<'a> {
     index: &'a Index,
     pending: &'a Checkpoint,
     on_dir: &'a mut dyn FnMut(&Path),
+    dirty: &'a DirtySet,
+    hash_all: bool,
     out: Detected,
     seen: HashSet<RelPath>,
 }
@@ -79,12 +91,29 @@ pub fn detect(
     dirty: &DirtySet,
     on_dir: &mut dyn FnMut(&Path),
 ) -> Detected {
+    detect_with(root, rules, index, pending, dirty, false, on_dir)
+}
+
+/// [`detect`], hashing every file looked at when `hash_all` is true, even
+/// those whose size, mtime and mode match the previous state (a verifying
+/// rescan, `--verify-hashes`).
+pub fn detect_with(
+    root: &Path,
+    rules: &IgnoreRules,
+    index: &Index,
+    pending: &Checkpoint,
+    dirty: &DirtySet,
+    hash_all: bool,
+    on_dir: &mut dyn FnMut(&Path),
+) -> Detected {
     let mut d = Detector {
         root,
         rules,
         index,
         pending,
         on_dir,
+        dirty,
+        hash_all,
         out: Detected::default(),
         seen: HashSet::new(),
     };
@@ -225,10 +254,12 @@ impl Detector<'_> {
 
     fn compare_file(&mut self, p: &RelPath, st: LocalStat, full: &Path) {
         let prev = self.previous(p).and_then(Meta::as_file).cloned();
+        let forced = self.hash_all || self.dirty.paths.contains(p);
         if let Some(f) = &prev
             && f.size == st.size
             && f.mtime_ns == st.mtime_ns
             && f.mode == st.mode
+            && !forced
         {
             return; // unchanged, no need to read it
         }
@@ -254,6 +285,9 @@ impl Detector<'_> {
             mode: hashed.stat.mode,
             hash: hashed.hash,
         };
+        if prev.as_ref() == Some(&meta) {
+            return; // hashed because forced, and truly unchanged
+        }
         let confirmed_same_content = self.pending.get(p).is_none()
             && prev
                 .as_ref()

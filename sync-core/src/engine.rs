@@ -18,11 +18,36 @@
 //!   unconfirmed changes.
 //! * **Failures**: a failed batch goes back into the pending checkpoint, newer
 //!   changes are merged into it, and the push is retried with exponential
-//!   backoff and jitter. Status shows the error meanwhile. A source file that
-//!   changed during the push is re-examined at once.
+//!   backoff and jitter (capped at [`RetryConfig::max_delay`]). While a long
+//!   backoff runs, the remote is probed ([`Backend::head`]) every
+//!   [`PROBE_INTERVAL`]; once it answers, the push is retried at once, so
+//!   catching up after an outage takes seconds, not a backoff period.
+//!   Status shows the error meanwhile. If the push succeeded but the index
+//!   could not be written (state directory full), the batch is treated as
+//!   not confirmed: it stays pending, is counted
+//!   ([`Status::index_write_failures`]) and is pushed again later, which is
+//!   safe because checkpoints are deltas.
+//! * **Files that change during a push**: the backend fails with
+//!   [`BackendError::SourceChanged`] naming the file. Only that file is
+//!   taken out of the batch (counted in [`Status::source_changed`]); the
+//!   rest is pushed again at once, and the file is looked at again after
+//!   that push. A file that changes during [`SETTLE_AFTER`] consecutive
+//!   pushes is pushed from a *settled copy* (see
+//!   [`source::copy_settled`](crate::source::copy_settled)): one consistent
+//!   read of it, copied into the state directory, so it is saved even if it
+//!   never stops changing.
+//! * **Health**: [`Status::oldest_unsaved_change`] is when the oldest change
+//!   not yet confirmed by the remote was noticed; with
+//!   [`Status::last_success`] it tells how long changes have waited without
+//!   any push succeeding, which is what readiness should judge (a hanging
+//!   remote completes no push and fails none).
 //! * **Shutdown**: [`EngineHandle::shutdown`] pushes everything pending until a
-//!   deadline and reports what it could not save.
+//!   deadline. The deadline covers whatever is in flight when it passes: a
+//!   push (its future is dropped, which aborts its requests), change
+//!   detection or a probe. The report lists every path not confirmed.
 
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,8 +57,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::backend::{Backend, BackendError};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Change, Checkpoint};
 use crate::detect::{self, DirtySet};
+use crate::entry::Meta;
 use crate::index::{Index, IndexError};
 use crate::path::RelPath;
 use crate::policy::{Decision, Pending, Policy};
@@ -46,7 +72,9 @@ use crate::watcher::{WatchMode, Watcher};
 pub struct RetryConfig {
     /// First delay (default 1 s).
     pub min_delay: Duration,
-    /// Largest delay (default 60 s).
+    /// Largest delay (default 30 s). While waiting longer than
+    /// [`PROBE_INTERVAL`], the remote is probed and the push retried as soon
+    /// as it answers.
     pub max_delay: Duration,
 }
 
@@ -54,10 +82,24 @@ impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
             min_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(60),
+            max_delay: Duration::from_secs(30),
         }
     }
 }
+
+/// During a backoff longer than this, the remote is probed this often.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A file that changed during this many consecutive pushes is pushed from a
+/// settled copy.
+pub const SETTLE_AFTER: u32 = 2;
+
+/// Files larger than this are never copied to settle them; they are looked
+/// at again until they hold still.
+pub const SETTLE_MAX_BYTES: u64 = 128 << 20;
+
+/// The directory, inside the state directory, holding settled copies.
+const COPIES_DIR: &str = "settled";
 
 /// Everything the engine needs to know.
 #[derive(Debug, Clone)]
@@ -76,6 +118,11 @@ pub struct EngineConfig {
     pub poll_interval: Duration,
     /// Use inotify (default true); false forces periodic rescans.
     pub use_inotify: bool,
+    /// Hash every file in the start-up comparison, not only those whose
+    /// size, mtime or mode differ from the index (default false). Finds
+    /// content changed behind tether's back with size and mtime restored
+    /// while nothing ran; costs reading the whole tree at every start.
+    pub verify_hashes: bool,
 }
 
 impl EngineConfig {
@@ -89,6 +136,7 @@ impl EngineConfig {
             retry: RetryConfig::default(),
             poll_interval: Duration::from_secs(30),
             use_inotify: true,
+            verify_hashes: false,
         }
     }
 }
@@ -157,6 +205,15 @@ pub struct Status {
     pub remote_head: Option<String>,
     /// Full-tree comparisons done (start-up, inotify overflow, polling).
     pub rescans: u64,
+    /// When the oldest change not yet confirmed by the remote was noticed
+    /// (`None` when everything noticed is saved).
+    pub oldest_unsaved_change: Option<SystemTime>,
+    /// Pushes interrupted because a file changed while it was read (that
+    /// file is retried on its own; the rest is pushed again at once).
+    pub source_changed: u64,
+    /// Pushes that succeeded but whose record in the index could not be
+    /// written (state directory full or read-only); they are pushed again.
+    pub index_write_failures: u64,
 }
 
 impl Default for Status {
@@ -177,6 +234,9 @@ impl Default for Status {
             last_push_duration: None,
             remote_head: None,
             rescans: 0,
+            oldest_unsaved_change: None,
+            source_changed: 0,
+            index_write_failures: 0,
         }
     }
 }
@@ -231,7 +291,13 @@ impl EngineHandle {
     /// The current status.
     pub fn status(&self) -> Status {
         let mut s = lock(&self.status).clone();
-        s.pending_paths += self.watcher.timing().count;
+        let timing = self.watcher.timing();
+        s.pending_paths += timing.count;
+        if let Some(first) = timing.first {
+            let noticed = system_time_of(first);
+            s.oldest_unsaved_change =
+                Some(s.oldest_unsaved_change.map_or(noticed, |t| t.min(noticed)));
+        }
         s.watch_mode = self.watcher.mode();
         s
     }
@@ -286,6 +352,13 @@ impl Drop for EngineHandle {
             task.abort();
         }
     }
+}
+
+/// The wall-clock time of an earlier `Instant`.
+fn system_time_of(t: Instant) -> SystemTime {
+    SystemTime::now()
+        .checked_sub(t.elapsed())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// Starts engines.
@@ -357,12 +430,30 @@ impl Engine {
             }
         }
 
+        // Settled copies left by a crash are stale: nothing refers to them.
+        let copies = state_dir.join(COPIES_DIR);
+        match std::fs::remove_dir_all(&copies) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %copies.display(), error = %e, "cannot remove old settled copies")
+            }
+        }
+
         let watcher = Arc::new(Watcher::new(&root, rules.clone(), config.use_inotify));
         watcher.mark_rescan();
         let (tx, rx) = mpsc::channel(16);
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let retry = config.retry;
         let runner = Runner {
+            commands: rx,
+            copies,
+            verify_next_rescan: config.verify_hashes,
+            held: BTreeSet::new(),
+            streaks: HashMap::new(),
+            unsaved_since: None,
+            probe_at: None,
+            local_failure: false,
             policy: config.policy,
             poll_interval: config.poll_interval,
             backoff_builder: backon::ExponentialBuilder::new()
@@ -390,7 +481,7 @@ impl Engine {
             in_flight: 0,
             events: events.clone(),
         };
-        let task = tokio::spawn(runner.run(rx));
+        let task = tokio::spawn(runner.run());
         Ok(EngineHandle {
             commands: tx,
             status,
@@ -402,6 +493,7 @@ impl Engine {
 }
 
 struct Runner {
+    commands: mpsc::Receiver<Command>,
     policy: Policy,
     poll_interval: Duration,
     backoff_builder: backon::ExponentialBuilder,
@@ -430,10 +522,34 @@ struct Runner {
     /// yet back or confirmed (being detected or pushed): still pending.
     in_flight: usize,
     events: tokio::sync::broadcast::Sender<PushEvent>,
+    /// Where settled copies are written.
+    copies: PathBuf,
+    /// The next full rescan hashes every file (`--verify-hashes`).
+    verify_next_rescan: bool,
+    /// Files that changed during the last push: left out of the retry of
+    /// the rest, looked at again once it is done.
+    held: BTreeSet<RelPath>,
+    /// Consecutive pushes each file changed during.
+    streaks: HashMap<RelPath, u32>,
+    /// When the oldest unconfirmed change taken from the watcher was noticed.
+    unsaved_since: Option<SystemTime>,
+    /// When to probe the remote during a long backoff.
+    probe_at: Option<Instant>,
+    /// The last failure was local (the index), so probing the remote says
+    /// nothing.
+    local_failure: bool,
+}
+
+/// What a push attempt came to.
+enum Pushed {
+    Ok(crate::backend::PushReceipt),
+    Failed(BackendError),
+    /// The shutdown deadline passed while it ran; it was dropped.
+    Deadline,
 }
 
 impl Runner {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(mut self) {
         loop {
             let now = Instant::now();
             if let Some((deadline, _)) = &self.shutdown
@@ -443,6 +559,13 @@ impl Runner {
                 return;
             }
             self.schedule_poll(now);
+            if self.probe_at.is_some_and(|t| now >= t) {
+                if !self.probe().await {
+                    self.finish_shutdown(false);
+                    return;
+                }
+                continue;
+            }
             let timing = self.watcher.timing();
             let flush = self.startup || !self.flush_waiters.is_empty() || self.shutdown.is_some();
             let pending = Pending {
@@ -456,9 +579,13 @@ impl Runner {
             let wake_at = match self.policy.decide(&pending, now) {
                 Decision::CheckpointNow(reason) => {
                     tracing::debug!(?reason, "checkpoint");
-                    self.cycle().await;
+                    if !self.cycle().await {
+                        self.finish_shutdown(false);
+                        return;
+                    }
                     if self.shutdown.is_some()
                         && self.pending.is_empty()
+                        && self.held.is_empty()
                         && self.watcher.timing().count == 0
                     {
                         self.finish_shutdown(true);
@@ -469,10 +596,15 @@ impl Runner {
                 Decision::WaitUntil(t) => Some(t),
                 Decision::Idle => None,
             };
-            let wake_at = [wake_at, self.next_poll, self.shutdown.as_ref().map(|s| s.0)]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake_at = [
+                wake_at,
+                self.next_poll,
+                self.probe_at,
+                self.shutdown.as_ref().map(|s| s.0),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async {
                 match wake_at {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -482,10 +614,45 @@ impl Runner {
             tokio::select! {
                 () = sleep => {}
                 () = self.watcher.changed() => {}
-                cmd = commands.recv() => match cmd {
-                    Some(Command::Flush(reply)) => self.flush_waiters.push(reply),
-                    Some(Command::Shutdown(deadline, reply)) => self.shutdown = Some((deadline, reply)),
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
                     None => return,
+                },
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Flush(reply) => self.flush_waiters.push(reply),
+            Command::Shutdown(deadline, reply) => {
+                self.shutdown = Some((deadline, reply));
+                // One more try at once rather than after a long backoff.
+                self.retry_at = None;
+                self.probe_at = None;
+            }
+        }
+    }
+
+    /// Runs `work` while answering commands; `None` when the shutdown
+    /// deadline passed first (`work` is then dropped, which cancels it).
+    async fn race<F: Future>(&mut self, work: F) -> Option<F::Output> {
+        tokio::pin!(work);
+        let mut open = true;
+        loop {
+            let deadline = self.shutdown.as_ref().map(|s| s.0);
+            let sleep = async move {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                out = &mut work => return Some(out),
+                () = sleep => return None,
+                cmd = self.commands.recv(), if open => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => open = false,
                 },
             }
         }
@@ -506,127 +673,318 @@ impl Runner {
         }
     }
 
+    /// Asks the remote for its head during a long backoff; if it answers,
+    /// retries the push at once. False when the shutdown deadline passed.
+    async fn probe(&mut self) -> bool {
+        self.probe_at = None;
+        let backend = Arc::clone(&self.backend);
+        let Some(answer) = self.race(async move { backend.head().await }).await else {
+            return false;
+        };
+        let now = Instant::now();
+        match answer {
+            Ok(_) => {
+                tracing::info!(remote = %self.backend.describe(), "the remote answers again; retrying now");
+                self.retry_at = Some(now);
+                self.backoff = None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "probe failed");
+                if self.retry_at.is_some_and(|t| t > now + PROBE_INTERVAL) {
+                    self.probe_at = Some(now + PROBE_INTERVAL);
+                }
+            }
+        }
+        true
+    }
+
     /// Detects changes, then pushes one batch of the pending checkpoint.
-    async fn cycle(&mut self) {
-        let dirty = self.watcher.take_dirty();
+    /// False when the shutdown deadline passed meanwhile.
+    async fn cycle(&mut self) -> bool {
+        let first = self.watcher.timing().first;
+        let mut dirty = self.watcher.take_dirty();
+        if let Some(first) = first {
+            let noticed = system_time_of(first);
+            self.unsaved_since = Some(self.unsaved_since.map_or(noticed, |t| t.min(noticed)));
+        }
+        // Files held out of this round changed during the last push; they
+        // are looked at once it is done.
+        for p in &self.held {
+            dirty.paths.remove(p);
+        }
         if !dirty.is_empty() {
+            let hash_all = dirty.rescan && self.verify_next_rescan;
+            if hash_all {
+                self.verify_next_rescan = false;
+            }
             self.in_flight = dirty.len();
             self.update_status(|_| {});
-            self.detect(dirty).await;
+            if !self.detect(dirty, hash_all).await {
+                return false;
+            }
             self.in_flight = 0;
         }
         self.startup = false;
         if self.pending.is_empty() {
             self.retry_at = None;
-            self.answer_flush(Ok(()));
+            let had_held = !self.held.is_empty();
+            self.release_held(true);
+            if !had_held {
+                self.answer_flush(Ok(()));
+            }
             self.update_status(|_| {});
-            return;
+            return true;
         }
         let batch = self.policy.take_batch(&mut self.pending);
         self.in_flight = batch.len();
         self.update_status(|_| {});
+        self.probe_at = None;
         let started = Instant::now();
-        let push = self.backend.push(&batch, &self.source);
-        let result = match self.shutdown.as_ref().map(|s| s.0) {
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), push).await {
-                Ok(r) => r,
-                Err(_) => Err(BackendError::transient(
-                    "push",
-                    self.backend.describe(),
-                    "shutdown deadline reached",
-                )),
-            },
-            None => push.await,
+        let backend = Arc::clone(&self.backend);
+        let source = self.source.clone();
+        let outcome = match self.race(backend.push(&batch, &source)).await {
+            Some(Ok(r)) => Pushed::Ok(r),
+            Some(Err(e)) => Pushed::Failed(e),
+            None => Pushed::Deadline,
         };
         self.in_flight = 0;
         let paths = batch.len();
-        let _ = self.events.send(match &result {
-            Ok(r) => PushEvent {
-                duration: started.elapsed(),
-                paths,
-                files: r.files_uploaded,
-                bytes: r.bytes_uploaded,
-                error: None,
-            },
-            Err(e) => PushEvent {
-                duration: started.elapsed(),
-                paths,
-                files: 0,
-                bytes: 0,
-                error: Some(e.to_string()),
-            },
+        let event = |files, bytes, error| PushEvent {
+            duration: started.elapsed(),
+            paths,
+            files,
+            bytes,
+            error,
+        };
+        let _ = self.events.send(match &outcome {
+            Pushed::Ok(r) => event(r.files_uploaded, r.bytes_uploaded, None),
+            Pushed::Failed(e) => event(0, 0, Some(e.to_string())),
+            Pushed::Deadline => event(0, 0, Some("shutdown deadline reached".into())),
         });
-        match result {
-            Ok(receipt) => {
-                let elapsed = started.elapsed();
-                let index = Arc::clone(&self.index);
-                let head = receipt.head.clone();
-                let applied =
-                    tokio::task::spawn_blocking(move || lock(&index).apply(&batch, head)).await;
-                if let Err(e) | Ok(Err(e)) = applied
-                    .map_err(|e| e.to_string())
-                    .map(|r| r.map_err(|e| e.to_string()))
-                {
-                    // The remote has it; only our record is missing, so the
-                    // next start pushes it again (idempotent).
-                    tracing::error!(error = %e, "pushed, but the index could not be updated");
-                }
-                self.retry_at = None;
-                self.backoff = None;
-                tracing::info!(
-                    remote = %self.backend.describe(),
-                    files = receipt.files_uploaded,
-                    bytes = receipt.bytes_uploaded,
-                    ms = elapsed.as_millis() as u64,
-                    "checkpoint pushed"
+        match outcome {
+            Pushed::Deadline => {
+                let msg = format!(
+                    "the shutdown deadline passed while pushing {paths} path(s) to {}; the push was cancelled",
+                    self.backend.describe()
                 );
-                if let Some(c) = &receipt.conflict {
-                    tracing::warn!(conflict = %c, "another writer changed the same paths; checkpoint saved to the conflict location");
-                }
-                self.update_status(|s| {
-                    s.checkpoints_pushed += 1;
-                    s.files_pushed += receipt.files_uploaded;
-                    s.bytes_pushed += receipt.bytes_uploaded;
-                    s.last_success = Some(SystemTime::now());
-                    s.last_error = None;
-                    s.failing_since = None;
-                    s.last_push_duration = Some(elapsed);
-                    if receipt.head.is_some() {
-                        s.remote_head = receipt.head.clone();
-                    }
-                    if let Some(c) = receipt.conflict {
-                        s.conflicts += 1;
-                        s.last_conflict = Some(c);
+                tracing::warn!("{msg}");
+                self.pending.merge(batch);
+                self.update_status(|s| s.last_error = Some(msg));
+                false
+            }
+            Pushed::Ok(receipt) => {
+                self.pushed(batch, receipt, started.elapsed()).await;
+                true
+            }
+            Pushed::Failed(BackendError::SourceChanged { path }) => {
+                self.source_changed(batch, path).await
+            }
+            Pushed::Failed(e) => {
+                self.pending.merge(batch);
+                self.local_failure = false;
+                self.failed(e.to_string());
+                true
+            }
+        }
+    }
+
+    /// After a push failed (or its index record could not be written):
+    /// backoff, status, probing.
+    fn failed(&mut self, msg: String) {
+        let delay = self
+            .backoff
+            .get_or_insert_with(|| self.backoff_builder.build())
+            .next()
+            .unwrap_or(Duration::from_secs(30));
+        let now = Instant::now();
+        self.retry_at = Some(now + delay);
+        self.probe_at =
+            (delay > PROBE_INTERVAL && !self.local_failure).then(|| now + PROBE_INTERVAL);
+        tracing::warn!(remote = %self.backend.describe(), error = %msg, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
+        self.release_held(false);
+        self.update_status(|s| {
+            s.push_failures += 1;
+            s.last_error = Some(msg.clone());
+            s.failing_since.get_or_insert_with(SystemTime::now);
+        });
+        self.answer_flush(Err(msg));
+    }
+
+    /// Marks the files held out of the last push dirty again, so they are
+    /// looked at: `soon` (shortly after the push they changed in, for a
+    /// second try), or when the debounce policy says.
+    fn release_held(&mut self, soon: bool) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.watcher.mark(held);
+        if soon && self.retry_at.is_none() {
+            self.retry_at =
+                Some(Instant::now() + self.policy.quiet.min(Duration::from_millis(200)));
+        }
+    }
+
+    /// Stops serving a settled copy of `path` and deletes it (in the
+    /// background). True when there was one.
+    fn discard_copy(&self, path: &RelPath) -> bool {
+        match self.source.drop_copy(path) {
+            Some(copy) => {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = std::fs::remove_file(&copy)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(file = %copy.display(), error = %e, "cannot remove a settled copy");
                     }
                 });
-                if self.pending.is_empty() {
-                    self.answer_flush(Ok(()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A file changed while the backend read it: push the rest now, and
+    /// that file later (from a settled copy if it keeps doing this).
+    async fn source_changed(&mut self, mut batch: Checkpoint, path: RelPath) -> bool {
+        let streak = {
+            let s = self.streaks.entry(path.clone()).or_insert(0);
+            *s = s.saturating_add(1);
+            *s
+        };
+        tracing::info!(%path, consecutive = streak, "file changed while it was pushed; pushing the rest without it");
+        self.update_status(|s| s.source_changed += 1);
+        let change = batch.remove(&path);
+        self.pending.merge(batch);
+        // (A settled copy never changes; this one is stale, if any.)
+        self.discard_copy(&path);
+        let settle = matches!(change, Some(Change::Upsert(Meta::File(f)))
+                if streak >= SETTLE_AFTER && f.size <= SETTLE_MAX_BYTES);
+        if settle {
+            let full = path.to_path(&self.root);
+            let dir = self.copies.clone();
+            let name = blake3::hash(path.as_str().as_bytes()).to_hex().to_string();
+            let dest = dir.join(&name[..32]);
+            let dest2 = dest.clone();
+            let copied = self
+                .race(tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&dir)?;
+                    crate::source::copy_settled(&full, &dest2)
+                }))
+                .await;
+            match copied {
+                None => {
+                    self.held.insert(path);
+                    return false;
+                }
+                Some(Ok(Ok(Some(meta)))) => {
+                    tracing::info!(%path, bytes = meta.size, "file never held still; pushing a settled copy of it");
+                    self.source.use_copy(path.clone(), dest);
+                    self.pending.upsert(path.clone(), Meta::File(meta));
+                    // Not looked at again until the copy is pushed.
+                    self.held.insert(path);
+                }
+                Some(Ok(Ok(None))) => {
+                    // Gone, not a file, or never still long enough to copy:
+                    // look again.
+                    self.held.insert(path);
+                }
+                Some(Ok(Err(e))) => {
+                    tracing::warn!(%path, error = %e, dir = %self.copies.display(), "cannot copy a file that keeps changing into the state directory");
+                    self.held.insert(path);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(%path, error = %e, "settled copy failed");
+                    self.held.insert(path);
                 }
             }
-            Err(BackendError::SourceChanged { path }) => {
-                tracing::debug!(%path, "file changed during push; re-examining it");
+        } else {
+            self.held.insert(path);
+        }
+        if self.pending.is_empty() {
+            // Only that file was in the batch: a second look shortly.
+            self.release_held(true);
+        } else {
+            self.retry_at = None;
+        }
+        self.update_status(|_| {});
+        true
+    }
+
+    /// The backend confirmed `batch`: record it in the index, then in the
+    /// status.
+    async fn pushed(
+        &mut self,
+        batch: Checkpoint,
+        receipt: crate::backend::PushReceipt,
+        elapsed: Duration,
+    ) {
+        let index = Arc::clone(&self.index);
+        let head = receipt.head.clone();
+        let (batch, applied) = match tokio::task::spawn_blocking(move || {
+            let r = lock(&index).apply(&batch, head);
+            (batch, r)
+        })
+        .await
+        {
+            Ok((batch, r)) => (Some(batch), r.map_err(|e| e.to_string())),
+            Err(e) => (None, Err(e.to_string())),
+        };
+        if let Err(e) = applied {
+            // The remote has it but our record does not: the batch is not
+            // confirmed. Keep it pending and push it again later (deltas
+            // make that safe) instead of silently losing track of it.
+            let msg = format!("pushed, but the index could not be written: {e}");
+            tracing::error!(error = %e, "pushed, but the index could not be written; will push again");
+            if let Some(batch) = batch {
                 self.pending.merge(batch);
-                self.watcher.mark([path]);
-                self.retry_at =
-                    Some(Instant::now() + self.policy.quiet.min(Duration::from_millis(200)));
             }
-            Err(e) => {
-                self.pending.merge(batch);
-                let delay = self
-                    .backoff
-                    .get_or_insert_with(|| self.backoff_builder.build())
-                    .next()
-                    .unwrap_or(Duration::from_secs(60));
-                self.retry_at = Some(Instant::now() + delay);
-                let msg = e.to_string();
-                tracing::warn!(remote = %self.backend.describe(), error = %msg, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
-                self.update_status(|s| {
-                    s.push_failures += 1;
-                    s.last_error = Some(msg.clone());
-                    s.failing_since.get_or_insert_with(SystemTime::now);
-                });
-                self.answer_flush(Err(msg));
+            self.local_failure = true;
+            self.update_status(|s| s.index_write_failures += 1);
+            self.failed(msg);
+            return;
+        }
+        if let Some(batch) = &batch {
+            for p in batch.paths() {
+                // A file saved from a settled copy keeps its streak: if it
+                // changes during the next push too, it is copied at once.
+                if !self.discard_copy(p) {
+                    self.streaks.remove(p);
+                }
             }
+        }
+        self.retry_at = None;
+        self.probe_at = None;
+        self.backoff = None;
+        self.local_failure = false;
+        tracing::info!(
+            remote = %self.backend.describe(),
+            files = receipt.files_uploaded,
+            bytes = receipt.bytes_uploaded,
+            ms = elapsed.as_millis() as u64,
+            "checkpoint pushed"
+        );
+        if let Some(c) = &receipt.conflict {
+            tracing::warn!(conflict = %c, "another writer changed the same paths; checkpoint saved to the conflict location");
+        }
+        self.release_held(false);
+        self.update_status(|s| {
+            s.checkpoints_pushed += 1;
+            s.files_pushed += receipt.files_uploaded;
+            s.bytes_pushed += receipt.bytes_uploaded;
+            s.last_success = Some(SystemTime::now());
+            s.last_error = None;
+            s.failing_since = None;
+            s.last_push_duration = Some(elapsed);
+            if receipt.head.is_some() {
+                s.remote_head = receipt.head.clone();
+            }
+            if let Some(c) = receipt.conflict {
+                s.conflicts += 1;
+                s.last_conflict = Some(c);
+            }
+        });
+        if self.pending.is_empty() && self.held.is_empty() {
+            self.answer_flush(Ok(()));
         }
     }
 
@@ -670,7 +1028,9 @@ impl Runner {
         }
     }
 
-    async fn detect(&mut self, mut dirty: DirtySet) {
+    /// Compares the dirty paths with the index. False when the shutdown
+    /// deadline passed first (the dirty paths are then reported unsaved).
+    async fn detect(&mut self, mut dirty: DirtySet, hash_all: bool) -> bool {
         if self.reload_rules_if_changed(&dirty) {
             dirty.rescan = true;
         }
@@ -678,25 +1038,42 @@ impl Runner {
         let watcher = Arc::clone(&self.watcher);
         let rules = self.rules.clone();
         let root = self.root.clone();
-        let pending = std::mem::take(&mut self.pending);
+        let pending = Arc::new(std::mem::take(&mut self.pending));
+        let dirty = Arc::new(dirty);
         let rescan = dirty.rescan;
-        let joined = tokio::task::spawn_blocking(move || {
-            let index = lock(&index);
-            let found = detect::detect(&root, &rules, &index, &pending, &dirty, &mut |d: &Path| {
-                watcher.add_dir(d)
-            });
-            (pending, found)
-        })
-        .await;
-        let (pending, found) = match joined {
-            Ok(v) => v,
-            Err(e) => {
+        let (p, d) = (Arc::clone(&pending), Arc::clone(&dirty));
+        let joined = self
+            .race(tokio::task::spawn_blocking(move || {
+                let index = lock(&index);
+                detect::detect_with(
+                    &root,
+                    &rules,
+                    &index,
+                    &p,
+                    &d,
+                    hash_all,
+                    &mut |dir: &Path| watcher.add_dir(dir),
+                )
+            }))
+            .await;
+        // The blocking task has dropped its references once it finished.
+        self.pending = Arc::unwrap_or_clone(pending);
+        let found = match joined {
+            None => {
+                // Reported unsaved by finish_shutdown.
+                self.watcher.mark(dirty.paths.iter().cloned());
+                if dirty.rescan {
+                    self.watcher.mark_rescan();
+                }
+                return false;
+            }
+            Some(Ok(found)) => found,
+            Some(Err(e)) => {
                 tracing::error!(error = %e, "change detection failed; rescanning");
                 self.watcher.mark_rescan();
-                return;
+                return true;
             }
         };
-        self.pending = pending;
         self.watcher.mark(found.unstable);
         if !found.refreshed.is_empty() {
             let index = Arc::clone(&self.index);
@@ -707,12 +1084,19 @@ impl Runner {
                 tracing::warn!(error = %e, "could not refresh index entries");
             }
         }
+        // A fresh look at a file replaces any settled copy of it.
+        for p in self.source.copied_paths() {
+            if found.checkpoint.get(&p).is_some() {
+                self.discard_copy(&p);
+            }
+        }
         self.pending.merge(found.checkpoint);
         self.in_flight = 0;
         self.update_status(|s| {
             s.scanned = true;
             s.rescans += u64::from(rescan);
         });
+        true
     }
 
     fn answer_flush(&mut self, result: Result<(), String>) {
@@ -721,10 +1105,15 @@ impl Runner {
         }
     }
 
-    fn update_status(&self, f: impl FnOnce(&mut Status)) {
+    fn update_status(&mut self, f: impl FnOnce(&mut Status)) {
+        let unsaved = !self.pending.is_empty() || self.in_flight > 0 || !self.held.is_empty();
+        if !unsaved {
+            self.unsaved_since = None;
+        }
         let mut s = lock(&self.status);
         f(&mut s);
-        s.pending_paths = self.pending.len() + self.in_flight;
+        s.pending_paths = self.pending.len() + self.in_flight + self.held.len();
+        s.oldest_unsaved_change = self.unsaved_since;
     }
 
     fn finish_shutdown(&mut self, flushed: bool) {
@@ -732,11 +1121,14 @@ impl Runner {
             return;
         };
         let mut unsaved: Vec<RelPath> = self.pending.paths().cloned().collect();
-        unsaved.extend(self.watcher.take_dirty().paths);
+        unsaved.extend(self.held.iter().cloned());
+        let dirty = self.watcher.take_dirty();
+        let rescan_pending = dirty.rescan;
+        unsaved.extend(dirty.paths);
         unsaved.sort();
         unsaved.dedup();
         let last_error = lock(&self.status).last_error.clone();
-        let flushed = flushed && unsaved.is_empty();
+        let flushed = flushed && unsaved.is_empty() && !rescan_pending;
         let _ = reply.send(ShutdownReport {
             flushed,
             unsaved,

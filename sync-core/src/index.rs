@@ -14,8 +14,12 @@
 //! * `journal.jsonl` — one JSON line per confirmed checkpoint (its upserts and
 //!   deletes, sequence number and new remote head), appended and fsynced.
 //!   Each checkpoint costs O(changed paths), not O(tree). A torn last line
-//!   (a crash mid-append) is ignored on load: that checkpoint was not
+//!   (a crash mid-append) is ignored on load with a warning and cut off, so
+//!   the next record starts on a line of its own: that checkpoint was not
 //!   confirmed locally and is simply pushed again, which backends accept.
+//!   An append that fails (a full state directory) is cut back off the
+//!   file, and the in-memory index never advances past what is on disk, so
+//!   the caller can treat the checkpoint as unconfirmed and push it again.
 //!
 //! The state directory is made `0700` and both files are created `0600`,
 //! whatever the umask: paths and hashes of a private tree are not for other
@@ -127,6 +131,9 @@ pub struct Index {
     seq: u64,
     snapshot_bytes: u64,
     journal_bytes: u64,
+    /// The journal may end in a partial line that could not be cut off: the
+    /// next record starts with a newline.
+    journal_torn: bool,
 }
 
 impl Index {
@@ -144,6 +151,7 @@ impl Index {
             seq: 0,
             snapshot_bytes: 0,
             journal_bytes: 0,
+            journal_torn: false,
         };
         index.load_snapshot()?;
         index.replay_journal()?;
@@ -194,15 +202,35 @@ impl Index {
             Err(e) => return Err(self.io("read", JOURNAL)(e)),
         };
         self.journal_bytes = text.len() as u64;
-        for line in text.split(|b| *b == b'\n') {
+        let path = self.dir.join(JOURNAL);
+        // Everything after the last newline is a torn final append: that
+        // checkpoint was never confirmed locally and will be pushed again.
+        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete < text.len() {
+            tracing::warn!(path = %path.display(), bytes = text.len() - complete, "ignoring an incomplete journal record at the end (an interrupted write)");
+            let cut = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(complete as u64).and_then(|()| f.sync_data()));
+            match cut {
+                Ok(()) => self.journal_bytes = complete as u64,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot cut the incomplete journal record off");
+                    self.journal_torn = true;
+                }
+            }
+        }
+        for line in text[..complete].split(|b| *b == b'\n') {
             if line.is_empty() {
                 continue;
             }
             let Ok(rec) = serde_json::from_slice::<JournalRecord>(line) else {
-                // A torn final append: that checkpoint was never confirmed
-                // locally and will be pushed again.
-                tracing::warn!(path = %self.dir.join(JOURNAL).display(), "ignoring an incomplete journal record");
-                break;
+                // A record torn earlier that could not be cut off. Skipping
+                // it is safe: the index only records what the remote
+                // confirmed, so a missing record means a path is pushed
+                // again.
+                tracing::warn!(path = %path.display(), "ignoring an unreadable journal record");
+                continue;
             };
             if rec.seq <= self.seq {
                 continue; // already folded into the snapshot
@@ -286,7 +314,12 @@ impl Index {
             }
             self.remote_head = remote_head;
             self.seq += 1;
-            return self.compact();
+            if let Err(e) = self.compact() {
+                // Never advance past what is on disk.
+                self.reload();
+                return Err(e);
+            }
+            return Ok(());
         }
         let mut put = Vec::new();
         let mut del = Vec::new();
@@ -324,18 +357,36 @@ impl Index {
             put,
             del,
         };
-        let mut line = serde_json::to_vec(&rec)
+        let mut line = Vec::new();
+        if self.journal_torn {
+            line.push(b'\n');
+        }
+        serde_json::to_writer(&mut line, &rec)
             .map_err(|e| self.io("encode", JOURNAL)(io::Error::other(e)))?;
         line.push(b'\n');
         let mut f = private_file(&self.dir.join(JOURNAL), true).map_err(self.io("open", JOURNAL))?;
-        f.write_all(&line).map_err(self.io("append to", JOURNAL))?;
-        f.sync_data().map_err(self.io("fsync", JOURNAL))?;
-        self.journal_bytes += line.len() as u64;
+        let before = f.metadata().map_err(self.io("stat", JOURNAL))?.len();
+        let written = f
+            .write_all(&line)
+            .map_err(self.io("append to", JOURNAL))
+            .and_then(|()| f.sync_data().map_err(self.io("fsync", JOURNAL)));
+        if let Err(e) = written {
+            // Leave no partial line behind: cut the file back. If even that
+            // fails, the next record starts on a new line.
+            let cut = f.set_len(before).and_then(|()| f.sync_data());
+            self.journal_torn = cut.is_err();
+            return Err(e);
+        }
+        self.journal_torn = false;
+        self.journal_bytes = before + line.len() as u64;
         self.seq = rec.seq;
         self.remote_head = rec.remote_head;
         self.apply_in_memory(rec.put, &rec.del);
-        if self.journal_bytes > COMPACT_MIN_BYTES.max(self.snapshot_bytes / 2) {
-            self.compact()?;
+        if self.journal_bytes > COMPACT_MIN_BYTES.max(self.snapshot_bytes / 2)
+            && let Err(e) = self.compact()
+        {
+            // The record is durable in the journal; compaction waits.
+            tracing::warn!(error = %e, "cannot compact the index; the journal keeps growing");
         }
         Ok(())
     }
@@ -350,32 +401,58 @@ impl Index {
         self.entries = entries.into_iter().map(|e| (e.path, e.meta)).collect();
         self.remote_head = remote_head;
         self.seq += 1;
-        self.compact()
+        let done = self.compact();
+        if done.is_err() {
+            self.reload();
+        }
+        done
+    }
+
+    /// Reloads the state from disk after a failed write, so memory never
+    /// holds more than the files do. If even that fails, the index is
+    /// emptied: everything is compared and pushed again (safe, only slow).
+    fn reload(&mut self) {
+        match Index::open(&self.dir) {
+            Ok(fresh) => *self = fresh,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the index; it starts over empty");
+                self.entries.clear();
+                self.remote_head = None;
+            }
+        }
     }
 
     /// Writes the in-memory state as a new snapshot and empties the journal.
     pub fn compact(&mut self) -> Result<(), IndexError> {
         let tmp_name = format!("{SNAPSHOT}.tmp");
         let tmp = self.dir.join(&tmp_name);
+        let written = self.write_snapshot(&tmp, &tmp_name);
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    fn write_snapshot(&mut self, tmp: &Path, tmp_name: &str) -> Result<(), IndexError> {
         {
-            let f = private_file(&tmp, false).map_err(self.io("create", &tmp_name))?;
+            let f = private_file(tmp, false).map_err(self.io("create", tmp_name))?;
             let mut w = BufWriter::new(f);
             let header = Header {
                 format: FORMAT,
                 seq: self.seq,
                 remote_head: self.remote_head.clone(),
             };
-            write_json_line(&mut w, &header).map_err(self.io("write", &tmp_name))?;
+            write_json_line(&mut w, &header).map_err(self.io("write", tmp_name))?;
             for (path, meta) in &self.entries {
                 write_json_line(&mut w, &EntryRef { path, meta })
-                    .map_err(self.io("write", &tmp_name))?;
+                    .map_err(self.io("write", tmp_name))?;
             }
             let f = w
                 .into_inner()
-                .map_err(|e| self.io("write", &tmp_name)(e.into_error()))?;
-            f.sync_all().map_err(self.io("fsync", &tmp_name))?;
+                .map_err(|e| self.io("write", tmp_name)(e.into_error()))?;
+            f.sync_all().map_err(self.io("fsync", tmp_name))?;
         }
-        fs::rename(&tmp, self.dir.join(SNAPSHOT)).map_err(self.io("rename", SNAPSHOT))?;
+        fs::rename(tmp, self.dir.join(SNAPSHOT)).map_err(self.io("rename", SNAPSHOT))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(self.io("fsync", "."))?;
@@ -488,6 +565,53 @@ mod tests {
         let idx = Index::open(dir.path()).unwrap();
         assert_eq!(idx.len(), 1);
         assert!(idx.get(&p("b")).is_none());
+    }
+
+    #[test]
+    fn a_failed_append_advances_nothing_and_a_torn_tail_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(dir.path()).unwrap();
+        let mut c = Checkpoint::new();
+        c.upsert(p("a"), file(1));
+        idx.apply(&c, Some("h1".into())).unwrap();
+        // A full disk: every write to the journal fails with ENOSPC.
+        let journal = dir.path().join(JOURNAL);
+        let kept = fs::read(&journal).unwrap();
+        fs::remove_file(&journal).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &journal).unwrap();
+        let mut c2 = Checkpoint::new();
+        c2.upsert(p("b"), file(2));
+        let err = idx.apply(&c2, Some("h2".into())).unwrap_err();
+        assert!(err.to_string().contains("append"), "{err}");
+        assert!(idx.get(&p("b")).is_none(), "memory advanced past the disk");
+        assert_eq!(idx.remote_head(), Some("h1"));
+        // Space again (and a torn tail left by a crash): the next record
+        // lands on a line of its own and replays.
+        fs::remove_file(&journal).unwrap();
+        let mut torn = kept.clone();
+        torn.extend_from_slice(br#"{"seq":2,"remote_head":"x","put":[{"pa"#);
+        fs::write(&journal, &torn).unwrap();
+        let mut idx = Index::open(dir.path()).unwrap();
+        assert_eq!(fs::read(&journal).unwrap(), kept, "torn tail not cut off");
+        idx.apply(&c2, Some("h2".into())).unwrap();
+        let idx = Index::open(dir.path()).unwrap();
+        assert_eq!(idx.get(&p("b")), Some(&file(2)));
+        assert_eq!(idx.remote_head(), Some("h2"));
+    }
+
+    #[test]
+    fn a_failed_bulk_snapshot_advances_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::open(dir.path()).unwrap();
+        // The snapshot's temporary file cannot be written.
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("index.jsonl.tmp")).unwrap();
+        let mut c = Checkpoint::new();
+        for i in 0..=COMPACT_BULK {
+            c.upsert(p(&format!("f{i}")), file(1));
+        }
+        assert!(idx.apply(&c, Some("h".into())).is_err());
+        assert!(idx.is_empty(), "memory advanced past the disk");
+        assert_eq!(idx.remote_head(), None);
     }
 
     #[test]

@@ -10,16 +10,27 @@
 //!
 //! Files are opened with `O_NOFOLLOW`: a file replaced by a symlink is
 //! refused, never followed.
+//!
+//! **Settled copies.** A file that keeps changing during every push (a log
+//! appended to several times a second) would never verify. The engine then
+//! takes a *settled copy* ([`copy_settled`]): the file is copied into the
+//! state directory while being hashed, and the copy counts only if the
+//! file's size and mtime were the same before and after (the same test
+//! change detection uses for a consistent hash). [`Source::use_copy`] makes
+//! readers serve that copy for the path, so the bytes pushed are one
+//! consistent read of the file, verified like any other.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::backend::BackendError;
-use crate::entry::FileMeta;
+use crate::entry::{FileMeta, LocalKind, LocalStat};
 use crate::path::RelPath;
 
 /// Default size of the chunks [`SourceReader::next_chunk`] returns.
@@ -38,12 +49,17 @@ pub struct SourceChangedError {
 #[derive(Debug, Clone)]
 pub struct Source {
     root: PathBuf,
+    /// Settled copies served instead of the live file (shared by clones).
+    copies: Arc<RwLock<HashMap<RelPath, PathBuf>>>,
 }
 
 impl Source {
     /// A source rooted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Source { root: root.into() }
+        Source {
+            root: root.into(),
+            copies: Arc::default(),
+        }
     }
 
     /// The synced directory.
@@ -51,8 +67,42 @@ impl Source {
         &self.root
     }
 
+    /// Serves the settled copy `file` (see [`copy_settled`]) for `path`
+    /// from now on, in this source and all its clones.
+    pub fn use_copy(&self, path: RelPath, file: PathBuf) {
+        self.copies
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path, file);
+    }
+
+    /// Stops serving a copy for `path`; returns the copy's file (the
+    /// caller removes it).
+    pub fn drop_copy(&self, path: &RelPath) -> Option<PathBuf> {
+        self.copies
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(path)
+    }
+
+    /// The paths served from settled copies.
+    pub fn copied_paths(&self) -> Vec<RelPath> {
+        self.copies
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     fn open_file(&self, path: &RelPath, meta: &FileMeta) -> Result<File, BackendError> {
-        let full = path.to_path(&self.root);
+        let copy = self
+            .copies
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+            .cloned();
+        let full = copy.unwrap_or_else(|| path.to_path(&self.root));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -127,6 +177,63 @@ impl Source {
             source: io::Error::other(e),
         })?
     }
+}
+
+/// How often [`copy_settled`] tries before giving up on a file.
+pub const COPY_ATTEMPTS: usize = 5;
+
+/// Copies the regular file `full` to `dest` (created or replaced) while
+/// hashing it, and returns the copy's entry: its size and hash, the
+/// original's mtime and mode. The copy counts only when the original's
+/// size and mtime did not move while it was read; otherwise it is tried
+/// again, up to [`COPY_ATTEMPTS`] times. `Ok(None)`: the file is gone, is
+/// not a regular file any more, or never held still. Blocking.
+pub fn copy_settled(full: &Path, dest: &Path) -> io::Result<Option<FileMeta>> {
+    use std::io::Write;
+    let mut buf = vec![0u8; 128 * 1024];
+    for _ in 0..COPY_ATTEMPTS {
+        let mut f = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(full)
+        {
+            Ok(f) => f,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let before = LocalStat::from_metadata(&f.metadata()?);
+        if before.kind != LocalKind::File {
+            return Ok(None);
+        }
+        let mut out = File::create(dest)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut len = 0u64;
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n])?;
+                    len += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let after = LocalStat::from_metadata(&f.metadata()?);
+        if before == after && after.size == len {
+            out.sync_data()?;
+            return Ok(Some(FileMeta {
+                size: len,
+                mtime_ns: after.mtime_ns,
+                mode: after.mode,
+                hash: crate::entry::ContentHash::from(hasher.finalize()),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Hashes bytes as they pass and checks them against the expected entry.
@@ -326,6 +433,30 @@ mod tests {
             BackendError::from_source_io(&p, e),
             BackendError::SourceChanged { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_settled_copy_is_served_instead_of_the_live_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("log"), b"line 1\n").unwrap();
+        let copy = dir.path().join("copy");
+        let meta = copy_settled(&root.join("log"), &copy).unwrap().unwrap();
+        assert_eq!(meta.hash, ContentHash::of(b"line 1\n"));
+        // The live file moves on; the copy is what gets pushed.
+        std::fs::write(root.join("log"), b"line 1\nline 2\n").unwrap();
+        let src = Source::new(&root);
+        let p = RelPath::new("log").unwrap();
+        assert!(src.read_all(&p, &meta).await.is_err());
+        src.clone().use_copy(p.clone(), copy.clone());
+        assert_eq!(src.read_all(&p, &meta).await.unwrap(), &b"line 1\n"[..]);
+        assert_eq!(src.drop_copy(&p), Some(copy));
+        assert!(
+            copy_settled(&root.join("missing"), &dir.path().join("c2"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

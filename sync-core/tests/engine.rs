@@ -457,3 +457,229 @@ async fn editing_the_ignore_file_applies_while_running() {
     }
     assert_eq!(f.remote_files(), f.local_files());
 }
+
+// ------------------------------------------------- issue 11: faults
+
+/// Issue 11 item 2: the shutdown deadline covers a push already in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_a_push_that_hangs() {
+    let f = fx();
+    let h = f.start(50).await;
+    settle_or_idle(&h).await;
+    f.backend.set_push_delay(None); // the remote stops answering
+    let started = f.backend.pushes_started();
+    f.write("hung.txt", b"never confirmed");
+    f.write("also.txt", b"never confirmed either");
+    // Wait for the push to be in flight before asking to stop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.backend.pushes_started() == started {
+        assert!(Instant::now() < deadline, "no push started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(30), h.shutdown(Duration::from_secs(1)))
+        .await
+        .expect("shutdown waited for the hung push");
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+    assert!(!r.flushed, "{r:?}");
+    let unsaved: Vec<&str> = r.unsaved.iter().map(|p| p.as_str()).collect();
+    assert_eq!(unsaved, ["also.txt", "hung.txt"], "{r:?}");
+    assert!(
+        r.last_error.as_deref().unwrap_or("").contains("deadline"),
+        "{r:?}"
+    );
+}
+
+/// Issue 11 item 3: a file appended to during every push neither blocks
+/// the other files nor stays unsaved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changing_during_every_push_does_not_block_the_others() {
+    let f = fx();
+    let h = f.start(100).await;
+    settle_or_idle(&h).await;
+    f.backend.set_push_delay(Some(Duration::from_millis(300)));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let log = f.root.join("train.log");
+    let writer = {
+        let (stop, log) = (Arc::clone(&stop), log.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut file = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap();
+                writeln!(file, "step {n} loss {}", 1.0 / (n as f64 + 1.0)).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    f.write("notebook.ipynb", b"{\"cells\": []}");
+    let notebook = sync_core::ContentHash::of(b"{\"cells\": []}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let remote_hash = |name: &str| match f.backend.state().get(name) {
+        Some(Meta::File(m)) => Some(m.hash),
+        _ => None,
+    };
+    while remote_hash("notebook.ipynb") != Some(notebook) || remote_hash("train.log").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "not saved while train.log kept changing; status {:#?}",
+            h.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let s = h.status();
+    assert!(s.source_changed >= 1, "{s:#?}");
+    // What was pushed of the log is one consistent read: a prefix of it.
+    let pushed = f
+        .remote_files()
+        .into_iter()
+        .find(|(p, _)| p == "train.log")
+        .unwrap()
+        .1;
+    let local = fs::read(&log).unwrap();
+    assert!(!pushed.is_empty() && local.starts_with(&pushed));
+    // Once it stops changing, the final version is saved too.
+    let r = h.shutdown(Duration::from_secs(10)).await;
+    assert!(r.flushed, "{r:?}");
+    assert_eq!(f.remote_files(), f.local_files());
+}
+
+/// Issue 11 item 9: same size, same mtime, new content, while running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_size_and_mtime_with_new_content_is_noticed_while_running() {
+    let f = fx();
+    f.write("data.csv", b"1,2,3");
+    let h = f.start(100).await;
+    settle(&h).await;
+    let mtime = filetime::FileTime::from_last_modification_time(
+        &fs::metadata(f.root.join("data.csv")).unwrap(),
+    );
+    f.write("data.csv", b"4,5,6");
+    filetime::set_file_mtime(f.root.join("data.csv"), mtime).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.remote_files() != f.local_files() {
+        assert!(
+            Instant::now() < deadline,
+            "the new content was never pushed; status {:#?}",
+            h.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue 11 item 9, restart case: only `verify_hashes` finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_hashes_finds_content_changed_while_stopped() {
+    let f = fx();
+    f.write("data.csv", b"1,2,3");
+    let h = f.start(100).await;
+    settle(&h).await;
+    assert!(h.shutdown(Duration::from_secs(5)).await.flushed);
+    let mtime = filetime::FileTime::from_last_modification_time(
+        &fs::metadata(f.root.join("data.csv")).unwrap(),
+    );
+    f.write("data.csv", b"4,5,6");
+    filetime::set_file_mtime(f.root.join("data.csv"), mtime).unwrap();
+    // The documented limitation: a plain start trusts size and mtime.
+    let h = f.start(100).await;
+    h.flush().await.unwrap();
+    assert_ne!(f.remote_files(), f.local_files());
+    h.shutdown(Duration::from_secs(5)).await;
+    let mut cfg = f.config(100);
+    cfg.verify_hashes = true;
+    let h = Engine::start(cfg, Arc::new(f.backend.clone()))
+        .await
+        .unwrap();
+    h.flush().await.unwrap();
+    assert_eq!(f.remote_files(), f.local_files());
+    h.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue 11 item 7: a push whose index record cannot be written is not
+/// confirmed: it is counted, stays pending, and is pushed again once the
+/// state directory has room; the index on disk stays consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_write_failure_keeps_the_change_pending() {
+    let f = fx();
+    f.write("a.txt", b"a");
+    let h = f.start(50).await;
+    settle(&h).await;
+    // A full disk, for the journal only: every write fails with ENOSPC.
+    let journal = f.state.join("journal.jsonl");
+    let kept = fs::read(&journal).unwrap_or_default();
+    let _ = fs::remove_file(&journal);
+    std::os::unix::fs::symlink("/dev/full", &journal).unwrap();
+    let pushed_before = f.backend.pushes().len();
+    f.write("b.txt", b"b");
+    let s = wait_for(&h, "an index write failure", |s| {
+        s.index_write_failures >= 1
+    })
+    .await;
+    assert!(
+        f.backend.pushes().len() > pushed_before,
+        "pushed to the remote"
+    );
+    assert!(s.pending_paths >= 1, "{s:#?}");
+    assert!(s.oldest_unsaved_change.is_some(), "{s:#?}");
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("index"),
+        "{s:#?}"
+    );
+    // Room again.
+    fs::remove_file(&journal).unwrap();
+    fs::write(&journal, kept).unwrap();
+    wait_for(&h, "recovery", |s| {
+        s.pending_paths == 0 && s.last_error.is_none() && s.oldest_unsaved_change.is_none()
+    })
+    .await;
+    assert!(h.shutdown(Duration::from_secs(5)).await.flushed);
+    // The index on disk knows b.txt: a restart pushes nothing.
+    let before = f.backend.pushes().len();
+    let h = f.start(50).await;
+    h.flush().await.unwrap();
+    assert_eq!(
+        f.backend.pushes().len(),
+        before,
+        "pushed again after restart"
+    );
+    h.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue 11 item 4: after an outage the push is retried as soon as the
+/// remote answers a probe, not after the remaining backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_cuts_a_long_backoff_short() {
+    let f = fx();
+    let mut cfg = f.config(50);
+    cfg.retry = RetryConfig {
+        min_delay: Duration::from_secs(60),
+        max_delay: Duration::from_secs(60),
+    };
+    let h = Engine::start(cfg, Arc::new(f.backend.clone()))
+        .await
+        .unwrap();
+    settle_or_idle(&h).await;
+    f.backend.fail_next(1);
+    f.write("a.txt", b"a");
+    wait_for(&h, "a failure", |s| s.push_failures == 1).await;
+    let t = Instant::now();
+    wait_for(&h, "recovery", |s| {
+        s.pending_paths == 0 && s.last_error.is_none()
+    })
+    .await;
+    let took = t.elapsed();
+    assert!(
+        took < sync_core::engine::PROBE_INTERVAL + Duration::from_secs(10),
+        "caught up after {took:?}"
+    );
+    h.shutdown(Duration::from_secs(5)).await;
+}

@@ -294,6 +294,7 @@ impl GitBackend {
             http_user,
             nss_wrapper: options.nss_wrapper_library.clone(),
             timeout: options.command_timeout,
+            stall_timeout: options.request_timeout,
         };
         Ok(GitBackend {
             remote,
@@ -321,6 +322,7 @@ impl GitBackend {
         f: impl FnOnce(&gix::Repository) -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
         let dir = self.runner.repo_dir.clone();
+        let state_dir = self.runner.state_dir.clone();
         tokio::task::spawn_blocking(move || {
             let repo = open_repo(&dir)
                 .map_err(|e| local_error(&format!("opening {}", dir.display()), e))?;
@@ -328,6 +330,28 @@ impl GitBackend {
         })
         .await
         .map_err(|e| local_error("background task", e))?
+        .map_err(|e| match e {
+            // Say where the disk is full: the state directory.
+            BackendError::Remote {
+                operation,
+                location,
+                message,
+                transient,
+            } if message.starts_with(crate::tree::DISK_FULL) => BackendError::Remote {
+                operation,
+                location,
+                message: message.replacen(
+                    crate::tree::DISK_FULL,
+                    &format!(
+                        "disk full in state directory {} (free space there)",
+                        state_dir.display()
+                    ),
+                    1,
+                ),
+                transient,
+            },
+            other => other,
+        })
     }
 
     /// Runs `git fetch` of one refspec from the remote; `Ok(false)` when the

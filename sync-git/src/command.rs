@@ -65,6 +65,8 @@ pub(crate) struct GitRunner {
     pub http_user: String,
     pub nss_wrapper: Option<PathBuf>,
     pub timeout: Duration,
+    /// How long the network may stall (see `GitOptions::request_timeout`).
+    pub stall_timeout: Duration,
 }
 
 /// Environment variables set on a git child process.
@@ -85,7 +87,13 @@ pub(crate) fn shell_quote(s: &str) -> String {
 }
 
 /// The `GIT_SSH_COMMAND` for a key and known_hosts file.
-pub(crate) fn ssh_command(ssh: &Path, key: Option<&Path>, known_hosts: &Path) -> String {
+pub(crate) fn ssh_command(
+    ssh: &Path,
+    key: Option<&Path>,
+    known_hosts: &Path,
+    stall: Duration,
+) -> String {
+    let stall = stall.as_secs().max(4);
     let mut cmd = vec![
         shell_quote(&ssh.to_string_lossy()),
         "-F".into(),
@@ -103,8 +111,8 @@ pub(crate) fn ssh_command(ssh: &Path, key: Option<&Path>, known_hosts: &Path) ->
         "StrictHostKeyChecking=yes".into(),
         "UpdateHostKeys=no".into(),
         "BatchMode=yes".into(),
-        "ConnectTimeout=20".into(),
-        "ServerAliveInterval=15".into(),
+        format!("ConnectTimeout={stall}"),
+        format!("ServerAliveInterval={}", stall / 4),
         "ServerAliveCountMax=4".into(),
         "LogLevel=ERROR".into(),
     ] {
@@ -326,14 +334,17 @@ impl GitRunner {
                     })?;
                     env.push((
                         "GIT_SSH_COMMAND".into(),
-                        ssh_command(&self.ssh, key.as_deref(), &kh).into(),
+                        ssh_command(&self.ssh, key.as_deref(), &kh, self.stall_timeout).into(),
                     ));
                     env.push(("GIT_SSH_VARIANT".into(), "ssh".into()));
                     self.nss_wrapper_env(&mut env)?;
                 }
                 RemoteKind::Http | RemoteKind::Https => {
                     config.push(("http.lowSpeedLimit".into(), "1000".into()));
-                    config.push(("http.lowSpeedTime".into(), "60".into()));
+                    config.push((
+                        "http.lowSpeedTime".into(),
+                        self.stall_timeout.as_secs().max(1).to_string(),
+                    ));
                     if let Some(token) = self.token()? {
                         if self.remote.kind() == RemoteKind::Http {
                             tracing::warn!(remote = %self.remote, "sending a token over plain http");
@@ -442,6 +453,21 @@ impl GitRunner {
         let stderr = scrub(&String::from_utf8_lossy(&out.stderr), &secret_strs);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         tracing::debug!(operation, success = out.status.success(), %stderr, "git finished");
+        // Lines starting with "remote:" are the server's (its disk, not ours).
+        let local_disk_full = stderr
+            .lines()
+            .any(|l| !l.trim_start().starts_with("remote:") && crate::tree::is_disk_full(l));
+        if !out.status.success() && local_disk_full {
+            return Err(BackendError::transient(
+                operation,
+                self.remote.to_string(),
+                format!(
+                    "disk full in state directory {} (free space there): {}",
+                    self.state_dir.display(),
+                    stderr.trim()
+                ),
+            ));
+        }
         Ok(Output {
             success: out.status.success(),
             stdout,
@@ -461,6 +487,7 @@ mod tests {
             Path::new("ssh"),
             Some(Path::new("/state dir/it's/key")),
             Path::new("/kh"),
+            Duration::from_secs(30),
         );
         assert!(c.contains(r"-i '/state dir/it'\''s/key'"), "{c}");
         for must in [

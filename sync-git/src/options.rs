@@ -50,6 +50,13 @@ pub struct GitOptions {
     /// Longest time one git command may take before it is killed and the
     /// operation fails as transient (default 10 minutes).
     pub command_timeout: Duration,
+    /// How long the network may stall before git gives up (default 60 s):
+    /// HTTP(S) transfers slower than 1 KB/s for this long are aborted
+    /// (`http.lowSpeedTime`), ssh gives up connecting after it and drops a
+    /// connection whose server stopped answering for about as long. (The
+    /// `git://` protocol has no such setting; `command_timeout` and the
+    /// engine's shutdown deadline bound it.)
+    pub request_timeout: Duration,
     /// Loose objects in the local bare repository above which a push
     /// starts `git gc --auto` in the background (default 6,700, git's own
     /// `gc.auto`); 0 never packs. A failed gc is retried an hour later. Every checkpoint writes its blobs, trees and commit
@@ -75,6 +82,7 @@ impl GitOptions {
             ssh_program: PathBuf::from("ssh"),
             nss_wrapper_library: None,
             command_timeout: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(60),
             gc_loose_objects: DEFAULT_GC_LOOSE_OBJECTS,
         }
     }

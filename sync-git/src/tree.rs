@@ -38,13 +38,32 @@ pub(crate) struct Leaf {
 pub(crate) type Changes = BTreeMap<BString, Option<Leaf>>;
 
 /// An error from the local repository, as a backend error.
-pub(crate) fn local_error(what: &str, err: impl std::fmt::Display) -> BackendError {
+pub(crate) fn local_error(
+    what: &str,
+    err: impl std::fmt::Display + std::fmt::Debug,
+) -> BackendError {
+    // gix's messages ("Could not write loose object header") do not say
+    // why; the cause is in the error's chain, which Debug shows.
+    let message = if is_disk_full(&format!("{err:?}")) || is_disk_full(&err.to_string()) {
+        format!("{DISK_FULL}: {err}")
+    } else {
+        err.to_string()
+    };
     BackendError::Remote {
         operation: "local repository",
         location: what.to_owned(),
-        message: err.to_string(),
+        message,
         transient: true,
     }
+}
+
+/// How a local error caused by a full disk starts (the backend adds where).
+pub(crate) const DISK_FULL: &str = "disk full";
+
+/// Whether an error text says the disk is full (ENOSPC).
+pub(crate) fn is_disk_full(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("no space left on device") || t.contains("storagefull") || t.contains("os error 28")
 }
 
 /// One decoded tree entry.

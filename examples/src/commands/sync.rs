@@ -44,6 +44,7 @@ pub fn engine_config(
         config.use_inotify = false;
         config.poll_interval = interval;
     }
+    config.verify_hashes = args.verify_hashes;
     config
 }
 
@@ -58,12 +59,14 @@ pub fn unsaved_message(report: &ShutdownReport, grace: Duration) -> Option<Strin
         .take(5)
         .map(|p| p.to_string())
         .collect();
+    let grace = humantime::format_duration(grace);
+    let n = report.unsaved.len();
     let mut msg = if shown.is_empty() {
-        format!("pending changes not saved within {}s", grace.as_secs())
+        format!("pending changes not saved within {grace}")
     } else {
         format!(
-            "not saved within {}s: {}{}",
-            grace.as_secs(),
+            "{n} {} not saved within {grace}: {}{}",
+            if n == 1 { "path" } else { "paths" },
             shown.join(", "),
             if report.unsaved.len() > shown.len() {
                 format!(" and {} more", report.unsaved.len() - shown.len())
@@ -138,9 +141,13 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     monitor.set_phase(Phase::Syncing);
 
     if args.once {
-        let flushed = engine.flush().await;
-        if let Err(e) = &flushed {
-            tracing::warn!(error = %e, "push failed; retrying until the grace period ends");
+        tokio::select! {
+            flushed = engine.flush() => {
+                if let Err(e) = &flushed {
+                    tracing::warn!(error = %e, "push failed; retrying until the grace period ends");
+                }
+            }
+            sig = signals.recv() => tracing::info!(signal = sig, "stopping: pushing pending changes"),
         }
         let status = engine.status();
         let report = engine.shutdown(args.grace).await;
@@ -248,7 +255,7 @@ mod tests {
         };
         let msg = unsaved_message(&bad, Duration::from_secs(25)).unwrap();
         assert!(
-            msg.contains("f0.txt") && msg.contains("and 2 more"),
+            msg.starts_with("7 paths not saved within 25s: f0.txt") && msg.contains("and 2 more"),
             "{msg}"
         );
         assert!(msg.contains("connection refused"), "{msg}");

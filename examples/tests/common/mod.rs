@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod proxy;
+
 /// A scratch area with its own HOME, so defaults never touch the real one.
 pub struct Sandbox {
     pub root: tempfile::TempDir,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -45,6 +45,12 @@ struct Inner {
     persisted: Persisted,
     blobs: BTreeMap<ContentHash, Bytes>,
     fail_next: u32,
+    /// Every push waits this long before reading anything.
+    push_delay: Duration,
+    /// Pushes never return (a hung remote).
+    push_hangs: bool,
+    /// Push calls started, including failed and hung ones.
+    pushes_started: u64,
     /// Raw, unvalidated entries planted to test hostile state.
     hostile: Option<Vec<(String, Meta, Bytes)>>,
 }
@@ -110,6 +116,20 @@ impl MemoryBackend {
     /// Makes the next `n` pushes fail with a transient error.
     pub fn fail_next(&self, n: u32) {
         lock(&self.inner).fail_next = n;
+    }
+
+    /// Push calls started so far (including failed and hung ones).
+    pub fn pushes_started(&self) -> u64 {
+        lock(&self.inner).pushes_started
+    }
+
+    /// Makes every push wait `delay` before it reads anything (a slow
+    /// remote); `None` makes pushes hang forever (a remote that stopped
+    /// answering). `Some(Duration::ZERO)` is the default.
+    pub fn set_push_delay(&self, delay: Option<Duration>) {
+        let mut inner = lock(&self.inner);
+        inner.push_hangs = delay.is_none();
+        inner.push_delay = delay.unwrap_or_default();
     }
 
     /// Every confirmed push, oldest first.
@@ -182,6 +202,17 @@ impl Backend for MemoryBackend {
         checkpoint: &Checkpoint,
         source: &Source,
     ) -> Result<PushReceipt, BackendError> {
+        let (delay, hangs) = {
+            let mut inner = lock(&self.inner);
+            inner.pushes_started += 1;
+            (inner.push_delay, inner.push_hangs)
+        };
+        if hangs {
+            std::future::pending::<()>().await;
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         {
             let mut inner = lock(&self.inner);
             if inner.fail_next > 0 {
