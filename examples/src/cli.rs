@@ -564,6 +564,27 @@ mod tests {
     }
 
     #[test]
+    fn request_timeout_and_verify_hashes() {
+        let parse = |extra: &[&str]| {
+            let argv = ["tether", "sync", "/w"].iter().chain(extra).copied();
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Sync(s) => s,
+                _ => panic!("not sync"),
+            }
+        };
+        let s = parse(&[]);
+        assert_eq!(s.remote.request_timeout, Duration::from_secs(30));
+        assert!(!s.verify_hashes);
+        let s = parse(&["--request-timeout", "5s", "--verify-hashes"]);
+        assert_eq!(s.remote.request_timeout, Duration::from_secs(5));
+        assert_eq!(
+            s.remote.options().request_timeout,
+            Some(Duration::from_secs(5))
+        );
+        assert!(s.verify_hashes);
+    }
+
+    #[test]
     fn usage_errors_are_one_line() {
         let e = Cli::try_parse_from(["tether", "history"]).unwrap_err();
         let (text, code) = render_clap_error(&e);

@@ -137,7 +137,17 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     }
 
     let config = engine_config(&args, &ws.dir, &ws.state_dir);
-    let engine = Engine::start(config, ws.backend.clone()).await?;
+    // Start-up asks the remote for its head, which a hanging remote does
+    // not answer before --request-timeout: a signal must not wait for it.
+    let engine = tokio::select! {
+        started = Engine::start(config, ws.backend.clone()) => started?,
+        sig = signals.recv() => {
+            return Err(CliError::runtime(format!(
+                "{sig} while starting (the remote did not answer): changes in {} since the last push are not saved; the next start pushes them",
+                ws.dir.display()
+            )));
+        }
+    };
     monitor.set_phase(Phase::Syncing);
 
     if args.once {
