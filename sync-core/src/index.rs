@@ -99,12 +99,15 @@ struct JournalRecord {
 /// wider (a Kubernetes `emptyDir` starts `0777`). A directory this process
 /// may not chmod (another owner) is left as it is, with a warning.
 pub fn create_state_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let meta = fs::metadata(dir)?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot make the state directory private (0700)");
-        }
+    if meta.permissions().mode() & 0o077 != 0
+        && let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the state directory private (0700)");
     }
     Ok(())
 }
@@ -364,7 +367,8 @@ impl Index {
         serde_json::to_writer(&mut line, &rec)
             .map_err(|e| self.io("encode", JOURNAL)(io::Error::other(e)))?;
         line.push(b'\n');
-        let mut f = private_file(&self.dir.join(JOURNAL), true).map_err(self.io("open", JOURNAL))?;
+        let mut f =
+            private_file(&self.dir.join(JOURNAL), true).map_err(self.io("open", JOURNAL))?;
         let before = f.metadata().map_err(self.io("stat", JOURNAL))?.len();
         let written = f
             .write_all(&line)

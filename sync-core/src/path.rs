@@ -323,8 +323,20 @@ mod tests {
         let p = RelPath::new("sub/.GIT/hooks/pre-commit").unwrap();
         assert_eq!(p.repository_component(), Some(".GIT"));
         assert_eq!(p.repository_root().unwrap().as_str(), "sub/.GIT");
-        assert_eq!(RelPath::new(".git").unwrap().repository_root().unwrap().as_str(), ".git");
-        assert!(RelPath::new("a/.gitignore").unwrap().repository_root().is_none());
+        assert_eq!(
+            RelPath::new(".git")
+                .unwrap()
+                .repository_root()
+                .unwrap()
+                .as_str(),
+            ".git"
+        );
+        assert!(
+            RelPath::new("a/.gitignore")
+                .unwrap()
+                .repository_root()
+                .is_none()
+        );
     }
 
     #[test]

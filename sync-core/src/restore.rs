@@ -351,7 +351,9 @@ const SESSION_LEN: usize = 8;
 pub fn is_restore_temp_name(name: &str) -> bool {
     name.strip_prefix(TEMP_PREFIX)
         .and_then(|r| r.strip_suffix(TEMP_SUFFIX))
-        .is_some_and(|mid| mid.len() == TEMP_RANDOM && mid.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .is_some_and(|mid| {
+            mid.len() == TEMP_RANDOM && mid.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
 }
 
 /// The longest symlink target Linux accepts (`PATH_MAX` less the NUL).
@@ -485,8 +487,7 @@ impl RestoreWriter {
         for ent in entries.flatten() {
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
-            if !is_restore_temp_name(name) || name[TEMP_PREFIX.len()..].starts_with(&self.session)
-            {
+            if !is_restore_temp_name(name) || name[TEMP_PREFIX.len()..].starts_with(&self.session) {
                 continue;
             }
             // Only files and symlinks: a directory with that name is not ours.
@@ -496,8 +497,12 @@ impl RestoreWriter {
             }
             let full = ent.path();
             match fs::remove_file(&full) {
-                Ok(()) => tracing::info!(path = %full.display(), "removed a temporary file left by an interrupted restore"),
-                Err(e) => tracing::warn!(path = %full.display(), error = %e, "cannot remove a temporary file left by an interrupted restore"),
+                Ok(()) => {
+                    tracing::info!(path = %full.display(), "removed a temporary file left by an interrupted restore")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %full.display(), error = %e, "cannot remove a temporary file left by an interrupted restore")
+                }
             }
         }
     }
@@ -1147,12 +1152,16 @@ mod tests {
         f.write_chunk(b"k").unwrap();
         assert_eq!(mode_of(&dest.join("ro")), 0o700);
         assert_eq!(mode_of(&dest.join("ro/open")), 0o700);
-        let tmp: Vec<_> = fs::read_dir(dest.join("ro/open")).unwrap().flatten().collect();
+        let tmp: Vec<_> = fs::read_dir(dest.join("ro/open"))
+            .unwrap()
+            .flatten()
+            .collect();
         assert_eq!(tmp.len(), 1);
         assert_eq!(mode_of(&tmp[0].path()), 0o600);
         f.commit().unwrap();
         spec.mode = 0o600;
-        w.write_file(&p("implicit/deeper/secret"), &spec, &b"k"[..]).unwrap();
+        w.write_file(&p("implicit/deeper/secret"), &spec, &b"k"[..])
+            .unwrap();
         let report = w.finish(None).unwrap();
         assert_eq!(mode_of(&dest.join("ro")), 0o500);
         assert_eq!(mode_of(&dest.join("ro/open")), 0o777);
@@ -1171,7 +1180,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let w = RestoreWriter::open(dir.path(), ExistingPolicy::Fail).unwrap();
         let spec = spec_of(b"x");
-        for bad in [".git/hooks/pre-commit", ".GIT/config", "sub/.git", "a/git~1/x"] {
+        for bad in [
+            ".git/hooks/pre-commit",
+            ".GIT/config",
+            "sub/.git",
+            "a/git~1/x",
+        ] {
             assert!(!w.should_write(&p(bad), &spec).unwrap(), "{bad}");
             assert!(matches!(
                 w.write_file(&p(bad), &spec, &b"x"[..]),
@@ -1180,7 +1194,8 @@ mod tests {
         }
         w.create_dir(&p(".git"), 0o755).unwrap();
         w.create_dir(&p("sub/.Git/hooks"), 0o755).unwrap();
-        w.create_symlink(&p(".git/hooks/post-checkout"), "/bin/sh").unwrap();
+        w.create_symlink(&p(".git/hooks/post-checkout"), "/bin/sh")
+            .unwrap();
         assert!(w.should_write(&p("a/.gitignore"), &spec).unwrap());
         let report = w.finish(None).unwrap();
         assert_eq!(report.skipped.len(), 7, "{:?}", report.skipped);
@@ -1234,9 +1249,11 @@ mod tests {
             fs::create_dir_all(full.parent().unwrap()).unwrap();
             fs::write(full, b"x").unwrap();
         }
-        std::os::unix::fs::symlink("/etc", dest.join(".tether-restore-SYMLINK000000000.tmp")).unwrap();
+        std::os::unix::fs::symlink("/etc", dest.join(".tether-restore-SYMLINK000000000.tmp"))
+            .unwrap();
         let w = RestoreWriter::open(dest, ExistingPolicy::Overwrite).unwrap();
-        w.write_file(&p("sub/f"), &spec_of(b"f"), &b"f"[..]).unwrap();
+        w.write_file(&p("sub/f"), &spec_of(b"f"), &b"f"[..])
+            .unwrap();
         w.finish(None).unwrap();
         for f in leftovers {
             assert!(!dest.join(f).exists(), "{f} left");

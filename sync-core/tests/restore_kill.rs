@@ -18,9 +18,7 @@ use std::process::{Command, ExitCode, Stdio};
 use bytes::Bytes;
 use sync_core::restore::{FileSpec, RestoreWriter, is_restore_temp_name};
 use sync_core::testkit::MemoryBackend;
-use sync_core::{
-    Backend, ContentHash, ExistingPolicy, FileMeta, Meta, RelPath, RestoreOptions,
-};
+use sync_core::{Backend, ContentHash, ExistingPolicy, FileMeta, Meta, RelPath, RestoreOptions};
 
 const BIG: usize = 4 << 20;
 
@@ -69,17 +67,19 @@ fn parent() -> Result<(), String> {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
     if line.trim() != "ready" {
         return Err(format!("child said {line:?}"));
     }
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
     if status.signal() != Some(9) {
         return Err(format!("child was not killed by SIGKILL: {status:?}"));
     }
     let left = temps(&dest.join("big"));
     if left.len() != 1 {
-        return Err(format!("expected one leftover temporary file, found {left:?}"));
+        return Err(format!(
+            "expected one leftover temporary file, found {left:?}"
+        ));
     }
     // Look-alikes that are not tether's and must survive.
     let keep = [
@@ -112,7 +112,9 @@ fn parent() -> Result<(), String> {
     .map_err(|e| format!("second restore failed: {e}"))?;
     let left = temps(&dest.join("big"));
     if !left.is_empty() {
-        return Err(format!("leftover temporary files after a successful restore: {left:?}"));
+        return Err(format!(
+            "leftover temporary files after a successful restore: {left:?}"
+        ));
     }
     for k in keep {
         if fs::read(dest.join(k)).ok().as_deref() != Some(&b"user data"[..]) {
@@ -136,7 +138,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("test sigkill_mid_file_leftover_is_removed_by_the_next_restore ... FAILED\n  {e}");
+            println!(
+                "test sigkill_mid_file_leftover_is_removed_by_the_next_restore ... FAILED\n  {e}"
+            );
             println!("0 passed, 1 failed");
             ExitCode::FAILURE
         }

@@ -1080,7 +1080,9 @@ fn restore_commit(
                 if size > 4095 {
                     return Err(BackendError::InvalidRemote {
                         object: object.clone(),
-                        reason: format!("symlink {path} has a {size}-byte target (the limit is 4095)"),
+                        reason: format!(
+                            "symlink {path} has a {size}-byte target (the limit is 4095)"
+                        ),
                     });
                 }
                 let blob = repo

@@ -88,7 +88,9 @@ pub(crate) fn check_mode(path: &BStr, mode: u32) -> Result<(), BackendError> {
     }
     Err(BackendError::InvalidRemote {
         object: format!("tree entry {:?}", path.to_str_lossy()),
-        reason: format!("unsupported git tree entry mode {mode:o} (tether restores files 100644/100755, symlinks 120000 and trees 40000)"),
+        reason: format!(
+            "unsupported git tree entry mode {mode:o} (tether restores files 100644/100755, symlinks 120000 and trees 40000)"
+        ),
     })
 }
 
@@ -518,8 +520,12 @@ pub(crate) fn merge_modes(
     overlap: &mut Vec<BString>,
 ) -> Modes {
     let mut out = BTreeMap::new();
-    let paths: std::collections::BTreeSet<&String> =
-        base.0.keys().chain(ours.0.keys()).chain(theirs.0.keys()).collect();
+    let paths: std::collections::BTreeSet<&String> = base
+        .0
+        .keys()
+        .chain(ours.0.keys())
+        .chain(theirs.0.keys())
+        .collect();
     for path in paths {
         let (b, o, t) = (base.get(path), ours.get(path), theirs.get(path));
         let key = BString::from(path.as_str());
@@ -936,12 +942,20 @@ mod tests {
             data.extend_from_slice(format!("{mode} {name}\0").as_bytes());
             data.extend_from_slice(&[7u8; 20]);
         }
-        assert_eq!(raw_modes(&data, 20), Some(vec![0o140000, 0o40000, 0o100644]));
+        assert_eq!(
+            raw_modes(&data, 20),
+            Some(vec![0o140000, 0o40000, 0o100644])
+        );
         assert_eq!(raw_modes(&data[..data.len() - 1], 20), None);
         assert!(check_mode(b"s".as_bstr(), 0o140000).is_err());
         assert!(check_mode(b"x".as_bstr(), 0o20000).is_err());
         assert!(check_mode(b"t".as_bstr(), 0o40000).is_ok());
-        let e = check_mode(b"dir/sock".as_bstr(), 0o140000).unwrap_err().to_string();
-        assert!(e.contains("unsupported git tree entry mode 140000") && e.contains("dir/sock"), "{e}");
+        let e = check_mode(b"dir/sock".as_bstr(), 0o140000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unsupported git tree entry mode 140000") && e.contains("dir/sock"),
+            "{e}"
+        );
     }
 }

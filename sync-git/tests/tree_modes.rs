@@ -57,7 +57,9 @@ async fn unsupported_tree_entry_modes_are_named() {
         return;
     };
     for (mode, name) in [("140000", "sock"), ("20000", "odd"), ("100600", "narrow")] {
-        let url = plant(&f, |repo| vec![(mode, name.as_bytes().to_vec(), blob(repo, b"x"))]);
+        let url = plant(&f, |repo| {
+            vec![(mode, name.as_bytes().to_vec(), blob(repo, b"x"))]
+        });
         let dest = f.tmp.path().join(format!("dest-{mode}"));
         let err = f
             .backend_for(&url)

@@ -547,7 +547,10 @@ fn assert_mode_tree(dest: &Path, what: &str) {
         ("bin/tool", 0o700),
     ] {
         let got = mode_of(&dest.join(rel));
-        assert_eq!(got, mode, "{what}: {rel} restored {got:o}, recorded {mode:o}");
+        assert_eq!(
+            got, mode,
+            "{what}: {rel} restored {got:o}, recorded {mode:o}"
+        );
     }
 }
 
@@ -595,7 +598,10 @@ pub async fn umask_round_trip(fixture: &dyn Fixture) {
         assert_mode_tree(&dest, &what);
         w.assert_same(&dest);
         // Nothing in the restored tree is wider than in the source.
-        let (src, got) = (tree(&w.src, w.backend.capabilities()), tree(&dest, w.backend.capabilities()));
+        let (src, got) = (
+            tree(&w.src, w.backend.capabilities()),
+            tree(&dest, w.backend.capabilities()),
+        );
         assert_eq!(src, got, "{what}");
     }
     rustix::process::umask(before);
@@ -640,7 +646,10 @@ pub async fn special_mode_bits_are_not_restored(fixture: &dyn Fixture) {
         let m = mode_of(&dest.join(rel));
         assert_eq!(m & 0o7000, 0, "{what}: {rel} restored with mode {m:o}");
     }
-    assert_eq!(fs::read(dest.join("shared/suid")).expect("read"), b"#!/bin/sh\n");
+    assert_eq!(
+        fs::read(dest.join("shared/suid")).expect("read"),
+        b"#!/bin/sh\n"
+    );
 }
 
 /// A remote holding git repository directories (`.git/hooks/pre-commit`,
@@ -657,7 +666,11 @@ pub async fn repository_directories_are_not_restored(fixture: &dyn Fixture) {
             path: ".git".into(),
             mode: 0o755,
         },
-        file(".git/hooks/pre-commit", b"#!/bin/sh\ntouch /tmp/owned\n", 0o755),
+        file(
+            ".git/hooks/pre-commit",
+            b"#!/bin/sh\ntouch /tmp/owned\n",
+            0o755,
+        ),
         file(
             ".GIT/config",
             b"[core]\n\tfsmonitor = touch /tmp/owned\n",

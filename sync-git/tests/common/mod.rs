@@ -213,7 +213,11 @@ impl GitFixture {
                             content,
                             mode,
                         } => {
-                            let tree_mode = if mode & 0o111 != 0 { "100755" } else { "100644" };
+                            let tree_mode = if mode & 0o111 != 0 {
+                                "100755"
+                            } else {
+                                "100644"
+                            };
                             top.insert(path, tree_mode, blob(content));
                             modes.insert(path.clone(), format!("{mode:o}").into());
                         }
@@ -223,7 +227,11 @@ impl GitFixture {
                     }
                 }
                 let file = serde_json::json!({"format": "tether-git-modes-1", "modes": modes});
-                top.insert(".tether/modes", "100644", blob(&serde_json::to_vec(&file).unwrap()));
+                top.insert(
+                    ".tether/modes",
+                    "100644",
+                    blob(&serde_json::to_vec(&file).unwrap()),
+                );
                 for (name, (mode, id)) in top.write(&repo) {
                     root.push((mode, name, id));
                 }
@@ -271,7 +279,8 @@ impl Dir {
     fn insert(&mut self, path: &str, mode: &'static str, id: gix::ObjectId) {
         match path.split_once('/') {
             None => {
-                self.0.insert(path.as_bytes().to_vec(), Node::Blob(mode, id));
+                self.0
+                    .insert(path.as_bytes().to_vec(), Node::Blob(mode, id));
             }
             Some((first, rest)) => {
                 let node = self

@@ -292,7 +292,11 @@ impl Fixture for StoreFixture {
                         } => {
                             let mut f = file_meta(content);
                             f.mode = *mode;
-                            raw.push((path.clone(), Meta::File(f), Some(Bytes::from(content.clone()))));
+                            raw.push((
+                                path.clone(),
+                                Meta::File(f),
+                                Some(Bytes::from(content.clone())),
+                            ));
                         }
                         Planted::Dir { path, mode } => {
                             raw.push((path.clone(), Meta::Dir { mode: *mode }, None));
