@@ -397,7 +397,7 @@ pub enum ManifestsCommand {
     },
     /// Print the webhook's deployment bundle (namespace, RBAC, Deployment,
     /// Service, PDB, MutatingWebhookConfiguration).
-    Webhook(WebhookManifestArgs),
+    Webhook(Box<WebhookManifestArgs>),
 }
 
 /// `tether manifests webhook`.

@@ -77,7 +77,7 @@ spec:
         "- sync",
         "- 25s",
         "s3://notebooks/alice",
-        "/readyz",
+        "/healthz",
         "TETHER_STATE_DIR",
     ] {
         assert!(yaml.contains(needle), "missing {needle:?} in\n{yaml}");

@@ -102,6 +102,7 @@ pub fn manifests(cmd: ManifestsCommand) -> Result<ExitCode, CliError> {
             }
         }
         ManifestsCommand::Webhook(a) => {
+            let a = *a;
             let ca_bundle_pem = a
                 .ca_file
                 .as_deref()
