@@ -94,6 +94,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 mod mirror;
 mod snapshots;

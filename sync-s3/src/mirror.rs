@@ -41,6 +41,8 @@ use crate::config::BackendOptions;
 use crate::store::{CreateOutcome, Generations, Remote, remote_err};
 use crate::transfer::{self, UploadLimits};
 
+pub(crate) mod fuzzing;
+
 /// The reserved top-level name.
 pub(crate) const RESERVED: &str = ".tether";
 const INDEX: Generations = Generations {
