@@ -33,7 +33,8 @@ impl CliError {
         }
     }
 
-    /// The message on one line (newlines in library errors become `; `).
+    /// The message on one line (newlines in library errors become `; `),
+    /// with any other control character escaped (see [`one_line`]).
     pub fn one_line(&self) -> String {
         one_line(&self.to_string())
     }
@@ -45,13 +46,17 @@ impl CliError {
     }
 }
 
-/// Joins the non-empty lines of `text` with `; `.
+/// Joins the non-empty lines of `text` with `; ` and escapes every other
+/// control character ([`escape_controls`](crate::logging::escape_controls)):
+/// messages quote names from remotes, which must not drive the terminal.
 pub fn one_line(text: &str) -> String {
-    text.lines()
+    let joined = text
+        .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    crate::logging::escape_controls(&joined).into_owned()
 }
 
 impl From<sync_core::BackendError> for CliError {
@@ -91,6 +96,10 @@ mod tests {
         assert_eq!(
             CliError::runtime("first\n\n  second  \n").one_line(),
             "first; second"
+        );
+        assert_eq!(
+            CliError::runtime("bad name \"a\rb\x1b[2Jc\u{9b}\"\nnext").one_line(),
+            "bad name \"a\\rb\\x1b[2Jc\\u{9b}\"; next"
         );
     }
 

@@ -19,7 +19,7 @@ fn target() -> ProgressDrawTarget {
 /// A restore bar; its length and position follow [`update_restore_bar`].
 pub fn restore_bar(message: String) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(0), target());
-    bar.set_message(message);
+    bar.set_message(crate::logging::escape_controls(&message).into_owned());
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
 }

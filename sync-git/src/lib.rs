@@ -108,6 +108,8 @@
 
 mod backend;
 mod command;
+#[doc(hidden)]
+pub mod fuzzing;
 mod options;
 pub mod remote;
 mod tree;

@@ -95,6 +95,8 @@
 
 pub mod config;
 mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
 mod heads;
 pub mod manifest;
 mod mirror;

@@ -45,6 +45,8 @@ use crate::heads::{Confirmation, CreateOutcome, Generations};
 use crate::store::{Remote, remote_err};
 use crate::transfer::{self, UploadLimits};
 
+pub(crate) mod fuzzing;
+
 /// The reserved top-level name.
 pub(crate) const RESERVED: &str = ".tether";
 /// Index generations: the newest 5 are kept (readers may be on them),

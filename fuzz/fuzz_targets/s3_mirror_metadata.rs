@@ -1,0 +1,16 @@
+//! A mirror object's own metadata (`tether-blake3`, `tether-mode`,
+//! `tether-mtime-ns`), used for objects the index does not describe.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((hash, mode, mtime, size)) = tether_fuzz::metadata_fields(data) else {
+        return;
+    };
+    if let Some(spec) = sync_s3::fuzzing::mirror_object_metadata(hash, mode, mtime, size) {
+        assert_eq!(spec.mode & !0o7777, 0, "mode {:o} from {mode:?}", spec.mode);
+        assert_eq!(spec.size, Some(size));
+        assert!(spec.hash.is_some() && spec.mtime_ns.is_some());
+    }
+});

@@ -1,0 +1,42 @@
+//! Entry points for the fuzz targets in `fuzz/` (`cargo fuzz`); not an API.
+//!
+//! The snapshots layout's decoders ([`Manifest::decode`](crate::manifest::Manifest::decode),
+//! [`HeadRecord::decode`](crate::manifest::HeadRecord::decode),
+//! [`PackIndex::decode`](crate::manifest::PackIndex::decode)) are public
+//! already; this module reaches the mirror layout's private ones, each
+//! called exactly as a restore calls it.
+
+use object_store::{Attribute, AttributeValue, Attributes};
+use sync_core::restore::FileSpec;
+use sync_core::{BackendError, Meta};
+
+/// Parses and checks a mirror index as a mirror restore reads it: every
+/// path with its metadata and recorded ETag.
+pub fn mirror_index(bytes: &[u8]) -> Result<Vec<(String, Meta, Option<String>)>, BackendError> {
+    crate::mirror::fuzzing::decode_index(bytes)
+}
+
+/// Reads a file's mode, time and hash from an object's metadata
+/// (`tether-blake3`, `tether-mode`, `tether-mtime-ns`; `None` leaves the
+/// key out) as a mirror restore does for objects the index does not describe.
+pub fn mirror_object_metadata(
+    hash: Option<&str>,
+    mode: Option<&str>,
+    mtime_ns: Option<&str>,
+    size: u64,
+) -> Option<FileSpec> {
+    let mut attributes = Attributes::new();
+    for (key, value) in [
+        (crate::transfer::ATTR_HASH, hash),
+        (crate::transfer::ATTR_MODE, mode),
+        (crate::transfer::ATTR_MTIME, mtime_ns),
+    ] {
+        if let Some(v) = value {
+            attributes.insert(
+                Attribute::Metadata(key.into()),
+                AttributeValue::from(v.to_owned()),
+            );
+        }
+    }
+    crate::transfer::spec_from_attributes(&attributes, size)
+}
