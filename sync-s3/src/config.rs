@@ -613,12 +613,14 @@ mod tests {
     #[test]
     fn query_parameters_become_store_settings() {
         let u = RemoteUrl::parse(
-            "s3://b/p?layout=snapshots&endpoint=http://127.0.0.1:8333&allow_http=true&region=eu-west-1&virtual_hosted_style=false&concurrency=8&pack_size=4MiB",
+            "s3://b/p?layout=snapshots&endpoint=http://127.0.0.1:8333&allow_http=true&region=eu-west-1&virtual_hosted_style=false&concurrency=8&pack_size=4MiB&max_entries=5000",
         )
         .unwrap();
         assert_eq!(u.layout, Some(Layout::Snapshots));
         assert_eq!(u.concurrency, Some(8));
         assert_eq!(u.pack_size, Some(4 << 20));
+        assert_eq!(u.max_entries, Some(5000));
+        assert!(RemoteUrl::parse("s3://b/p?max_entries=lots").is_err());
         assert_eq!(
             u.store_settings,
             vec![

@@ -44,7 +44,7 @@
 //! # How data flows
 //!
 //! ```text
-//! push:    Checkpoint ─► Source (hash-verified reads) ─► packs / objects ─► manifest ─► head (create-if-absent)
+//! push:    Checkpoint ─► Source (hash-verified reads) ─► packs / objects ─► manifest ─► head (create-if-absent) ─► confirm
 //! restore: head ─► manifest (size-capped, checked) ─► RestorePlan::validate ─► ranged GETs ─► RestoreWriter (hash-verified, temp + rename)
 //! ```
 //!
@@ -64,7 +64,10 @@
 //!   object_store backend offers (S3 `If-None-Match: *`, GCS, Azure, the
 //!   local filesystem, memory), while `PutMode::Update` is missing on the
 //!   local filesystem. The newest number wins; the loser of a race re-bases
-//!   and tries the next number.
+//!   and tries the next number. A push is reported only after the new head
+//!   is confirmed part of the newest state, and old heads are deleted only
+//!   behind a floor marker, so a retired number cannot silently come back
+//!   (`heads` module: the protocol, shared by both layouts).
 //! * **Manifests list the whole tree** (JSON, ~250 bytes per file), so a
 //!   restore needs nothing else; the cost is a full manifest upload per
 //!   checkpoint (2.5 MB for 10,000 files). Fine for notebook-sized trees;
@@ -74,7 +77,9 @@
 //!   `(parts_in_flight + 1) × part_size` (40 MiB by default). Restores: small
 //!   blobs fetched in batches of at most `pack_size` per request in flight
 //!   (`concurrency × pack_size` worst case), large files streamed in 256 KiB
-//!   batches. Manifests and indexes are refused above `max_manifest_bytes`.
+//!   batches. Manifests and indexes are refused above `max_manifest_bytes`
+//!   (128 MiB) or `max_entries` (1,000,000, counted before anything is
+//!   built), so hostile metadata stays within the init container's 512 MiB.
 //! * **Concurrency 32 by default**, measured against SeaweedFS on this
 //!   project's 2-core machines (`BENCH_SWEEP=1 benches/s3-vs-peers.sh`):
 //!   restores of small files stop improving past 32, pushes still gain a
