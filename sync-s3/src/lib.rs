@@ -78,8 +78,9 @@
 //!   blobs fetched in batches of at most `pack_size` per request in flight
 //!   (`concurrency × pack_size` worst case), large files streamed in 256 KiB
 //!   batches. Manifests and indexes are refused above `max_manifest_bytes`
-//!   (128 MiB) or `max_entries` (1,000,000, counted before anything is
-//!   built), so hostile metadata stays within the init container's 512 MiB.
+//!   (64 MiB) or `max_entries` (500,000, counted before anything is
+//!   built), so hostile metadata stays within the init container's 512 MiB
+//!   (about 250,000 files fit; both are URL parameters).
 //! * **Concurrency 32 by default**, measured against SeaweedFS on this
 //!   project's 2-core machines (`BENCH_SWEEP=1 benches/s3-vs-peers.sh`):
 //!   restores of small files stop improving past 32, pushes still gain a
@@ -143,7 +144,8 @@ impl ObjectStoreBackend {
     /// with optional query parameters `layout=mirror|snapshots`,
     /// `endpoint=…`, `region=…`, `allow_http=true`,
     /// `virtual_hosted_style=true|false`, `skip_signature=true`,
-    /// `concurrency=N`, `pack_size=8MiB`, `max_entries=N`. The URL's settings win over
+    /// `concurrency=N`, `pack_size=8MiB`, `max_entries=N`,
+    /// `max_manifest_bytes=64MiB`. The URL's settings win over
     /// `options`. S3 stores use path-style requests unless
     /// `virtual_hosted_style=true`, so S3-compatible servers work with just
     /// an endpoint.
@@ -160,6 +162,9 @@ impl ObjectStoreBackend {
         }
         if let Some(n) = parsed.max_entries {
             options.max_entries = n;
+        }
+        if let Some(n) = parsed.max_manifest_bytes {
+            options.max_manifest_bytes = n;
         }
         options.validate()?;
         let mut remote = store::build(&parsed, &options)?;
