@@ -44,7 +44,7 @@
 //! # How data flows
 //!
 //! ```text
-//! push:    Checkpoint ─► Source (hash-verified reads) ─► packs / objects ─► manifest ─► head (create-if-absent)
+//! push:    Checkpoint ─► Source (hash-verified reads) ─► packs / objects ─► manifest ─► head (create-if-absent) ─► confirm
 //! restore: head ─► manifest (size-capped, checked) ─► RestorePlan::validate ─► ranged GETs ─► RestoreWriter (hash-verified, temp + rename)
 //! ```
 //!
@@ -64,7 +64,10 @@
 //!   object_store backend offers (S3 `If-None-Match: *`, GCS, Azure, the
 //!   local filesystem, memory), while `PutMode::Update` is missing on the
 //!   local filesystem. The newest number wins; the loser of a race re-bases
-//!   and tries the next number.
+//!   and tries the next number. A push is reported only after the new head
+//!   is confirmed part of the newest state, and old heads are deleted only
+//!   behind a floor marker, so a retired number cannot silently come back
+//!   (`heads` module: the protocol, shared by both layouts).
 //! * **Manifests list the whole tree** (JSON, ~250 bytes per file), so a
 //!   restore needs nothing else; the cost is a full manifest upload per
 //!   checkpoint (2.5 MB for 10,000 files). Fine for notebook-sized trees;
@@ -74,7 +77,10 @@
 //!   `(parts_in_flight + 1) × part_size` (40 MiB by default). Restores: small
 //!   blobs fetched in batches of at most `pack_size` per request in flight
 //!   (`concurrency × pack_size` worst case), large files streamed in 256 KiB
-//!   batches. Manifests and indexes are refused above `max_manifest_bytes`.
+//!   batches. Manifests and indexes are refused above `max_manifest_bytes`
+//!   (64 MiB) or `max_entries` (500,000, counted before anything is
+//!   built), so hostile metadata stays within the init container's 512 MiB
+//!   (about 250,000 files fit; both are URL parameters).
 //! * **Concurrency 32 by default**, measured against SeaweedFS on this
 //!   project's 2-core machines (`BENCH_SWEEP=1 benches/s3-vs-peers.sh`):
 //!   restores of small files stop improving past 32, pushes still gain a
@@ -140,7 +146,8 @@ impl ObjectStoreBackend {
     /// with optional query parameters `layout=mirror|snapshots`,
     /// `endpoint=…`, `region=…`, `allow_http=true`,
     /// `virtual_hosted_style=true|false`, `skip_signature=true`,
-    /// `concurrency=N`, `pack_size=8MiB`, `max_entries=N`. The URL's settings win over
+    /// `concurrency=N`, `pack_size=8MiB`, `max_entries=N`,
+    /// `max_manifest_bytes=64MiB`. The URL's settings win over
     /// `options`. S3 stores use path-style requests unless
     /// `virtual_hosted_style=true`, so S3-compatible servers work with just
     /// an endpoint.
@@ -157,6 +164,9 @@ impl ObjectStoreBackend {
         }
         if let Some(n) = parsed.max_entries {
             options.max_entries = n;
+        }
+        if let Some(n) = parsed.max_manifest_bytes {
+            options.max_manifest_bytes = n;
         }
         options.validate()?;
         let mut remote = store::build(&parsed, &options)?;

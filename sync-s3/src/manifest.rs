@@ -7,6 +7,8 @@
 //!                                        pack, offset and length of each file's blob
 //! prefix/heads/00000000000000000042      HeadRecord: which snapshot is newest; created
 //!                                        with create-if-absent, written last
+//! prefix/heads-floor/00000000000000000032  empty: heads below 32 are retired
+//!                                        (see `crate::heads` for the protocol)
 //! ```
 //!
 //! All are JSON: readable with any tool, and a manifest of 10,000 files is

@@ -6,6 +6,7 @@
 //!                                               (where the store keeps metadata)
 //! prefix/.tether/mirror/00000000000000000007    MirrorIndex: every path's Meta and the
 //!                                               ETag its object had when tether wrote it
+//! prefix/.tether/mirror-floor/00000000000000004 empty: generations below 4 are retired
 //! ```
 //!
 //! **The objects are the truth; the index describes them.** A push deletes,
@@ -21,6 +22,14 @@
 //! Only permission bits are ever applied, whatever a mode says. After a failed push every object
 //! is still a complete version of its file, which is all the mirror
 //! promises; use the snapshots layout for consistent restore points.
+//! Objects without any index (another tool's, or a first push that died
+//! before its index) are a state too: `head` reports generation `0` and
+//! restore writes them. An S3 folder marker (`dir/`, zero bytes, which
+//! object_store lists as `dir`) is restored as a directory.
+//!
+//! Index generations follow the head protocol of `crate::heads` (created
+//! if absent, confirmed before a push is reported, retired behind a floor);
+//! the index and the object listing are bounded by `max_entries`.
 //!
 //! The top-level name `.tether` is reserved in this layout.
 

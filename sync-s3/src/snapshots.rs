@@ -9,10 +9,12 @@
 //! missing blobs (small files packed, large files as their own multipart
 //! pack), check that unreferenced packs older than the window still exist,
 //! write the new manifest, then create head
-//! generation `n + 1`. If another writer created it first, re-read its
-//! manifest, re-apply this checkpoint on top of it (the newest word about
-//! each path wins) and try `n + 2`; the receipt's `conflict` names the paths
-//! both writers changed and the snapshot that keeps the other version.
+//! generation `n + 1` and confirm it is part of the newest state
+//! ([`crate::heads`]). If another writer created it first (or it turned
+//! out orphaned), re-read the newest manifest, re-apply this checkpoint on
+//! top of it (the newest word about each path wins) and try the next
+//! number; the receipt's `conflict` names the paths both writers changed
+//! and the snapshot that keeps the other version.
 //!
 //! **Restore**: head → manifest (size-capped, checked), paths validated with
 //! `RestorePlan`, packs checked to exist and be long enough, then small
@@ -1035,33 +1037,30 @@ impl Snapshots {
         let mut writer_state = self.state.lock().await;
         let mut report = PruneReport::default();
         let cutoff = chrono_cutoff(options.min_age);
-        // The committed chain, newest first.
-        let chain: Vec<String> = self
+        // The committed chain, newest first (id → position).
+        let chain: HashMap<String, usize> = self
             .history(usize::MAX)
             .await?
             .into_iter()
-            .map(|h| h.id)
+            .enumerate()
+            .map(|(pos, h)| (h.id, pos))
             .collect();
+        // Listings are streamed: memory does not grow with their length.
         let dir = self.remote.key("snapshots")?;
-        let listed: Vec<object_store::ObjectMeta> = self
-            .remote
-            .store
-            .list(Some(&dir))
-            .map_err(|e| remote_err("list", &dir, e))
-            .try_collect()
-            .await?;
+        let mut listed = self.remote.store.list(Some(&dir));
         let mut ids = Vec::new();
-        for o in listed {
+        while let Some(o) = listed.next().await {
+            let o = o.map_err(|e| remote_err("list", &dir, e))?;
             let id = o.location.filename().unwrap_or("").to_owned();
             if !is_snapshot_id(&id) {
                 continue;
             }
             let drop = match options.keep_last {
                 None => false,
-                Some(keep) => match chain.iter().position(|c| *c == id) {
+                Some(keep) => match chain.get(&id) {
                     // Committed history beyond the newest `keep` (the head
                     // itself always stays).
-                    Some(pos) => pos >= keep.max(1),
+                    Some(pos) => *pos >= keep.max(1),
                     // Not in the chain: a lost race or an interrupted push;
                     // young ones may still be about to become head.
                     None => o.last_modified.timestamp_millis() <= cutoff,
@@ -1089,15 +1088,11 @@ impl Snapshots {
             })?;
             referenced.extend(m.blob_locations().map(|(_, l)| l.pack.clone()));
         }
+        drop(listed);
         let dir = self.remote.key("packs")?;
-        let packs: Vec<object_store::ObjectMeta> = self
-            .remote
-            .store
-            .list(Some(&dir))
-            .map_err(|e| remote_err("list", &dir, e))
-            .try_collect()
-            .await?;
-        for p in packs {
+        let mut packs = self.remote.store.list(Some(&dir));
+        while let Some(p) = packs.next().await {
+            let p = p.map_err(|e| remote_err("list", &dir, e))?;
             let id = p.location.filename().unwrap_or("").to_owned();
             if !is_pack_id(&id) {
                 continue;
@@ -1113,7 +1108,7 @@ impl Snapshots {
                     self.remote.delete(&p.location).await?;
                 }
                 report.packs_deleted += 1;
-                report.bytes_deleted += p.size;
+                report.bytes_deleted = report.bytes_deleted.saturating_add(p.size);
             }
         }
         if !options.dry_run

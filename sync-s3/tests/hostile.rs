@@ -272,9 +272,9 @@ fn many_dirs_manifest(id: &str, n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_with_too_many_entries_is_refused_before_it_is_built() {
-    // One more than the default limit (1,000,000), about 33 MB: under the
+    // One more than the default limit (500,000), about 17 MB: under the
     // byte cap, so only counting can refuse it.
-    let n = 1_000_000;
+    let n = 500_000;
     let mut stores = vec![Store::Memory];
     stores.extend(Store::s3());
     for store in stores {
@@ -284,7 +284,7 @@ async fn metadata_with_too_many_entries_is_refused_before_it_is_built() {
         put_raw(&b, &format!("snapshots/{id}"), many_dirs_manifest(id, n)).await;
         plant_head(&b, 1, id).await;
         let msg = refused(&b, f.tmp.path(), &format!("snapshots/{id}")).await;
-        assert!(msg.contains("more than 1000000 entries"), "{msg}");
+        assert!(msg.contains("more than 500000 entries"), "{msg}");
 
         let f = StoreFixture::new(store, Layout::Mirror);
         let b = f.backend(&unique("many-entries"));
@@ -297,7 +297,7 @@ async fn metadata_with_too_many_entries_is_refused_before_it_is_built() {
         s.push_str("}}");
         put_raw(&b, &format!(".tether/mirror/{:020}", 1), s).await;
         let msg = refused(&b, f.tmp.path(), ".tether/mirror/00000000000000000001").await;
-        assert!(msg.contains("more than 1000000 entries"), "{msg}");
+        assert!(msg.contains("more than 500000 entries"), "{msg}");
     }
 }
 
