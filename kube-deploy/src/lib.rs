@@ -28,8 +28,9 @@
 //!   Pod Security Standard without fixing a UID (OpenShift).
 //! * [`mod@inject`]: [`inject()`]`(pod, config) -> JSON patch`, a pure function.
 //! * [`webhook`]: the mutating admission webhook (axum + rustls): a pure
-//!   [`webhook::review`] plus a router and a TLS server; [`metrics`] for
-//!   `/metrics`.
+//!   [`webhook::review`] plus a router and a TLS server whose
+//!   [`webhook::ServerLimits`] bound what any client can hold (time,
+//!   connections, request-body bytes); [`metrics`] for `/metrics`.
 //! * [`manifests`]: offline injection into multi-document YAML
 //!   ([`manifests::inject_yaml`], for `tether manifests inject`) and the
 //!   webhook's deployment bundle ([`manifests::webhook_bundle`], for

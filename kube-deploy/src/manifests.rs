@@ -601,6 +601,9 @@ fn webhook_deployment(config: &WebhookManifestConfig) -> Deployment {
                 ("cpu".to_owned(), Quantity(WEBHOOK_CPU_REQUEST.into())),
                 ("memory".to_owned(), Quantity(WEBHOOK_MEMORY_REQUEST.into())),
             ])),
+            // Coherent with the server's defaults (`ServerLimits`): at most
+            // 32 MiB of request bodies in flight, plus connections and
+            // answers; measured peaks are in BENCHMARKS.md.
             limits: Some(BTreeMap::from([(
                 "memory".to_owned(),
                 Quantity(WEBHOOK_MEMORY_LIMIT.into()),

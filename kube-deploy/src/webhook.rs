@@ -62,6 +62,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Verdict};
+use crate::annotations::{AnnotationVerdict, TetherRequest};
 use crate::budget::{ByteBudget, Refused};
 use crate::connections::{Admission, ConnectionActivity, Connections, Slot, Tracked};
 use crate::inject::{self, InjectError, InjectionOutcome, InjectorConfig};
@@ -236,6 +237,59 @@ fn answer(uid: &str, verdict: Verdict<'_>, outcome: AdmissionOutcome) -> ReviewA
     }
 }
 
+/// Most JSON objects a pod may contain. Each becomes a typed struct of up
+/// to ~2 KiB (a `Container` with its probes inline), so a 3 MiB body of
+/// `{"name":""}` entries would otherwise expand to over 500 MB. A real pod
+/// has tens to hundreds of objects.
+pub const MAX_POD_OBJECTS: usize = 10_000;
+/// Most JSON members and array elements a pod may contain (each becomes at
+/// least a 24-byte `String` or map entry).
+pub const MAX_POD_ELEMENTS: usize = 100_000;
+
+/// A pod's annotations, all that is read of a pod too complex to parse.
+#[derive(Debug, Default, serde::Deserialize)]
+struct AnnotationsOnly {
+    #[serde(default)]
+    metadata: AnnotationsOnlyMeta,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct AnnotationsOnlyMeta {
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// Counts objects and members/elements of `json` (outside strings) and
+/// refuses before typed parsing when a count exceeds its cap, so memory is
+/// bounded by what is parsed, not only by the body's size.
+fn check_complexity(json: &str) -> Result<(), String> {
+    let (mut objects, mut elements) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' => objects += 1,
+            b',' => elements += 1,
+            _ => {}
+        }
+        if objects > MAX_POD_OBJECTS || elements > MAX_POD_ELEMENTS {
+            return Err(format!(
+                "the pod object is too complex (more than {MAX_POD_OBJECTS} objects or {MAX_POD_ELEMENTS} elements)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads an AdmissionReview request body and decides the answer. Pure
 /// apart from a log line per decision; never panics.
 ///
@@ -291,6 +345,17 @@ pub fn review(body: &[u8], config: &WebhookConfig) -> ReviewAnswer {
     let Some(object) = request.object else {
         return deny("the CREATE request carries no pod object".into());
     };
+    if let Err(message) = check_complexity(object.get()) {
+        // Only the annotations are read (everything else is skipped
+        // without allocating): a pod that does not ask for tether passes.
+        return match serde_json::from_str::<AnnotationsOnly>(object.get()) {
+            Ok(only) => match TetherRequest::from_annotations(&only.metadata.annotations) {
+                Ok(AnnotationVerdict::NotRequested | AnnotationVerdict::AlreadyInjected) => allow(),
+                _ => deny(message),
+            },
+            Err(_) => deny(message),
+        };
+    }
     let pod: Pod = match serde_json::from_str(object.get()) {
         Ok(pod) => pod,
         Err(e) => return deny(format!("the object is not a valid Pod: {e}")),
@@ -1034,6 +1099,35 @@ mod tests {
         let mut delete = review_json(Value::Null);
         delete["request"]["operation"] = json!("DELETE");
         assert_eq!(run(&delete).0.outcome, AdmissionOutcome::Skipped);
+    }
+
+    #[test]
+    fn a_pod_too_complex_to_parse_cheaply_is_denied_before_parsing() {
+        // ~2.6 MiB of minimal containers: ~2 KiB each once typed.
+        let mut many_containers = annotated_pod();
+        many_containers["spec"]["containers"] = Value::Array(vec![json!({"name": ""}); 220_000]);
+        let mut many_args = annotated_pod();
+        many_args["spec"]["containers"][0]["args"] = Value::Array(vec![json!(""); 200_000]);
+        for pod in [many_containers, many_args] {
+            let (answer, body) = run(&review_json(pod));
+            assert_eq!(answer.outcome, AdmissionOutcome::Denied);
+            let message = body["response"]["status"]["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(message.contains("too complex"), "{message}");
+        }
+        // Without the tether annotation such a pod passes unchanged.
+        let mut plain = annotated_pod();
+        plain["metadata"]["annotations"] = json!({"app": "x"});
+        plain["spec"]["containers"] = Value::Array(vec![json!({"name": ""}); 220_000]);
+        assert_eq!(
+            run(&review_json(plain)).0.outcome,
+            AdmissionOutcome::Skipped
+        );
+        // Braces and commas inside strings do not count.
+        let mut braces = annotated_pod();
+        braces["metadata"]["annotations"]["note"] = json!("{,}\\\"{".repeat(50_000));
+        assert_eq!(check_complexity(&braces.to_string()), Ok(()));
     }
 
     #[test]
