@@ -60,13 +60,7 @@ pub async fn webhook(args: WebhookArgs) -> Result<ExitCode, CliError> {
         let signal = signals.recv().await;
         tracing::info!(signal, "stopping the webhook");
     };
-    let served = webhook::serve(
-        listener,
-        Arc::new(tls),
-        WebhookState::new(config),
-        shutdown,
-    )
-    .await;
+    let served = webhook::serve(listener, Arc::new(tls), WebhookState::new(config), shutdown).await;
     renewals.abort();
     served.map_err(|e| CliError::runtime(e.to_string()))?;
     Ok(ExitCode::SUCCESS)
