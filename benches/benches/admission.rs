@@ -32,7 +32,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kube_deploy::webhook::{
-    WebhookConfig, WebhookState, bind, review, router, serve, tls_server_config,
+    WebhookConfig, WebhookState, bind, review, serve, tls_server_config,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -144,7 +144,7 @@ async fn load_over_tls(seconds: u64) {
             serve(
                 listener,
                 tls,
-                router(WebhookState::new(WebhookConfig::default())),
+                WebhookState::new(WebhookConfig::default()),
                 async {
                     let _ = stopped.await;
                 },
