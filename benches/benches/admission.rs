@@ -31,9 +31,7 @@ use criterion::{Criterion, criterion_group};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kube_deploy::webhook::{
-    WebhookConfig, WebhookState, bind, review, serve, tls_server_config,
-};
+use kube_deploy::webhook::{WebhookConfig, WebhookState, bind, review, serve, tls_server_config};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};

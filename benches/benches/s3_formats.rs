@@ -42,7 +42,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(m.encode()))
     });
     c.bench_function("s3/manifest_decode_check_10k", |b| {
-        b.iter(|| black_box(Manifest::decode(&bytes, "m").map(|m| m.files)))
+        let max = sync_s3::config::BackendOptions::default().max_entries;
+        b.iter(|| black_box(Manifest::decode(&bytes, "m", max).map(|m| m.files)))
     });
     let blobs: Vec<(ContentHash, Vec<u8>)> = (0..10_000u32)
         .map(|i| {

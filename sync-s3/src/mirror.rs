@@ -434,8 +434,10 @@ impl Mirror {
                 .filter(|m| !index.entries.contains_key(m.as_str()))
                 .collect();
             tokio::task::spawn_blocking(move || -> Result<(), BackendError> {
+                // A folder marker records no mode: the default, like a
+                // directory an older writer recorded without one.
                 for path in markers {
-                    w.create_dir(&path)?;
+                    w.create_dir(&path, sync_core::entry::DEFAULT_DIR_MODE)?;
                 }
                 for (path, meta) in others {
                     match meta {
@@ -548,10 +550,12 @@ impl Mirror {
             // marker (`dir/`) — an empty directory.
             Err(object_store::Error::NotFound { .. }) if object.size == 0 && known.is_none() => {
                 let (w, p) = (Arc::clone(writer), path.clone());
-                return tokio::task::spawn_blocking(move || w.create_dir(&p))
-                    .await
-                    .map_err(|e| BackendError::transient("restore", path.to_string(), e))?
-                    .map_err(BackendError::from);
+                return tokio::task::spawn_blocking(move || {
+                    w.create_dir(&p, sync_core::entry::DEFAULT_DIR_MODE)
+                })
+                .await
+                .map_err(|e| BackendError::transient("restore", path.to_string(), e))?
+                .map_err(BackendError::from);
             }
             // Deleted since the listing: nothing to restore.
             Err(object_store::Error::NotFound { .. }) => return Ok(()),

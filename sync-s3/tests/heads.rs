@@ -89,7 +89,7 @@ impl Writer {
     /// layout only the index holds it).
     fn mkdir(&self, c: &mut Checkpoint, rel: &str) {
         std::fs::create_dir_all(self.src.path().join(rel)).unwrap();
-        c.upsert(RelPath::new(rel).unwrap(), Meta::Dir);
+        c.upsert(RelPath::new(rel).unwrap(), Meta::dir(0o755));
     }
 
     /// Pushes `c` until the backend reports success (transient failures,
