@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` (`cargo fuzz`); not an API.
 //!
 //! [`Trees::list`] stores raw tree objects, as a fetch from a hostile remote
-//! could deliver them, and reads them with the same [`TreeReader`] a restore
+//! could deliver them, and reads them with the same `TreeReader` a restore
 //! (`list`) and a re-base (`diff`) use.
 
 use std::path::Path;
