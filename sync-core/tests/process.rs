@@ -105,8 +105,13 @@ fn child_main() -> ExitCode {
                 s.scanned, s.pending_paths, s.checkpoints_pushed, s.rescans, s.watch_mode
             );
             let tmp = status_file.with_extension("tmp");
-            fs::write(&tmp, text).unwrap();
-            fs::rename(&tmp, &status_file).unwrap();
+            // The parent's directory gone means the parent gave up: stop.
+            if fs::write(&tmp, text)
+                .and_then(|()| fs::rename(&tmp, &status_file))
+                .is_err()
+            {
+                break;
+            }
             tokio::select! {
                 _ = term.recv() => break,
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -207,18 +212,25 @@ impl Fixture {
     }
 
     fn settled(&self, child: &mut Child) -> Result<(), String> {
-        // Pending stays 0 for a while: nothing left to push.
-        let mut calm_since: Option<Instant> = None;
+        // Nothing left to push: no checkpoint pushed for a while, and the
+        // dirty set seen empty since the last one. In polling mode every
+        // rescan marks all paths dirty for a moment, so "pending stayed 0
+        // for N ms" never holds there; the push count is what settles.
+        let mut last_pushed: Option<String> = None;
+        let mut since = Instant::now();
+        let mut empty_seen = false;
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let calm = self
-                .status()
-                .is_some_and(|s| s["scanned"] == "true" && s["pending"] == "0");
-            match (calm, calm_since) {
-                (true, None) => calm_since = Some(Instant::now()),
-                (true, Some(t)) if t.elapsed() > Duration::from_millis(500) => return Ok(()),
-                (false, _) => calm_since = None,
-                _ => {}
+            if let Some(s) = self.status().filter(|s| s["scanned"] == "true") {
+                if last_pushed.as_ref() != Some(&s["pushed"]) {
+                    last_pushed = Some(s["pushed"].clone());
+                    since = Instant::now();
+                    empty_seen = false;
+                }
+                empty_seen |= s["pending"] == "0";
+                if empty_seen && since.elapsed() > Duration::from_millis(1000) {
+                    return Ok(());
+                }
             }
             if let Ok(Some(code)) = child.try_wait() {
                 return Err(format!("child exited ({code}) before settling"));
