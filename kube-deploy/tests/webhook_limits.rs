@@ -282,10 +282,12 @@ async fn idle_half_open_and_trickling_connections_do_not_lock_out_a_fresh_review
             .unwrap();
         assert_injected(status, &body);
     }
-    // 48 squatters + 2 fresh connections for 16 slots: at least 34 were
-    // closed to make room, the oldest first.
+    // 48 squatters for 16 slots, then one fresh connection: at least 33
+    // were closed to make room, the oldest first. (The second fresh
+    // connection needs one more eviction only if the server has not yet
+    // seen the first one close after its answer: a race, so not counted.)
     assert!(
-        server.state.metrics().evicted_connections() >= 34,
+        server.state.metrics().evicted_connections() >= 33,
         "{:?}",
         server.state.metrics()
     );
