@@ -56,6 +56,8 @@ pub struct GitBackend {
     host: String,
     /// See [`GitOptions::gc_loose_objects`].
     gc_loose_objects: usize,
+    /// See [`GitOptions::max_entries`].
+    max_entries: u64,
     /// The background `git gc` (at most one at a time).
     maintenance: Arc<Maintenance>,
     /// Serialises pushes, fetches and restores on the local repository.
@@ -302,6 +304,7 @@ impl GitBackend {
             author: (options.author_name, options.author_email),
             host,
             gc_loose_objects: options.gc_loose_objects,
+            max_entries: options.max_entries,
             maintenance: Arc::default(),
             state: tokio::sync::Mutex::new(LocalState::default()),
         })
@@ -674,12 +677,13 @@ fn resolve(
     repo: &gix::Repository,
     p: &Proposal,
     remote: Option<ObjectId>,
+    max_entries: u64,
 ) -> Result<Resolution, BackendError> {
     let remote_tree = match remote {
         Some(c) => commit_tree(repo, c)?,
         None => empty_tree(),
     };
-    let mut reader = TreeReader::new(repo);
+    let mut reader = TreeReader::new(repo, max_entries);
     let mut theirs = reader.diff(Some(p.base_tree), Some(remote_tree))?;
     let mut ours = p.changes();
     // The modes file is merged path by path below, never compared whole
@@ -791,6 +795,7 @@ impl Backend for GitBackend {
             }
         }
         let (cp, src) = (checkpoint.clone(), source.clone());
+        let max_entries = self.max_entries;
         let mut proposal = self
             .blocking(move |repo| {
                 let base_tree = match base {
@@ -801,7 +806,7 @@ impl Backend for GitBackend {
                 for path in skipped {
                     tracing::warn!(%path, "git cannot store this path (a .git name); not committed");
                 }
-                let mut reader = TreeReader::new(repo);
+                let mut reader = TreeReader::new(repo, max_entries);
                 Ok(Proposal {
                     base,
                     base_tree,
@@ -860,7 +865,9 @@ impl Backend for GitBackend {
                     }
                     let remote = self.fetch_branch().await?;
                     let p = proposal.clone();
-                    let resolution = self.blocking(move |repo| resolve(repo, &p, remote)).await?;
+                    let resolution = self
+                        .blocking(move |repo| resolve(repo, &p, remote, max_entries))
+                        .await?;
                     match resolution {
                         Resolution::Rebased(next) => {
                             tracing::info!(remote = %self.remote, "another writer pushed; rebased the checkpoint onto it");
@@ -951,8 +958,11 @@ impl Backend for GitBackend {
         let dest = dest.to_path_buf();
         let settings = WriterSettings::from(options);
         let runner = self.runner.clone();
-        self.blocking(move |repo| restore_commit(repo, &runner, target, &dest, settings))
-            .await
+        let max_entries = self.max_entries;
+        self.blocking(move |repo| {
+            restore_commit(repo, &runner, target, &dest, settings, max_entries)
+        })
+        .await
     }
 
     async fn wait_background(&self, limit: Duration) {
@@ -976,9 +986,10 @@ impl Backend for GitBackend {
         let Some(head) = self.fetch_branch().await? else {
             return Ok(Vec::new());
         };
+        let max_entries = self.max_entries;
         self.blocking(move |repo| {
             let mut out = Vec::new();
-            let mut reader = TreeReader::new(repo);
+            let mut reader = TreeReader::new(repo, max_entries);
             let mut memo = std::collections::HashMap::new();
             let mut next = Some(head);
             while let Some(id) = next.take() {
@@ -1019,6 +1030,7 @@ fn restore_commit(
     commit: Option<ObjectId>,
     dest: &Path,
     settings: WriterSettings,
+    max_entries: u64,
 ) -> Result<RestoreReport, BackendError> {
     let Some(commit) = commit else {
         let writer = RestoreWriter::open(dest, settings)?;
@@ -1026,7 +1038,7 @@ fn restore_commit(
     };
     let object = format!("commit {commit}");
     let tree = commit_tree(repo, commit)?;
-    let mut reader = TreeReader::new(repo);
+    let mut reader = TreeReader::new(repo, max_entries);
     let listing = reader.list(tree)?;
     let modes = Modes::read(repo, &mut reader, tree)?;
     let mut items = Vec::with_capacity(listing.len());

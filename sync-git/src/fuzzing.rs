@@ -47,7 +47,7 @@ impl Trees {
         let Some(root) = root else {
             return Ok(Vec::new());
         };
-        let mut reader = TreeReader::new(&self.repo);
+        let mut reader = TreeReader::new(&self.repo, crate::options::DEFAULT_MAX_ENTRIES);
         reader.diff(None, Some(root))?;
         Ok(reader
             .list(root)?

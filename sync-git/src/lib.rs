@@ -115,7 +115,7 @@ pub mod remote;
 mod tree;
 
 pub use backend::GitBackend;
-pub use options::{DEFAULT_GC_LOOSE_OBJECTS, GitOptions};
+pub use options::{DEFAULT_GC_LOOSE_OBJECTS, DEFAULT_MAX_ENTRIES, GitOptions};
 pub use remote::{ConfigError, GitRemote, RemoteKind, is_git_url};
 
 impl From<ConfigError> for sync_core::BackendError {

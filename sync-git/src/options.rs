@@ -6,6 +6,9 @@ use std::time::Duration;
 /// Default of [`GitOptions::gc_loose_objects`]: git's own `gc.auto`.
 pub const DEFAULT_GC_LOOSE_OBJECTS: usize = 6_700;
 
+/// Default of [`GitOptions::max_entries`].
+pub const DEFAULT_MAX_ENTRIES: u64 = 500_000;
+
 /// Options for [`GitBackend::from_url`](crate::GitBackend::from_url).
 ///
 /// Only `state_dir` is required; [`GitOptions::new`] fills in the rest.
@@ -63,6 +66,12 @@ pub struct GitOptions {
     /// as loose objects, so a sidecar running for weeks would otherwise
     /// fill its state directory with small files.
     pub gc_loose_objects: usize,
+    /// The most tree entries one restore, history or re-base expands
+    /// (default 500,000, as for object stores). Trees name subtrees by id,
+    /// so a few KB of hostile trees can share one subtree into billions of
+    /// paths; past this a tree is refused as invalid instead of filling
+    /// memory. Raise it for larger trees.
+    pub max_entries: u64,
 }
 
 impl GitOptions {
@@ -84,6 +93,7 @@ impl GitOptions {
             command_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(60),
             gc_loose_objects: DEFAULT_GC_LOOSE_OBJECTS,
+            max_entries: DEFAULT_MAX_ENTRIES,
         }
     }
 

@@ -123,18 +123,49 @@ fn raw_modes(data: &[u8], hash_len: usize) -> Option<Vec<u32>> {
     Some(out)
 }
 
+/// The longest path a tree may hold, in bytes (Linux's `PATH_MAX`): a
+/// longer one could not be created, and refusing it bounds how deep a
+/// listing goes (every level adds at least two bytes).
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
+
 /// Reads and decodes trees, each at most once.
+///
+/// A tree names its subtrees by id, so a small hostile repository can share
+/// one subtree many times over (a few KB that expand to billions of paths)
+/// or nest thousands of levels deep. Every walk here therefore counts the
+/// entries it expands and stops with [`BackendError::InvalidRemote`] past
+/// `max_entries` (see [`GitOptions::max_entries`](crate::GitOptions::max_entries)),
+/// refuses paths longer than [`MAX_PATH_BYTES`], and never recurses.
 pub(crate) struct TreeReader<'r> {
     repo: &'r gix::Repository,
     cache: HashMap<ObjectId, std::rc::Rc<Vec<TreeEntry>>>,
+    max_entries: u64,
 }
 
 impl<'r> TreeReader<'r> {
-    pub fn new(repo: &'r gix::Repository) -> Self {
+    /// A reader that expands at most `max_entries` entries per walk.
+    pub fn new(repo: &'r gix::Repository, max_entries: u64) -> Self {
         TreeReader {
             repo,
             cache: HashMap::new(),
+            max_entries,
         }
+    }
+
+    /// Counts one more expanded entry of the walk from `root`; refuses the
+    /// tree past the limit.
+    fn count(&self, seen: &mut u64, root: ObjectId) -> Result<(), BackendError> {
+        *seen = seen.saturating_add(1);
+        if *seen > self.max_entries {
+            return Err(BackendError::InvalidRemote {
+                object: format!("tree {root}"),
+                reason: format!(
+                    "expands to more than {} entries, the most tether reads (max_entries); refusing it",
+                    self.max_entries
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The entries of tree `id`, in stored order.
@@ -214,6 +245,10 @@ impl<'r> TreeReader<'r> {
         b: Option<ObjectId>,
     ) -> Result<Changes, BackendError> {
         let mut out = Changes::new();
+        let root = b
+            .or(a)
+            .unwrap_or_else(|| ObjectId::empty_tree(gix::hash::Kind::Sha1));
+        let mut seen = 0u64;
         let mut stack = vec![(BString::default(), a, b)];
         while let Some((prefix, a, b)) = stack.pop() {
             if a == b {
@@ -245,63 +280,87 @@ impl<'r> TreeReader<'r> {
                 Some(id) => split(&self.entries(id)?),
                 None => Default::default(),
             };
-            let join = |name: &BString| -> BString {
-                if prefix.is_empty() {
-                    name.clone()
-                } else {
-                    let mut p = prefix.clone();
-                    p.push(b'/');
-                    p.extend_from_slice(name);
-                    p
-                }
-            };
             for name in a_leaves.keys().chain(b_leaves.keys()) {
                 let (x, y) = (a_leaves.get(name), b_leaves.get(name));
                 if x != y {
-                    out.insert(join(name), y.copied());
+                    self.count(&mut seen, root)?;
+                    out.insert(join_path(&prefix, name, root)?, y.copied());
                 }
             }
             for name in a_trees.keys().chain(b_trees.keys()) {
                 let (x, y) = (a_trees.get(name).copied(), b_trees.get(name).copied());
                 if x != y {
-                    stack.push((join(name), x, y));
+                    self.count(&mut seen, root)?;
+                    stack.push((join_path(&prefix, name, root)?, x, y));
                 }
             }
         }
         Ok(out)
     }
 
-    /// Regular files and their total size under tree `id` (for history).
+    /// Regular files and their total size under tree `id` (for history),
+    /// saturating: each distinct subtree is summed once (`memo`), so shared
+    /// subtrees cost nothing to count, and depth is bounded by
+    /// [`MAX_PATH_BYTES`] without recursion.
     pub fn totals(
         &mut self,
         id: ObjectId,
         memo: &mut HashMap<ObjectId, (u64, u64)>,
     ) -> Result<(u64, u64), BackendError> {
-        if let Some(t) = memo.get(&id) {
-            return Ok(*t);
-        }
-        let mut files = 0;
-        let mut bytes = 0;
-        for e in self.entries(id)?.iter() {
-            match e.kind {
-                EntryKind::Tree => {
-                    let (f, b) = self.totals(e.id, memo)?;
-                    files += f;
-                    bytes += b;
-                }
-                EntryKind::Blob | EntryKind::BlobExecutable => {
-                    files += 1;
-                    bytes += self
-                        .repo
-                        .find_header(e.id)
-                        .map_err(|err| local_error(&format!("blob {}", e.id), err))?
-                        .size();
-                }
-                EntryKind::Link | EntryKind::Commit => {}
+        // Post-order walk: a frame is summed once all its subtrees are.
+        let mut stack = vec![id];
+        let mut seen = 0u64;
+        while let Some(&top) = stack.last() {
+            if memo.contains_key(&top) {
+                stack.pop();
+                continue;
             }
+            if stack.len() > MAX_PATH_BYTES / 2 {
+                return Err(BackendError::InvalidRemote {
+                    object: format!("tree {id}"),
+                    reason: format!(
+                        "nests deeper than {} levels; refusing it",
+                        MAX_PATH_BYTES / 2
+                    ),
+                });
+            }
+            let entries = self.entries(top)?;
+            let pending: Vec<ObjectId> = entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Tree && !memo.contains_key(&e.id))
+                .map(|e| e.id)
+                .collect();
+            if !pending.is_empty() {
+                for child in pending {
+                    self.count(&mut seen, id)?;
+                    stack.push(child);
+                }
+                continue;
+            }
+            let (mut files, mut bytes) = (0u64, 0u64);
+            for e in entries.iter() {
+                match e.kind {
+                    EntryKind::Tree => {
+                        let (f, b) = memo.get(&e.id).copied().unwrap_or_default();
+                        files = files.saturating_add(f);
+                        bytes = bytes.saturating_add(b);
+                    }
+                    EntryKind::Blob | EntryKind::BlobExecutable => {
+                        files = files.saturating_add(1);
+                        bytes = bytes.saturating_add(
+                            self.repo
+                                .find_header(e.id)
+                                .map_err(|err| local_error(&format!("blob {}", e.id), err))?
+                                .size(),
+                        );
+                    }
+                    EntryKind::Link | EntryKind::Commit => {}
+                }
+            }
+            memo.insert(top, (files, bytes));
+            stack.pop();
         }
-        memo.insert(id, (files, bytes));
-        Ok((files, bytes))
+        Ok(memo.get(&id).copied().unwrap_or_default())
     }
 
     /// Every entry under `root` as `(path, entry)`, trees included, depth
@@ -309,27 +368,46 @@ impl<'r> TreeReader<'r> {
     /// (`..`, names containing `/` or `\`) reach the restore plan unchanged.
     pub fn list(&mut self, root: ObjectId) -> Result<Vec<(BString, TreeEntry)>, BackendError> {
         let mut out = Vec::new();
-        let mut stack: Vec<(Option<BString>, ObjectId)> = vec![(None, root)];
+        let mut seen = 0u64;
+        let mut stack: Vec<(BString, ObjectId)> = vec![(BString::default(), root)];
         while let Some((prefix, id)) = stack.pop() {
             for e in self.entries(id)?.iter() {
-                let path = match &prefix {
-                    None => e.name.clone(),
-                    Some(p) => {
-                        let mut p = p.clone();
-                        p.push(b'/');
-                        p.extend_from_slice(&e.name);
-                        p
-                    }
-                };
+                self.count(&mut seen, root)?;
+                let path = join_path(&prefix, &e.name, root)?;
                 check_mode(path.as_bstr(), e.mode)?;
                 if e.kind == EntryKind::Tree {
-                    stack.push((Some(path.clone()), e.id));
+                    stack.push((path.clone(), e.id));
                 }
                 out.push((path, e.clone()));
             }
         }
         Ok(out)
     }
+}
+
+/// `prefix/name` (just `name` at the top), refused past [`MAX_PATH_BYTES`].
+fn join_path(prefix: &[u8], name: &[u8], root: ObjectId) -> Result<BString, BackendError> {
+    let len = if prefix.is_empty() {
+        name.len()
+    } else {
+        prefix.len().saturating_add(1).saturating_add(name.len())
+    };
+    if len > MAX_PATH_BYTES {
+        return Err(BackendError::InvalidRemote {
+            object: format!("tree {root}"),
+            reason: format!(
+                "holds a path longer than {MAX_PATH_BYTES} bytes (under {:?}); refusing it",
+                String::from_utf8_lossy(&prefix[..prefix.len().min(80)])
+            ),
+        });
+    }
+    let mut p = BString::from(Vec::with_capacity(len));
+    if !prefix.is_empty() {
+        p.extend_from_slice(prefix);
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    Ok(p)
 }
 
 /// Where a commit keeps the modes its tree cannot hold.
@@ -614,7 +692,8 @@ pub(crate) fn apply_checkpoint(
     checkpoint: &Checkpoint,
     source: &Source,
 ) -> Result<(ObjectId, Vec<RelPath>), BackendError> {
-    let mut reader = TreeReader::new(repo);
+    // Only lookups: nothing is expanded.
+    let mut reader = TreeReader::new(repo, u64::MAX);
     let mut editor = repo
         .edit_tree(base)
         .map_err(|e| local_error(&format!("tree {base}"), e))?
@@ -957,5 +1036,51 @@ mod tests {
             e.contains("unsupported git tree entry mode 140000") && e.contains("dir/sock"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod walk_tests {
+    use super::*;
+
+    /// A chain of `levels` single-entry trees named `d`, ending in a file.
+    fn chain(repo: &gix::Repository, levels: usize) -> ObjectId {
+        use gix::objs::Write as _;
+        let write = |mode: &str, name: &[u8], id: ObjectId| {
+            let mut buf = format!("{mode} ").into_bytes();
+            buf.extend_from_slice(name);
+            buf.push(0);
+            buf.extend_from_slice(id.as_bytes());
+            repo.objects.write_buf(gix::objs::Kind::Tree, &buf).unwrap()
+        };
+        let blob = repo.objects.write_buf(gix::objs::Kind::Blob, b"x").unwrap();
+        let mut tree = write("100644", b"f", blob);
+        for _ in 0..levels {
+            tree = write("40000", b"d", tree);
+        }
+        tree
+    }
+
+    #[test]
+    fn totals_walk_deep_trees_without_recursion_and_refuse_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = gix::init_bare(dir.path()).unwrap();
+        let mut reader = TreeReader::new(&repo, u64::MAX);
+        let ok = chain(&repo, MAX_PATH_BYTES / 2 - 1);
+        assert_eq!(reader.totals(ok, &mut HashMap::new()).unwrap(), (1, 1));
+        let deep = chain(&repo, 5_000);
+        let err = reader.totals(deep, &mut HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("nests deeper than"), "{err}");
+        // The listing stops at the path length, the diff too.
+        assert!(
+            reader
+                .list(deep)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 4096")
+        );
+        let err = reader.diff(None, Some(deep)).unwrap_err();
+        assert!(err.to_string().contains("longer than 4096"), "{err}");
     }
 }

@@ -118,3 +118,128 @@ async fn the_modes_file_is_applied_but_never_restored() {
         .unwrap_err();
     assert!(err.to_string().contains(".tether/modes"), "{err}");
 }
+
+/// A chain of `levels` trees, each holding `names`, every one pointing at
+/// the next level's single tree; the last holds one file. Tiny to store,
+/// `names.len() ^ levels` paths when expanded.
+fn shared_chain(repo: &gix::Repository, levels: usize, names: &[&str]) -> gix::ObjectId {
+    let mut tree = write_tree(repo, &[("100644", b"f".to_vec(), blob(repo, b"leaf"))]);
+    for _ in 0..levels {
+        let entries: Vec<RawEntry> = names
+            .iter()
+            .map(|n| ("40000", n.as_bytes().to_vec(), tree))
+            .collect();
+        tree = write_tree(repo, &entries);
+    }
+    tree
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trees_that_share_subtrees_into_billions_of_paths_are_refused() {
+    let Some(f) = GitFixture::new(Server::File) else {
+        return;
+    };
+    // 2^40 paths from 41 small tree objects.
+    let url = plant(&f, |repo| {
+        vec![(
+            "40000",
+            b"bomb".to_vec(),
+            shared_chain(repo, 40, &["a", "b"]),
+        )]
+    });
+    let backend = f.backend_for(&url);
+    let dest = f.tmp.path().join("dest-bomb");
+    let err = backend
+        .restore(&dest, &RestoreOptions::default())
+        .await
+        .expect_err("restored a tree bomb");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("more than 500000 entries") && msg.contains("max_entries"),
+        "unclear error: {msg}"
+    );
+    assert!(!dest.join("bomb").exists());
+    // History counts each distinct subtree once: it answers, saturating
+    // nothing here (2^40 files fits), without expanding the paths.
+    let history = backend.history(5).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].files, (1u64 << 40) + 1);
+    // A writer on top of it re-bases against it without expanding it.
+    let src = f.tmp.path().join("src-bomb");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("new.txt"), b"new").unwrap();
+    let mut cp = sync_core::Checkpoint::new();
+    cp.upsert(
+        sync_core::RelPath::new("new.txt").unwrap(),
+        sync_core::Meta::File(sync_core::FileMeta {
+            size: 3,
+            mtime_ns: 0,
+            mode: 0o644,
+            hash: sync_core::ContentHash::of(b"new"),
+        }),
+    );
+    backend
+        .push(&cp, &sync_core::Source::new(&src))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_past_the_length_limit_is_refused() {
+    let Some(f) = GitFixture::new(Server::File) else {
+        return;
+    };
+    // 1,000 levels of `dddd/`: paths of 5,000 bytes. (git itself refuses
+    // to serve trees nested past `core.maxTreeDepth`, 2,048 by default.)
+    let url = plant(&f, |repo| {
+        vec![(
+            "40000",
+            b"deep".to_vec(),
+            shared_chain(repo, 1000, &["dddd"]),
+        )]
+    });
+    let backend = f.backend_for(&url);
+    let dest = f.tmp.path().join("dest-deep");
+    let msg = backend
+        .restore(&dest, &RestoreOptions::default())
+        .await
+        .expect_err("restored a 5,000-byte path")
+        .to_string();
+    assert!(
+        msg.contains("longer than 4096 bytes"),
+        "unclear error: {msg}"
+    );
+    assert!(!dest.join("deep").exists());
+    // History walks it without recursion and counts its one file.
+    let history = backend.history(5).await.unwrap();
+    assert_eq!(history[0].files, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_entries_is_configurable() {
+    let Some(f) = GitFixture::new(Server::File) else {
+        return;
+    };
+    let url = plant(&f, |repo| {
+        (0..20)
+            .map(|i| ("100644", format!("f{i:02}").into_bytes(), blob(repo, b"x")))
+            .collect()
+    });
+    let mut options = f.options();
+    options.max_entries = 10;
+    let backend = sync_git::GitBackend::from_url(&url, options).unwrap();
+    let msg = backend
+        .restore(&f.tmp.path().join("dest-cap"), &RestoreOptions::default())
+        .await
+        .expect_err("restored 21 entries with max_entries 10")
+        .to_string();
+    assert!(msg.contains("more than 10 entries"), "unclear error: {msg}");
+    let mut options = f.options();
+    options.max_entries = 21;
+    let backend = sync_git::GitBackend::from_url(&url, options).unwrap();
+    let report = backend
+        .restore(&f.tmp.path().join("dest-fits"), &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.files_written, 21);
+}
