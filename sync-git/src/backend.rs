@@ -44,6 +44,9 @@ const GC_PACK_LIMIT: usize = 50;
 const GC_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Paths listed in one commit message at most.
 const MESSAGE_LINES: usize = 200;
+/// Conflicts of one writer less than this apart are one episode: they
+/// update one conflict branch instead of creating one each.
+pub(crate) const CONFLICT_EPISODE_GAP: Duration = Duration::from_secs(600);
 
 /// A [`Backend`] that makes every checkpoint a git commit and pushes it.
 ///
@@ -68,6 +71,17 @@ pub struct GitBackend {
 struct LocalState {
     /// The remote branch was fetched at least once by this instance.
     fetched_once: bool,
+    /// The conflict branch this writer updates while conflicts keep coming.
+    episode: Option<Episode>,
+}
+
+/// One writer's run of conflicts: its branch, the branch's tip and when
+/// the last conflict happened.
+#[derive(Debug, Clone)]
+struct Episode {
+    branch: String,
+    tip: ObjectId,
+    last: Instant,
 }
 
 impl std::fmt::Debug for GitBackend {
@@ -515,6 +529,71 @@ impl GitBackend {
         .await
     }
 
+    /// Keeps the conflicting version `commit` (of `proposal`) on this
+    /// writer's conflict branch and returns the branch's name. Within an
+    /// episode ([`CONFLICT_EPISODE_GAP`]) the episode's branch is moved
+    /// forward by a commit with the new conflicting tree on top of its tip,
+    /// so racing edits make one branch per writer per episode whose history
+    /// holds every conflicting version; otherwise (or if someone else moved
+    /// that branch) a new branch `tether/conflict/<host>/<time>-<id>` starts
+    /// an episode.
+    async fn push_conflict(
+        &self,
+        state: &mut LocalState,
+        proposal: &Proposal,
+        commit: ObjectId,
+    ) -> Result<String, BackendError> {
+        if let Some(ep) = state
+            .episode
+            .clone()
+            .filter(|ep| ep.last.elapsed() < CONFLICT_EPISODE_GAP)
+        {
+            let on_tip = Proposal {
+                base: Some(ep.tip),
+                ..proposal.clone()
+            };
+            let title = format!("tether on {} (conflicting version)", self.host);
+            let update = self.write_commit(&on_tip, title).await?;
+            match self
+                .push_commit(update, &format!("refs/heads/{}", ep.branch))
+                .await?
+            {
+                PushOutcome::Pushed => {
+                    state.episode = Some(Episode {
+                        branch: ep.branch.clone(),
+                        tip: update,
+                        last: Instant::now(),
+                    });
+                    return Ok(ep.branch);
+                }
+                PushOutcome::Moved => {
+                    tracing::info!(branch = %ep.branch, "the conflict branch moved; starting a new one");
+                }
+            }
+        }
+        let branch = conflict_branch(&self.host, gix::date::Time::now_utc().seconds, &commit);
+        validate_branch(&branch).map_err(|e| BackendError::Config(e.to_string()))?;
+        match self
+            .push_commit(commit, &format!("refs/heads/{branch}"))
+            .await?
+        {
+            PushOutcome::Pushed => {}
+            PushOutcome::Moved => {
+                return Err(BackendError::transient(
+                    "push",
+                    self.remote.to_string(),
+                    format!("conflict branch {branch} already exists"),
+                ));
+            }
+        }
+        state.episode = Some(Episode {
+            branch: branch.clone(),
+            tip: commit,
+            last: Instant::now(),
+        });
+        Ok(branch)
+    }
+
     fn receipt(
         repo: &gix::Repository,
         p: &Proposal,
@@ -874,26 +953,7 @@ impl Backend for GitBackend {
                             proposal = next;
                         }
                         Resolution::Conflict(next, paths) => {
-                            let branch = conflict_branch(
-                                &self.host,
-                                gix::date::Time::now_utc().seconds,
-                                &commit,
-                            );
-                            validate_branch(&branch)
-                                .map_err(|e| BackendError::Config(e.to_string()))?;
-                            match self
-                                .push_commit(commit, &format!("refs/heads/{branch}"))
-                                .await?
-                            {
-                                PushOutcome::Pushed => {}
-                                PushOutcome::Moved => {
-                                    return Err(BackendError::transient(
-                                        "push",
-                                        self.remote.to_string(),
-                                        format!("conflict branch {branch} already exists"),
-                                    ));
-                                }
-                            }
+                            let branch = self.push_conflict(&mut state, &proposal, commit).await?;
                             let shown: Vec<String> = paths
                                 .iter()
                                 .take(5)

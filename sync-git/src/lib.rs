@@ -75,7 +75,12 @@
 //!   no merge commits); overlapping ones (the same path changed to different
 //!   results, or a file where the other side needs a directory) send our
 //!   whole state to `tether/conflict/<host>/<time>-<id>` and the rest of our
-//!   changes to the branch, so nothing from either side is lost.
+//!   changes to the branch, so nothing from either side is lost. Conflicts
+//!   of one writer less than ten minutes apart are one episode: they move
+//!   that episode's branch forward (a fast-forward commit with the new
+//!   conflicting tree) instead of creating a branch each, so two pods
+//!   racing on one notebook make one branch whose history holds every
+//!   conflicting version.
 //!   [`PushReceipt::conflict`](sync_core::PushReceipt) names the branch and
 //!   the engine counts it in its status.
 //! * **Credentials.** SSH keys are copied to a 0600 file in the state

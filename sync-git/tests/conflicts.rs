@@ -275,3 +275,59 @@ async fn person_with_git_cli_over_file() {
         person_with_git_cli(&f).await;
     }
 }
+
+/// Two writers racing on one notebook: every checkpoint of one of them
+/// conflicts, and all those conflicts land on one branch, whose history
+/// holds each conflicting version in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conflicts_coalesce_into_one_branch_per_episode() {
+    let Some(f) = GitFixture::new(Server::File) else {
+        return;
+    };
+    let (url, dir) = f.new_repo();
+    let (a, b) = (f.backend_for(&url), f.backend_for(&url));
+    let (src_a, src_b) = (f.tmp.path().join("a"), f.tmp.path().join("b"));
+    push(&*a, &src_a, &write(&src_a, &[("nb.ipynb", "a0")])).await;
+    let mut branches = Vec::new();
+    for round in 1..=5 {
+        let theirs = format!("b{round}");
+        let r = push(&*b, &src_b, &write(&src_b, &[("nb.ipynb", &theirs)])).await;
+        assert_eq!(r.conflict, None, "round {round}: b built on the newest");
+        let ours = format!("a{round}");
+        let r = push(&*a, &src_a, &write(&src_a, &[("nb.ipynb", &ours)])).await;
+        let conflict = r.conflict.expect("both changed nb.ipynb since a's base");
+        let branch = conflict.split(' ').next().unwrap().to_owned();
+        assert_eq!(
+            server_file(&dir, &branch, "nb.ipynb").as_deref(),
+            Some(ours.as_str()),
+            "round {round}: the branch holds the newest conflicting version"
+        );
+        branches.push(branch);
+    }
+    branches.dedup();
+    assert_eq!(branches.len(), 1, "one branch per episode: {branches:?}");
+    let conflict_branches: Vec<String> = server_branches(&dir)
+        .into_iter()
+        .filter(|b| b.starts_with("tether/conflict/"))
+        .collect();
+    assert_eq!(conflict_branches, branches);
+    // Its history keeps every conflicting version, newest first.
+    let log = common::git(
+        &[
+            "--git-dir",
+            dir.to_str().unwrap(),
+            "log",
+            "--format=%H",
+            &branches[0],
+        ],
+        &dir,
+    );
+    let versions: Vec<String> = log
+        .lines()
+        .take(5)
+        .map(|c| server_file(&dir, c, "nb.ipynb").unwrap())
+        .collect();
+    assert_eq!(versions, ["a5", "a4", "a3", "a2", "a1"]);
+    // The synced branch kept the other writer's newest version.
+    assert_eq!(server_file(&dir, "main", "nb.ipynb").as_deref(), Some("b5"));
+}
