@@ -31,6 +31,9 @@ pub enum Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     changes: BTreeMap<RelPath, Change>,
+    /// See [`Checkpoint::base`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base: Option<String>,
 }
 
 /// Totals of a checkpoint, for logs and metrics.
@@ -50,6 +53,20 @@ impl Checkpoint {
     /// An empty checkpoint.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The remote head this writer's copy was last in sync with (the head
+    /// its last push confirmed or its restore came from; the engine sets it
+    /// from its index), if known. A backend that keeps history reports a
+    /// conflict when another writer changed one of this checkpoint's paths
+    /// since then, even if that happened long before this push began.
+    pub fn base(&self) -> Option<&str> {
+        self.base.as_deref()
+    }
+
+    /// Sets [`Checkpoint::base`].
+    pub fn set_base(&mut self, head: Option<String>) {
+        self.base = head;
     }
 
     /// Records that `path` now is `meta`, replacing any earlier change to it.
@@ -149,6 +166,7 @@ impl FromIterator<(RelPath, Change)> for Checkpoint {
     fn from_iter<I: IntoIterator<Item = (RelPath, Change)>>(iter: I) -> Self {
         Checkpoint {
             changes: iter.into_iter().collect(),
+            base: None,
         }
     }
 }

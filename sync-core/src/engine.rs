@@ -735,7 +735,8 @@ impl Runner {
             self.update_status(|_| {});
             return true;
         }
-        let batch = self.policy.take_batch(&mut self.pending);
+        let mut batch = self.policy.take_batch(&mut self.pending);
+        batch.set_base(lock(&self.index).remote_head().map(str::to_owned));
         self.in_flight = batch.len();
         self.update_status(|_| {});
         self.probe_at = None;

@@ -384,11 +384,17 @@ pub fn contested_paths(
     checkpoint: &Checkpoint,
 ) -> Vec<String> {
     checkpoint
-        .paths()
-        .filter(|p| {
-            old_base.get(p.as_str()).map(|e| &e.meta) != new_base.get(p.as_str()).map(|e| &e.meta)
+        .iter()
+        .filter(|(p, change)| {
+            let theirs = new_base.get(p.as_str()).map(|e| &e.meta);
+            let ours = match change {
+                Change::Upsert(m) => Some(m),
+                Change::Delete => None,
+            };
+            // Changed on their side, to something other than ours.
+            old_base.get(p.as_str()).map(|e| &e.meta) != theirs && theirs != ours
         })
-        .map(|p| p.to_string())
+        .map(|(p, _)| p.to_string())
         .collect()
 }
 

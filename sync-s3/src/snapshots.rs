@@ -13,8 +13,10 @@
 //! ([`crate::heads`]). If another writer created it first (or it turned
 //! out orphaned), re-read the newest manifest, re-apply this checkpoint on
 //! top of it (the newest word about each path wins) and try the next
-//! number; the receipt's `conflict` names the paths both writers changed
-//! and the snapshot that keeps the other version.
+//! number. The receipt's `conflict` names the paths both writers changed
+//! since this writer's base ([`Checkpoint::base`]: its last confirmed push
+//! or restore, however long ago the other change landed) and the snapshot
+//! that keeps the other version.
 //!
 //! **Restore**: head → manifest (size-capped, checked), paths validated with
 //! `RestorePlan`, packs checked to exist and be long enough, then small
@@ -356,6 +358,30 @@ impl Snapshots {
         let started_ms = now_ms();
         state.forget_old_packs(started_ms, self.options.reuse_window);
         let mut base = self.current_base(&mut state).await?;
+        // Another writer's snapshots since this writer's own base (its last
+        // confirmed push or restore) that changed this checkpoint's paths
+        // are a conflict, however long ago they landed.
+        let mut contested: Vec<String> = Vec::new();
+        let mut lost_to: Option<String> = None;
+        if let (Some(own), Some((_, newest))) = (checkpoint.base(), &base)
+            && own != newest.id
+        {
+            match self.load_manifest(own).await {
+                Ok(Some(old)) => {
+                    contested = contested_paths(&old.by_path(), &newest.by_path(), checkpoint);
+                    lost_to = Some(newest.id.clone());
+                }
+                Ok(None) => {
+                    tracing::debug!(
+                        snapshot = own,
+                        "this writer's base snapshot is gone; cannot tell conflicts since it"
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(snapshot = own, error = %e, "cannot read this writer's base snapshot; cannot tell conflicts since it")
+                }
+            }
+        }
         self.refresh_indexes(&mut state).await?;
         let mut locations: HashMap<ContentHash, BlobLoc> = state.known.clone();
         if let Some((_, m)) = &base {
@@ -393,8 +419,6 @@ impl Snapshots {
         }
         result?;
 
-        let mut contested: Vec<String> = Vec::new();
-        let mut lost_to: Option<String> = None;
         for attempt in 0..MAX_ATTEMPTS {
             // Uploads may have taken long: build on the newest head (one
             // LIST when nothing moved).

@@ -452,3 +452,67 @@ fn bad_urls_are_config_errors_without_secrets() {
     assert_eq!(b.layout(), Layout::Mirror);
     assert!(b.describe().contains("memory://x/y") && b.describe().contains("mirror"));
 }
+
+/// A writer whose edit was made on an old base (another writer changed the
+/// same file since its last push, long before this push began) gets a
+/// conflict, with the other version kept in history; a writer whose
+/// changes are disjoint from what changed since its base gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_on_an_old_base_is_a_conflict_even_without_a_race() {
+    let shared: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let open = |writer: &str| {
+        Arc::new(
+            ObjectStoreBackend::new(Arc::clone(&shared), "p", writer, BackendOptions::default())
+                .unwrap(),
+        )
+    };
+    let (a, b) = (open("writer a"), open("writer b"));
+    let mut wa = Workbench::new(a.clone());
+    wa.write("nb.ipynb", b"base");
+    let first = wa.sync().await;
+    assert_eq!(first.base(), None);
+
+    // B edits the notebook and pushes: nothing changed since its base.
+    let mut wb = Workbench::new(b.clone());
+    wb.write("nb.ipynb", b"b's version");
+    let c = wb.checkpoint();
+    let rb = wb.push(&c).await;
+    assert_eq!(rb.conflict, None, "b's push is not a conflict");
+
+    // Later, A (still on its own last push) edits the same notebook.
+    wa.write("nb.ipynb", b"a's version");
+    let c = wa.checkpoint();
+    assert!(c.base().is_some());
+    let ra = wa.push(&c).await;
+    let conflict = ra.conflict.expect("both changed nb.ipynb since a's base");
+    assert!(conflict.contains("nb.ipynb"), "{conflict}");
+    assert!(
+        conflict.contains(rb.head.as_deref().unwrap()),
+        "names the snapshot keeping b's version: {conflict}"
+    );
+
+    // B, on its own last push, adds another file: disjoint, no conflict.
+    wb.write("b-notes.txt", b"b");
+    let c = wb.checkpoint();
+    assert_eq!(wb.push(&c).await.conflict, None);
+    // Nothing lost: A's version is the head, B's in the history.
+    let dest = wa.restore_new("newest").await;
+    assert_eq!(
+        std::fs::read(dest.join("nb.ipynb")).unwrap(),
+        b"a's version"
+    );
+    let dest = wa.tmp.path().join("b-version");
+    a.restore(
+        &dest,
+        &RestoreOptions {
+            at: rb.head.clone(),
+            ..RestoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read(dest.join("nb.ipynb")).unwrap(),
+        b"b's version"
+    );
+}

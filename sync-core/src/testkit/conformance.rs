@@ -28,7 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tempfile::TempDir;
 
-use crate::backend::{Backend, Capabilities};
+use crate::backend::{Backend, Capabilities, PushReceipt};
 use crate::checkpoint::Checkpoint;
 use crate::detect::{DirtySet, detect};
 use crate::entry::{ContentHash, LocalKind, LocalStat};
@@ -130,13 +130,14 @@ impl Workbench {
         fs::write(p, content).expect("write");
     }
 
-    /// The checkpoint the engine would push now (full comparison).
+    /// The checkpoint the engine would push now (full comparison), based,
+    /// as the engine's are, on the head the index last recorded.
     pub fn checkpoint(&self) -> Checkpoint {
         let dirty = DirtySet {
             paths: Default::default(),
             rescan: true,
         };
-        detect(
+        let mut c = detect(
             &self.src,
             &IgnoreRules::none(),
             &self.index,
@@ -144,17 +145,22 @@ impl Workbench {
             &dirty,
             &mut |_| {},
         )
-        .checkpoint
+        .checkpoint;
+        c.set_base(self.index.remote_head().map(str::to_owned));
+        c
     }
 
-    /// Pushes `c` and records it in the scratch index.
-    pub async fn push(&mut self, c: &Checkpoint) {
+    /// Pushes `c`, records it in the scratch index and returns the receipt.
+    pub async fn push(&mut self, c: &Checkpoint) -> PushReceipt {
         let receipt = self
             .backend
             .push(c, &Source::new(&self.src))
             .await
             .unwrap_or_else(|e| panic!("push to {} failed: {e}", self.backend.describe()));
-        self.index.apply(c, receipt.head).expect("index apply");
+        self.index
+            .apply(c, receipt.head.clone())
+            .expect("index apply");
+        receipt
     }
 
     /// Pushes whatever changed in the source tree.
