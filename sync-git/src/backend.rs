@@ -76,12 +76,47 @@ struct LocalState {
 }
 
 /// One writer's run of conflicts: its branch, the branch's tip and when
-/// the last conflict happened.
-#[derive(Debug, Clone)]
+/// the last conflict happened (seconds since the epoch). Kept in
+/// [`EPISODE_FILE`] in the state directory so it outlives the process
+/// (`--once` runs, restarts).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Episode {
     branch: String,
-    tip: ObjectId,
-    last: Instant,
+    tip: String,
+    last_s: u64,
+}
+
+/// Where the current conflict episode is kept, in the state directory.
+const EPISODE_FILE: &str = "conflict-episode.json";
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Episode {
+    /// The episode recorded in `state_dir`, if it is recent and valid.
+    async fn load(state_dir: &Path) -> Option<Episode> {
+        let bytes = tokio::fs::read(state_dir.join(EPISODE_FILE)).await.ok()?;
+        let ep: Episode = serde_json::from_slice(&bytes).ok()?;
+        let recent = now_s().saturating_sub(ep.last_s) < CONFLICT_EPISODE_GAP.as_secs();
+        (recent
+            && validate_branch(&ep.branch).is_ok()
+            && ObjectId::from_hex(ep.tip.as_bytes()).is_ok())
+        .then_some(ep)
+    }
+
+    /// Records this episode (best effort: without it the next conflict
+    /// starts a new branch, nothing is lost).
+    async fn save(&self, state_dir: &Path) {
+        let Ok(bytes) = serde_json::to_vec(self) else {
+            return;
+        };
+        if let Err(e) = tokio::fs::write(state_dir.join(EPISODE_FILE), bytes).await {
+            tracing::debug!(error = %e, "cannot record the conflict episode");
+        }
+    }
 }
 
 impl std::fmt::Debug for GitBackend {
@@ -543,13 +578,18 @@ impl GitBackend {
         proposal: &Proposal,
         commit: ObjectId,
     ) -> Result<String, BackendError> {
-        if let Some(ep) = state
+        if state.episode.is_none() {
+            state.episode = Episode::load(&self.runner.state_dir).await;
+        }
+        let current = state
             .episode
             .clone()
-            .filter(|ep| ep.last.elapsed() < CONFLICT_EPISODE_GAP)
+            .filter(|ep| now_s().saturating_sub(ep.last_s) < CONFLICT_EPISODE_GAP.as_secs());
+        if let Some(ep) = current
+            && let Ok(tip) = ObjectId::from_hex(ep.tip.as_bytes())
         {
             let on_tip = Proposal {
-                base: Some(ep.tip),
+                base: Some(tip),
                 ..proposal.clone()
             };
             let title = format!("tether on {} (conflicting version)", self.host);
@@ -559,11 +599,13 @@ impl GitBackend {
                 .await?
             {
                 PushOutcome::Pushed => {
-                    state.episode = Some(Episode {
+                    let next = Episode {
                         branch: ep.branch.clone(),
-                        tip: update,
-                        last: Instant::now(),
-                    });
+                        tip: update.to_string(),
+                        last_s: now_s(),
+                    };
+                    next.save(&self.runner.state_dir).await;
+                    state.episode = Some(next);
                     return Ok(ep.branch);
                 }
                 PushOutcome::Moved => {
@@ -586,11 +628,13 @@ impl GitBackend {
                 ));
             }
         }
-        state.episode = Some(Episode {
+        let next = Episode {
             branch: branch.clone(),
-            tip: commit,
-            last: Instant::now(),
-        });
+            tip: commit.to_string(),
+            last_s: now_s(),
+        };
+        next.save(&self.runner.state_dir).await;
+        state.episode = Some(next);
         Ok(branch)
     }
 
@@ -970,7 +1014,7 @@ impl Backend for GitBackend {
                                     String::new()
                                 }
                             );
-                            tracing::warn!(remote = %self.remote, conflict = %what, "another writer changed the same paths; this checkpoint was pushed to a conflict branch");
+                            tracing::info!(remote = %self.remote, conflict = %what, "kept this checkpoint's version on a conflict branch");
                             conflict = Some(what);
                             proposal = next;
                         }

@@ -80,7 +80,8 @@
 //!   that episode's branch forward (a fast-forward commit with the new
 //!   conflicting tree) instead of creating a branch each, so two pods
 //!   racing on one notebook make one branch whose history holds every
-//!   conflicting version.
+//!   conflicting version (the episode is kept in the state directory, so
+//!   restarts and `--once` runs continue it).
 //!   [`PushReceipt::conflict`](sync_core::PushReceipt) names the branch and
 //!   the engine counts it in its status.
 //! * **Credentials.** SSH keys are copied to a 0600 file in the state
