@@ -97,16 +97,24 @@ impl Shared {
     fn mark(&self, paths: impl IntoIterator<Item = RelPath>, rescan: bool) {
         let now = Instant::now();
         let mut st = lock(&self.state);
-        let before = st.dirty.len();
         st.dirty.rescan |= rescan;
-        if !st.dirty.rescan {
-            st.dirty.paths.extend(paths);
+        // Every event counts, also for a path that is dirty already: a file
+        // written again and again keeps extending the quiet period (the
+        // policy's max latency still bounds the wait).
+        let mut any = rescan;
+        if st.dirty.rescan {
+            any |= paths.into_iter().next().is_some();
+        } else {
+            for p in paths {
+                any = true;
+                st.dirty.paths.insert(p);
+            }
             if st.dirty.paths.len() > MAX_DIRTY_PATHS {
                 st.dirty.paths.clear();
                 st.dirty.rescan = true;
             }
         }
-        if st.dirty.len() != before || rescan {
+        if any {
             st.first.get_or_insert(now);
             st.last = Some(now);
             st.events += 1;

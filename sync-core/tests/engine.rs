@@ -683,3 +683,50 @@ async fn a_probe_cuts_a_long_backoff_short() {
     );
     h.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Issue 14 item 1: every write extends the quiet period, also for a file
+/// that is already dirty: a file appended to every 300 ms for 5 s (quiet
+/// period 1 s, max latency 10 s) is pushed once, after the writes stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_writes_to_a_dirty_file_extend_the_quiet_period() {
+    use std::io::Write;
+    let f = fx();
+    let h = f.start(1000).await;
+    wait_for(&h, "start-up scan", |s| s.scanned).await;
+    let before = f.backend.pushes().len();
+    let log = f.root.join("train.log");
+    let mut longest_gap = Duration::ZERO;
+    let mut last_write = Instant::now();
+    for step in 0..17 {
+        longest_gap = longest_gap.max(last_write.elapsed());
+        last_write = Instant::now();
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        writeln!(file, "step {step}").unwrap();
+        drop(file);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let pushed_while_writing = f.backend.pushes().len() - before;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.remote_files() != f.local_files() {
+        assert!(Instant::now() < deadline, "train.log never pushed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    settle(&h).await;
+    // (A machine so loaded that a 300 ms sleep took a whole quiet period
+    // gives the engine a real quiet period: nothing to assert then.)
+    if longest_gap < Duration::from_millis(900) {
+        assert_eq!(
+            pushed_while_writing, 0,
+            "pushed while it was still being written every 300 ms"
+        );
+        assert_eq!(f.backend.pushes().len() - before, 1, "pushed once");
+    } else {
+        eprintln!("writes were {longest_gap:?} apart; quiet-period assertions skipped");
+    }
+    let r = h.shutdown(Duration::from_secs(5)).await;
+    assert!(r.flushed, "{r:?}");
+}
