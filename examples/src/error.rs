@@ -63,7 +63,10 @@ impl From<sync_core::BackendError> for CliError {
     fn from(e: sync_core::BackendError) -> Self {
         use sync_core::BackendError as B;
         match e {
+            // Credentials, a missing bucket or repository: retrying will not
+            // help, the user must change something (exit 2).
             B::Config(_) | B::Unsupported { .. } => CliError::usage(e),
+            _ if e.is_permanent() => CliError::usage(e),
             _ => CliError::runtime(e),
         }
     }

@@ -136,6 +136,7 @@ struct Metrics {
     duration: Histogram,
     last_success: Gauge<f64, AtomicU64>,
     ready: Gauge,
+    permanent_error: Gauge,
 }
 
 impl Metrics {
@@ -156,6 +157,7 @@ impl Metrics {
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             last_success: Gauge::default(),
             ready: Gauge::default(),
+            permanent_error: Gauge::default(),
         };
         registry.register(
             "pending_paths",
@@ -202,6 +204,11 @@ impl Metrics {
             m.last_success.clone(),
         );
         registry.register("ready", "1 when /readyz answers 200", m.ready.clone());
+        registry.register(
+            "remote_error_permanent",
+            "1 while pushes fail with an error retrying will not fix (credentials, a missing bucket or repository): see the log",
+            m.permanent_error.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -250,6 +257,8 @@ impl Monitor {
         let old = h.status.take().unwrap_or_default();
         let m = &self.metrics;
         m.pending.set(status.pending_paths as i64);
+        m.permanent_error
+            .set(i64::from(status.last_error_permanent));
         grow(
             &m.checkpoints,
             old.checkpoints_pushed,

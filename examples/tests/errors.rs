@@ -148,3 +148,139 @@ fn help_and_version_exit_zero() {
     assert!(out.status.success());
     assert!(stdout(&out).starts_with("tether "));
 }
+
+/// Issue 14 item 2: errors that retrying will not fix — a missing bucket,
+/// rejected credentials, a plain-HTTP endpoint without `allow_http`, a git
+/// repository that does not exist — make `sync --once`, `restore` and
+/// `history` exit 2 at once with one line saying what to change (no raw
+/// XML, no object_store internals); the sidecar keeps running, reports it
+/// in `/metrics` and logs it once.
+#[test]
+fn permanent_remote_errors_exit_2_at_once_and_the_sidecar_reports_them() {
+    use std::time::{Duration, Instant};
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path("w")).unwrap();
+    std::fs::write(sb.path("w/notes.txt"), "x").unwrap();
+    // (URL, environment, what the one line must say)
+    type Case<'a> = (String, Vec<(&'a str, String)>, &'a str);
+    let mut cases: Vec<Case> = vec![(sb.url("missing.git"), vec![], "repository not found")];
+    let s3 = (
+        sync_core::testkit::testbed_var("TETHER_TEST_S3_ENDPOINT"),
+        sync_core::testkit::testbed_var("TETHER_TEST_S3_ACCESS_KEY"),
+        sync_core::testkit::testbed_var("TETHER_TEST_S3_SECRET_KEY"),
+        sync_core::testkit::testbed_var("TETHER_TEST_S3_BUCKET"),
+    );
+    if let (Some(endpoint), Some(key), Some(secret), Some(bucket)) = s3 {
+        let creds = |k: &str, s: &str| {
+            vec![
+                ("AWS_ACCESS_KEY_ID", k.to_owned()),
+                ("AWS_SECRET_ACCESS_KEY", s.to_owned()),
+                ("AWS_REGION", "us-east-1".to_owned()),
+            ]
+        };
+        let url = |b: &str, http: bool| {
+            format!(
+                "s3://{b}/permanent?endpoint={endpoint}{}",
+                if http { "&allow_http=true" } else { "" }
+            )
+        };
+        cases.push((
+            url("tether-no-such-bucket", true),
+            creds(&key, &secret),
+            "does not exist (NoSuchBucket): create it",
+        ));
+        cases.push((
+            url(&bucket, true),
+            creds(&key, "not-the-secret"),
+            "rejected the credentials (SignatureDoesNotMatch)",
+        ));
+        cases.push((
+            url(&bucket, true),
+            creds("AKIANOBODY", &secret),
+            "rejected the credentials (InvalidAccessKeyId)",
+        ));
+        cases.push((
+            url(&bucket, false),
+            creds(&key, &secret),
+            "add allow_http=true",
+        ));
+    }
+    for (n, (url, env, needle)) in cases.iter().enumerate() {
+        let state = format!("state-{n}");
+        let restore_state = format!("state-{n}-restore");
+        let dest = format!("dest-{n}");
+        for args in [
+            vec!["sync", "w", "--to", url, "--state-dir", &state, "--once"],
+            vec![
+                "restore",
+                &dest,
+                "--from",
+                url,
+                "--state-dir",
+                &restore_state,
+            ],
+            vec!["history", "--from", url],
+        ] {
+            let started = Instant::now();
+            let out = sb
+                .tether()
+                .args(&args)
+                .envs(env.iter().map(|(k, v)| (*k, v)))
+                .output()
+                .unwrap();
+            let took = started.elapsed();
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
+            let last = err.lines().last().unwrap_or("");
+            assert!(
+                last.starts_with("tether: ") && last.contains(needle),
+                "{args:?}: expected {needle:?} in {last:?}"
+            );
+            for raw in ["<?xml", "<Code>", "Generic S3 error", "Error performing"] {
+                assert!(!last.contains(raw), "{args:?}: raw {raw:?} in {last:?}");
+            }
+        }
+    }
+    // The sidecar keeps running and says so in /metrics, logging it once.
+    // (The missing bucket when S3 is there, else the missing repository.)
+    let (url, env, needle) = &cases[cases.len().min(2) - 1];
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = sb
+        .tether()
+        .args([
+            "sync",
+            "w",
+            "--to",
+            url,
+            "--state-dir",
+            "state-sidecar",
+            "--http-bind",
+            &bind,
+            "--grace",
+            "2s",
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "tether_remote_error_permanent 1",
+        Duration::from_secs(60),
+        || {
+            let text = http_get(port, "/metrics")?.1;
+            (metric(&text, "tether_remote_error_permanent")? == 1.0).then_some(())
+        },
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the sidecar exited");
+    sigterm(&child);
+    let (code, err) = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(code, 1, "unsaved changes at exit: {err}");
+    let logged = err.matches(*needle).count();
+    assert!(
+        (1..=2).contains(&logged),
+        "the error is logged once (plus the exit line), not per retry: {logged} in {err}"
+    );
+}

@@ -24,19 +24,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 type Tree = std::collections::BTreeMap<String, Option<Vec<u8>>>;
 
-fn testbed_var(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var("TETHER_TESTBED").as_deref() != Ok("1"),
-                "{name} is not set but TETHER_TESTBED=1"
-            );
-            println!("skipped: {name} is not set (run scripts/test.sh)");
-            None
-        }
-    }
-}
+use sync_core::testkit::testbed_var;
 
 /// SeaweedFS from the test bed, reached through a fault proxy.
 struct S3 {

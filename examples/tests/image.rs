@@ -31,19 +31,7 @@ const POD_UID: u32 = 1_000_680_000;
 /// The injector's credentials mode (kube-deploy's `CREDENTIALS_MODE`).
 const SECRET_MODE: u32 = kube_deploy::builders::CREDENTIALS_MODE as u32;
 
-fn testbed_var(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var("TETHER_TESTBED").as_deref() != Ok("1"),
-                "{name} is not set but TETHER_TESTBED=1"
-            );
-            println!("skipped: {name} is not set (run scripts/test.sh)");
-            None
-        }
-    }
-}
+use sync_core::testkit::testbed_var;
 
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")

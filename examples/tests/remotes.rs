@@ -10,19 +10,7 @@ use std::process::Command;
 
 use common::*;
 
-fn testbed_var(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var("TETHER_TESTBED").as_deref() != Ok("1"),
-                "{name} is not set but TETHER_TESTBED=1"
-            );
-            println!("skipped: {name} is not set (run scripts/test.sh)");
-            None
-        }
-    }
-}
+use sync_core::testkit::testbed_var;
 
 #[test]
 fn git_bare_repository_round_trip_with_history() {

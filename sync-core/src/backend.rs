@@ -174,6 +174,22 @@ impl BackendError {
         }
     }
 
+    /// True for errors that retrying will not fix without someone changing
+    /// something (credentials, the URL, a missing bucket or repository):
+    /// [`BackendError::Config`] and non-transient [`BackendError::Remote`].
+    /// One-shot commands stop on them; the engine keeps retrying slowly, as
+    /// the bucket may be created later.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Config(_)
+                | BackendError::Remote {
+                    transient: false,
+                    ..
+                }
+        )
+    }
+
     /// A remote error that may go away on retry.
     pub fn transient(
         operation: &'static str,

@@ -90,6 +90,9 @@ impl Default for RetryConfig {
 /// During a backoff longer than this, the remote is probed this often.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The same push error is logged again (above DEBUG) at most this often.
+pub const REPEAT_LOG_EVERY: Duration = Duration::from_secs(600);
+
 /// A file that changed during this many consecutive pushes is pushed from a
 /// settled copy.
 pub const SETTLE_AFTER: u32 = 2;
@@ -185,6 +188,10 @@ pub struct Status {
     pub last_success: Option<SystemTime>,
     /// The last push error, cleared by a success.
     pub last_error: Option<String>,
+    /// The last push error will not go away by retrying alone
+    /// ([`BackendError::is_permanent`]: credentials, a missing bucket or
+    /// repository); cleared by a success.
+    pub last_error_permanent: bool,
     /// When pushes started failing (cleared by a success).
     pub failing_since: Option<SystemTime>,
     /// Checkpoint batches pushed.
@@ -224,6 +231,7 @@ impl Default for Status {
             scanned: false,
             last_success: None,
             last_error: None,
+            last_error_permanent: false,
             failing_since: None,
             checkpoints_pushed: 0,
             files_pushed: 0,
@@ -456,6 +464,8 @@ impl Engine {
             local_failure: false,
             policy: config.policy,
             poll_interval: config.poll_interval,
+            retry_max: retry.max_delay,
+            last_logged_error: None,
             backoff_builder: backon::ExponentialBuilder::new()
                 .with_min_delay(retry.min_delay)
                 .with_max_delay(retry.max_delay)
@@ -498,6 +508,10 @@ struct Runner {
     poll_interval: Duration,
     backoff_builder: backon::ExponentialBuilder,
     backoff: Option<backon::ExponentialBackoff>,
+    /// The longest backoff (used at once for permanent errors).
+    retry_max: Duration,
+    /// The push error last logged above DEBUG, and when.
+    last_logged_error: Option<(String, Instant)>,
     root: PathBuf,
     source: Source,
     rules: IgnoreRules,
@@ -783,7 +797,8 @@ impl Runner {
             Pushed::Failed(e) => {
                 self.pending.merge(batch);
                 self.local_failure = false;
-                self.failed(e.to_string());
+                let permanent = e.is_permanent();
+                self.failed(e.to_string(), permanent);
                 true
             }
         }
@@ -791,21 +806,46 @@ impl Runner {
 
     /// After a push failed (or its index record could not be written):
     /// backoff, status, probing.
-    fn failed(&mut self, msg: String) {
-        let delay = self
+    ///
+    /// A `permanent` error (credentials, a missing bucket or repository)
+    /// is retried at the slowest backoff, without probes. Each distinct
+    /// error is logged once when it first appears (ERROR if permanent,
+    /// WARN otherwise); the same error again is logged at DEBUG, with a
+    /// reminder every [`REPEAT_LOG_EVERY`].
+    fn failed(&mut self, msg: String, permanent: bool) {
+        let backoff = self
             .backoff
-            .get_or_insert_with(|| self.backoff_builder.build())
-            .next()
-            .unwrap_or(Duration::from_secs(30));
+            .get_or_insert_with(|| self.backoff_builder.build());
+        let delay = if permanent {
+            self.retry_max
+        } else {
+            backoff.next().unwrap_or(self.retry_max)
+        };
         let now = Instant::now();
         self.retry_at = Some(now + delay);
-        self.probe_at =
-            (delay > PROBE_INTERVAL && !self.local_failure).then(|| now + PROBE_INTERVAL);
-        tracing::warn!(remote = %self.backend.describe(), error = %msg, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
+        self.probe_at = (delay > PROBE_INTERVAL && !self.local_failure && !permanent)
+            .then(|| now + PROBE_INTERVAL);
+        let retry_in_ms = delay.as_millis() as u64;
+        let remote = self.backend.describe();
+        let repeat = self
+            .last_logged_error
+            .as_ref()
+            .is_some_and(|(m, at)| *m == msg && at.elapsed() < REPEAT_LOG_EVERY);
+        if repeat {
+            tracing::debug!(%remote, error = %msg, retry_in_ms, "push failed again; will retry");
+        } else {
+            self.last_logged_error = Some((msg.clone(), now));
+            if permanent {
+                tracing::error!(%remote, error = %msg, retry_in_ms, "push failed and will keep failing until this is fixed; retrying slowly");
+            } else {
+                tracing::warn!(%remote, error = %msg, retry_in_ms, "push failed; will retry");
+            }
+        }
         self.release_held(false);
         self.update_status(|s| {
             s.push_failures += 1;
             s.last_error = Some(msg.clone());
+            s.last_error_permanent = permanent;
             s.failing_since.get_or_insert_with(SystemTime::now);
         });
         self.answer_flush(Err(msg));
@@ -941,7 +981,7 @@ impl Runner {
             }
             self.local_failure = true;
             self.update_status(|s| s.index_write_failures += 1);
-            self.failed(msg);
+            self.failed(msg, false);
             return;
         }
         if let Some(batch) = &batch {
@@ -974,6 +1014,7 @@ impl Runner {
             s.bytes_pushed += receipt.bytes_uploaded;
             s.last_success = Some(SystemTime::now());
             s.last_error = None;
+            s.last_error_permanent = false;
             s.failing_since = None;
             s.last_push_duration = Some(elapsed);
             if receipt.head.is_some() {

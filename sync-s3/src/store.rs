@@ -136,13 +136,87 @@ pub(crate) fn remote_err(
         // may be worth another try.
         _ => true,
     };
-    let message = flatten(&e);
+    let raw = flatten(&e);
+    let (message, transient) = match permanent_hint(&raw) {
+        Some(hint) => (hint, false),
+        None => (clean_message(&raw), transient),
+    };
     BackendError::Remote {
         operation,
         location: key.to_string(),
         message,
         transient,
     }
+}
+
+/// The text of the first `<tag>…</tag>` in an S3-style XML error body.
+fn xml_tag<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = text.find(&open)? + open.len();
+    let len = text.get(start..)?.find(&format!("</{tag}>"))?;
+    text.get(start..start + len)
+}
+
+/// What to change, for errors that retrying will not fix: a missing
+/// bucket, rejected credentials, a plain-HTTP endpoint with HTTP off.
+/// S3-compatible servers say which in the error body's `<Code>`;
+/// object_store passes the body on as text, so it is read from there.
+fn permanent_hint(raw: &str) -> Option<String> {
+    let code = xml_tag(raw, "Code");
+    let bucket = xml_tag(raw, "BucketName")
+        .map(|b| format!(" {b:?}"))
+        .unwrap_or_default();
+    match code {
+        Some("NoSuchBucket") => Some(format!(
+            "the bucket{bucket} does not exist (NoSuchBucket): create it, or fix the bucket name in the URL"
+        )),
+        Some(
+            c @ ("SignatureDoesNotMatch"
+            | "InvalidAccessKeyId"
+            | "InvalidClientTokenId"
+            | "AuthorizationHeaderMalformed"
+            | "ExpiredToken"
+            | "InvalidToken"
+            | "TokenRefreshRequired"),
+        ) => Some(format!(
+            "the server rejected the credentials ({c}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the credentials file the pod mounts)"
+        )),
+        Some(c @ ("AccessDenied" | "AllAccessDisabled" | "AccountProblem")) => Some(format!(
+            "access denied to the bucket{bucket} ({c}): the credentials are valid but lack permission for this bucket or prefix"
+        )),
+        _ if raw.contains("URL scheme is not allowed") => Some(
+            "the endpoint is plain http:// but HTTP is off: add allow_http=true to the URL (or set AWS_ALLOW_HTTP=true), or use https".into(),
+        ),
+        _ if raw.contains("403 Forbidden") || raw.contains("401 Unauthorized") => Some(
+            "the server refused the request (HTTP 401/403): check the credentials and their permissions on this bucket".into(),
+        ),
+        _ => None,
+    }
+}
+
+/// The error without object_store's wrapping and without a raw XML body
+/// (its `<Code>` and `<Message>` are kept).
+fn clean_message(raw: &str) -> String {
+    let mut text = raw.to_owned();
+    for prefix in [
+        "Generic S3 error: ",
+        "Generic GCS error: ",
+        "Generic MicrosoftAzure error: ",
+    ] {
+        text = text.replace(prefix, "");
+    }
+    if let Some(at) = text.find("<?xml") {
+        let code = xml_tag(&text, "Code");
+        let message = xml_tag(&text, "Message");
+        let summary = match (code, message) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.to_owned(),
+            _ => "(XML error body)".to_owned(),
+        };
+        text.truncate(at);
+        text.push_str(&summary);
+    }
+    text
 }
 
 /// The error and its sources on one line.
@@ -177,13 +251,15 @@ pub(crate) fn build(url: &RemoteUrl, options: &BackendOptions) -> Result<Remote,
         .with_pool_max_idle_per_host(options.concurrency.max(8));
     // Settings that belong to the HTTP client rather than the store.
     let mut settings: Vec<(String, String)> = Vec::new();
+    let mut allow_http = false;
     for (k, v) in url
         .store_settings
         .iter()
         .chain(options.store_options.iter())
     {
         if k == "allow_http" || k == "aws_allow_http" {
-            client = client.with_allow_http(v == "true" || v == "1");
+            allow_http = v == "true" || v == "1";
+            client = client.with_allow_http(allow_http);
         } else {
             settings.push((k.clone(), v.clone()));
         }
@@ -199,6 +275,7 @@ pub(crate) fn build(url: &RemoteUrl, options: &BackendOptions) -> Result<Remote,
             };
             if options.use_env && std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true") {
                 client = client.with_allow_http(true);
+                allow_http = true;
             }
             b = b.with_bucket_name(bucket);
             for (k, v) in &settings {
@@ -206,6 +283,22 @@ pub(crate) fn build(url: &RemoteUrl, options: &BackendOptions) -> Result<Remote,
                     .parse::<object_store::aws::AmazonS3ConfigKey>()
                     .map_err(|_| ConfigError::UnknownParameter(k.clone()))?;
                 b = b.with_config(key, v);
+            }
+            // Refused by every request later, with an opaque message:
+            // say so now.
+            let endpoint = b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint);
+            if let Some(ep) = endpoint
+                && ep
+                    .get(..7)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+                && !allow_http
+            {
+                return Err(ConfigError::InvalidValue {
+                    name: "endpoint".into(),
+                    reason: format!(
+                        "{ep} is plain HTTP, which is off by default: add allow_http=true to the URL (or set AWS_ALLOW_HTTP=true), or use an https:// endpoint"
+                    ),
+                });
             }
             Arc::new(
                 b.with_client_options(client)
@@ -302,6 +395,40 @@ fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_error_bodies_become_hints_or_one_clean_line() {
+        let body = |code: &str| {
+            format!(
+                "Generic S3 error: Error performing GET http://h/b in 3ms - Server returned non-2xx status code: 503 Service Unavailable: <?xml version=\"1.0\"?>\n<Error><Code>{code}</Code><Message>Try later</Message><BucketName>b</BucketName></Error>"
+            )
+        };
+        assert!(
+            permanent_hint(&body("NoSuchBucket"))
+                .unwrap()
+                .contains("bucket \"b\" does not exist")
+        );
+        assert!(
+            permanent_hint(&body("InvalidAccessKeyId"))
+                .unwrap()
+                .contains("rejected the credentials")
+        );
+        assert!(
+            permanent_hint(&body("AccessDenied"))
+                .unwrap()
+                .contains("lack permission")
+        );
+        assert_eq!(permanent_hint(&body("SlowDown")), None);
+        let clean = clean_message(&body("SlowDown"));
+        assert!(
+            clean.ends_with("503 Service Unavailable: SlowDown: Try later"),
+            "{clean}"
+        );
+        assert!(
+            !clean.contains('<') && !clean.contains("Generic"),
+            "{clean}"
+        );
+    }
 
     fn remote(prefix: &str) -> Remote {
         Remote {

@@ -81,28 +81,11 @@ pub fn unsaved_message(report: &ShutdownReport, grace: Duration) -> Option<Strin
     Some(msg)
 }
 
-/// Logs what changed between two status samples.
+/// Logs what changed between two status samples and the engine does not
+/// log itself (it logs every push, failure and conflict once).
 fn log_transitions(old: &Status, new: &Status) {
-    if new.checkpoints_pushed > old.checkpoints_pushed {
-        tracing::info!(
-            files = new.files_pushed - old.files_pushed.min(new.files_pushed),
-            bytes = new.bytes_pushed - old.bytes_pushed.min(new.bytes_pushed),
-            head = new.remote_head.as_deref().unwrap_or(""),
-            pending = new.pending_paths,
-            "pushed checkpoint"
-        );
-    }
-    if new.last_error != old.last_error {
-        match &new.last_error {
-            Some(e) => tracing::warn!(error = %e, "push failed; retrying"),
-            None => tracing::info!("pushes succeed again"),
-        }
-    }
-    if new.conflicts > old.conflicts {
-        tracing::warn!(
-            saved_to = new.last_conflict.as_deref().unwrap_or(""),
-            "another writer changed the same paths; this version was saved elsewhere"
-        );
+    if old.last_error.is_some() && new.last_error.is_none() {
+        tracing::info!("pushes succeed again");
     }
     if new.watch_mode != old.watch_mode {
         tracing::warn!(mode = ?new.watch_mode, "watch mode changed");
@@ -154,6 +137,16 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         tokio::select! {
             flushed = engine.flush() => {
                 if let Err(e) = &flushed {
+                    let status = engine.status();
+                    if status.last_error_permanent {
+                        // Retrying until the grace period ends cannot help:
+                        // say what to change, at once. The index is
+                        // untouched, so the next run pushes everything.
+                        let _ = engine.shutdown(Duration::ZERO).await;
+                        return Err(CliError::usage(format!(
+                            "nothing pushed to {remote}: {e}"
+                        )));
+                    }
                     tracing::warn!(error = %e, "push failed; retrying until the grace period ends");
                 }
             }
@@ -195,7 +188,8 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
                     first_done = true;
                     match result {
                         Ok(()) => monitor.mark_initialized(),
-                        Err(e) => tracing::warn!(error = %e, "first push failed; retrying"),
+                        // (The engine logged the failure.)
+                        Err(e) => tracing::debug!(error = %e, "first push failed; retrying"),
                     }
                 }
                 _ = ticker.tick() => {
