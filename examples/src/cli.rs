@@ -98,16 +98,6 @@ pub struct RemoteArgs {
     /// every push, so rotated tokens apply.
     #[arg(long, env = "TETHER_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
-    /// Author name of git commits.
-    #[arg(long, env = "TETHER_GIT_AUTHOR_NAME", default_value = "tether")]
-    pub git_author_name: String,
-    /// Author email of git commits.
-    #[arg(
-        long,
-        env = "TETHER_GIT_AUTHOR_EMAIL",
-        default_value = "tether@localhost"
-    )]
-    pub git_author_email: String,
     /// Let S3 remotes run without `AWS_*` credentials (EC2 instance
     /// metadata, public buckets).
     #[arg(long, env = "TETHER_ALLOW_INSTANCE_CREDENTIALS")]
@@ -119,15 +109,32 @@ pub struct RemoteArgs {
     pub request_timeout: Duration,
 }
 
+/// Who git commits are by (only `sync` writes commits).
+#[derive(Debug, Clone, Args)]
+pub struct GitAuthorArgs {
+    /// Author name of git commits.
+    #[arg(long, env = "TETHER_GIT_AUTHOR_NAME", default_value = "tether")]
+    pub git_author_name: String,
+    /// Author email of git commits.
+    #[arg(
+        long,
+        env = "TETHER_GIT_AUTHOR_EMAIL",
+        default_value = "tether@localhost"
+    )]
+    pub git_author_email: String,
+}
+
 impl RemoteArgs {
-    /// The backend options these flags describe.
-    pub fn options(&self) -> crate::remote::RemoteOptions {
+    /// The backend options these flags describe, with `author` for git
+    /// commits (the defaults when `None`: reading commands write none).
+    pub fn options(&self, author: Option<&GitAuthorArgs>) -> crate::remote::RemoteOptions {
         crate::remote::RemoteOptions {
             ssh_key_file: self.ssh_key_file.clone(),
             ssh_known_hosts_file: self.ssh_known_hosts_file.clone(),
             token_file: self.token_file.clone(),
-            git_author_name: self.git_author_name.clone(),
-            git_author_email: self.git_author_email.clone(),
+            git_author_name: author.map_or_else(|| "tether".into(), |a| a.git_author_name.clone()),
+            git_author_email: author
+                .map_or_else(|| "tether@localhost".into(), |a| a.git_author_email.clone()),
             allow_instance_credentials: self.allow_instance_credentials,
             request_timeout: Some(self.request_timeout),
         }
@@ -149,7 +156,7 @@ pub struct SyncArgs {
     /// The directory to keep in sync (created if missing).
     pub dir: PathBuf,
     /// Remote URL: `file:///dir`, `s3://bucket/prefix`, `gs://…`, `az://…`,
-    /// `memory://`, or a git remote (`ssh://`, `https://…​.git`, `git://`,
+    /// `memory://`, or a git remote (`ssh://`, `https://host/repo.git`, `git://`,
     /// `file:///….git`, with `?branch=`). Default: a local store under
     /// `$XDG_DATA_HOME/tether/store/`.
     #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
@@ -208,6 +215,9 @@ pub struct SyncArgs {
     /// restored size and mtime. Reads the whole tree at every start.
     #[arg(long, env = "TETHER_VERIFY_HASHES")]
     pub verify_hashes: bool,
+    /// Git commit author.
+    #[command(flatten)]
+    pub author: GitAuthorArgs,
     /// Remote options.
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -578,7 +588,7 @@ mod tests {
         let s = parse(&["--request-timeout", "5s", "--verify-hashes"]);
         assert_eq!(s.remote.request_timeout, Duration::from_secs(5));
         assert_eq!(
-            s.remote.options().request_timeout,
+            s.remote.options(None).request_timeout,
             Some(Duration::from_secs(5))
         );
         assert!(s.verify_hashes);

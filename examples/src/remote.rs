@@ -1,7 +1,7 @@
 //! From a URL to a [`Backend`]: git remotes go to `sync-git`, everything
 //! else to `sync-s3` (object stores).
 //!
-//! Git remotes are `ssh://`, `git://`, `http(s)://…​.git`, `file:///…​.git`
+//! Git remotes are `ssh://`, `git://`, `http(s)://….git`, `file:///….git`
 //! and any `git+` URL (see [`sync_git::is_git_url`]); `s3://`, `gs://`,
 //! `az://`, `file:///dir` and `memory://` are object stores. Credentials
 //! come from the environment or from files, never from the URL (both

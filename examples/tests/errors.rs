@@ -149,6 +149,51 @@ fn help_and_version_exit_zero() {
     assert!(stdout(&out).starts_with("tether "));
 }
 
+/// Issue 14 item 6: every `--help` is plain text — no control or
+/// invisible characters (a zero-width space slipped into `sync --help`) —
+/// and lists only flags that do something there.
+#[test]
+fn every_help_is_plain_and_lists_only_its_own_flags() {
+    let sb = Sandbox::new();
+    let commands: &[&[&str]] = &[
+        &[],
+        &["sync"],
+        &["restore"],
+        &["history"],
+        &["certs"],
+        &["certs", "create"],
+        &["certs", "patch"],
+        &["certs", "show"],
+        &["webhook"],
+        &["manifests"],
+        &["manifests", "sidecar"],
+        &["manifests", "webhook"],
+        &["manifests", "inject"],
+    ];
+    for cmd in commands {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = sb.run(&args);
+        let text = stdout(&out);
+        if !out.status.success() {
+            // (A subcommand this build does not have.)
+            assert!(stderr(&out).contains("unrecognized subcommand"), "{args:?}");
+            continue;
+        }
+        for c in text.chars() {
+            let plain = c == '\n'
+                || (!c.is_control()
+                    && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'));
+            assert!(plain, "{args:?}: invisible or control character {c:?}");
+        }
+    }
+    for cmd in ["restore", "history"] {
+        let text = stdout(&sb.run(&[cmd, "--help"]));
+        assert!(!text.contains("--git-author"), "{cmd} --help: {text}");
+    }
+    assert!(stdout(&sb.run(&["sync", "--help"])).contains("--git-author-name"));
+}
+
 /// Issue 14 item 2: errors that retrying will not fix — a missing bucket,
 /// rejected credentials, a plain-HTTP endpoint without `allow_http`, a git
 /// repository that does not exist — make `sync --once`, `restore` and

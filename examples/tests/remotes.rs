@@ -1,4 +1,4 @@
-//! The binary against git (a bare repository, `file://…​.git`) and a real
+//! The binary against git (a bare repository, `file://….git`) and a real
 //! S3 server (SeaweedFS from scripts/testbed, skipped without it unless
 //! TETHER_TESTBED=1).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]

@@ -163,6 +163,53 @@ pub enum NewServingReason {
     },
 }
 
+impl fmt::Display for NewCaReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NewCaReason::Missing => f.write_str("no CA yet"),
+            NewCaReason::Expired { not_after } => {
+                write!(f, "the CA expired on {}", day(*not_after))
+            }
+            NewCaReason::DueForRotation { not_after } => {
+                write!(
+                    f,
+                    "the CA expires on {}: rotating with overlap",
+                    day(*not_after)
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for NewServingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NewServingReason::NewCa => f.write_str("issued by the new CA"),
+            NewServingReason::Missing => f.write_str("none yet"),
+            NewServingReason::NotSignedByCurrentCa => f.write_str("not issued by the current CA"),
+            NewServingReason::NamesChanged { added, removed } => {
+                write!(f, "names changed")?;
+                if !added.is_empty() {
+                    write!(f, ", added {}", added.join(", "))?;
+                }
+                if !removed.is_empty() {
+                    write!(f, ", removed {}", removed.join(", "))?;
+                }
+                Ok(())
+            }
+            NewServingReason::Expiring { not_after } => {
+                write!(f, "it expires on {}", day(*not_after))
+            }
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of a time, for messages.
+fn day(t: OffsetDateTime) -> String {
+    let d = t.date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
 /// What one renewal step will do. Empty (see [`RenewalPlan::is_noop`]) when
 /// the stored certificates are reused as they are.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -190,10 +237,10 @@ impl fmt::Display for RenewalPlan {
         }
         let mut parts = Vec::new();
         if let Some(reason) = &self.new_ca {
-            parts.push(format!("new CA ({reason:?})"));
+            parts.push(format!("new CA ({reason})"));
         }
         if let Some(reason) = &self.new_serving_cert {
-            parts.push(format!("new serving certificate ({reason:?})"));
+            parts.push(format!("new serving certificate ({reason})"));
         }
         for ca in &self.retire_cas {
             parts.push(format!("drop CA {:?} from the bundle", ca.subject));
@@ -662,8 +709,11 @@ mod tests {
     fn plan_display_names_the_steps() {
         let plan = plan_renewal(&Existing::default(), &request(), &policy(), t0());
         let text = plan.to_string();
-        assert!(text.contains("new CA (Missing)"), "{text}");
-        assert!(text.contains("new serving certificate (NewCa)"), "{text}");
+        assert!(text.contains("new CA (no CA yet)"), "{text}");
+        assert!(
+            text.contains("new serving certificate (issued by the new CA)"),
+            "{text}"
+        );
         assert_eq!(
             RenewalPlan::default().to_string(),
             "reuse the stored certificates"

@@ -10,14 +10,16 @@ use crate::paths::{self, BaseDirs};
 
 /// A table of history entries: id, time (UTC), files, bytes.
 pub fn table(entries: &[sync_core::HistoryEntry]) -> String {
+    // Snapshot ids are 24 characters wide, git commit ids 40.
+    let w = entries.iter().map(|e| e.id.len()).fold(24, usize::max);
     let mut out = format!(
-        "{:<24} {:<20} {:>8} {:>12}\n",
+        "{:<w$} {:<20} {:>8} {:>12}\n",
         "ID", "TIME (UTC)", "FILES", "BYTES"
     );
     for e in entries {
         let time = e.time.map_or_else(|| "-".into(), utc);
         out.push_str(&format!(
-            "{:<24} {:<20} {:>8} {:>12}\n",
+            "{:<w$} {:<20} {:>8} {:>12}\n",
             e.id,
             time,
             e.files,
@@ -47,7 +49,7 @@ pub async fn run(args: HistoryArgs) -> Result<ExitCode, CliError> {
         None => paths::remote_state_dir(&BaseDirs::from_env(), &url)?,
     };
     paths::claim_state_dir(&state_dir, None, &url)?;
-    let backend = crate::remote::open_backend(&url, &args.remote.options(), &state_dir)?;
+    let backend = crate::remote::open_backend(&url, &args.remote.options(None), &state_dir)?;
     let entries = backend
         .history(args.limit)
         .await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sync_core::{Backend, BackendError};
 
-use crate::cli::{Cli, Command, RemoteArgs};
+use crate::cli::{Cli, Command, GitAuthorArgs, RemoteArgs};
 use crate::error::CliError;
 use crate::paths::{self, BaseDirs};
 
@@ -55,6 +55,7 @@ pub fn open_workspace(
     dir: &Path,
     url: Option<&str>,
     remote: &RemoteArgs,
+    author: Option<&GitAuthorArgs>,
 ) -> Result<Workspace, CliError> {
     let base = BaseDirs::from_env();
     let dir = paths::prepare_dir(dir)?;
@@ -74,7 +75,7 @@ pub fn open_workspace(
         )));
     }
     paths::claim_state_dir(&state_dir, Some(&dir), &url)?;
-    let backend = crate::remote::open_backend(&url, &remote.options(), &state_dir)?;
+    let backend = crate::remote::open_backend(&url, &remote.options(author), &state_dir)?;
     Ok(Workspace {
         dir,
         url,
@@ -115,6 +116,15 @@ impl StopSignals {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         }
+    }
+}
+
+/// `1 file`, `2 files`.
+pub fn files(n: u64) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
     }
 }
 

@@ -71,8 +71,8 @@ pub fn summary(restored: &Restored, remote: &str, dir: &Path) -> String {
         ),
         Restored::Done(r) => {
             let mut line = format!(
-                "restored {} files ({}) from {remote}{} into {}",
-                r.files_written,
+                "restored {} ({}) from {remote}{} into {}",
+                super::files(r.files_written),
                 human_bytes(r.bytes_written),
                 r.head
                     .as_deref()
@@ -85,7 +85,7 @@ pub fn summary(restored: &Restored, remote: &str, dir: &Path) -> String {
             }
             if !r.kept_local.is_empty() {
                 line.push_str(&format!(
-                    "; kept {} newer local files (the next sync pushes them)",
+                    "; kept {} newer local file(s) (the next sync pushes them)",
                     r.kept_local.len()
                 ));
             }
@@ -96,7 +96,7 @@ pub fn summary(restored: &Restored, remote: &str, dir: &Path) -> String {
 
 /// Runs `tether restore`.
 pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
-    let ws = open_workspace(&args.dir, args.from.as_deref(), &args.remote)?;
+    let ws = open_workspace(&args.dir, args.from.as_deref(), &args.remote, None)?;
     let options = RestoreOptions {
         at: args.at.clone(),
         existing: args.existing,
@@ -112,7 +112,8 @@ pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
         }
     };
     let line = summary(&restored, &ws.backend.describe(), &ws.dir);
-    tracing::info!(dir = %ws.dir.display(), remote = %ws.backend.describe(), "{line}");
+    // The result goes to stdout once; the log has it at debug only.
+    tracing::debug!(dir = %ws.dir.display(), remote = %ws.backend.describe(), "{line}");
     println!("{line}");
     Ok(ExitCode::SUCCESS)
 }

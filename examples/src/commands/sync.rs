@@ -95,14 +95,19 @@ fn log_transitions(old: &Status, new: &Status) {
 /// Runs `tether sync`.
 pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     let mut signals = StopSignals::new()?;
-    let ws = open_workspace(&args.dir, args.to.as_deref(), &args.remote)?;
+    let ws = open_workspace(
+        &args.dir,
+        args.to.as_deref(),
+        &args.remote,
+        Some(&args.author),
+    )?;
     let remote = ws.backend.describe();
     let monitor = Monitor::new(args.unready_after);
     let _http = match args.http_bind {
         Some(addr) => Some(crate::health::serve(addr, monitor.clone()).await?),
         None => None,
     };
-    tracing::info!(dir = %ws.dir.display(), remote = %remote, url = %ws.url, state_dir = %ws.state_dir.display(), "tether sync starting");
+    tracing::info!(dir = %ws.dir.display(), remote = %remote, state_dir = %ws.state_dir.display(), "tether sync starting");
 
     if args.restore == RestoreWhen::IfEmpty && crate::paths::is_effectively_empty(&ws.dir)? {
         let options = RestoreOptions {
@@ -165,8 +170,8 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
             sig = signals.recv() => tracing::info!(signal = sig, "not waiting for the backend's housekeeping"),
         }
         println!(
-            "pushed {} files ({}) to {remote}",
-            status.files_pushed,
+            "pushed {} ({}) to {remote}",
+            super::files(status.files_pushed),
             human_bytes(status.bytes_pushed)
         );
         return Ok(ExitCode::SUCCESS);
