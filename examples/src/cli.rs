@@ -153,7 +153,7 @@ pub enum RestoreWhen {
 /// `tether sync`.
 #[derive(Debug, Clone, Args)]
 pub struct SyncArgs {
-    /// The directory to keep in sync (created if missing).
+    /// The directory to keep in sync (created if missing; its parent must exist).
     pub dir: PathBuf,
     /// Remote URL: `file:///dir`, `s3://bucket/prefix`, `gs://…`, `az://…`,
     /// `memory://`, or a git remote (`ssh://`, `https://host/repo.git`, `git://`,
@@ -226,7 +226,7 @@ pub struct SyncArgs {
 /// `tether restore`.
 #[derive(Debug, Clone, Args)]
 pub struct RestoreArgs {
-    /// The directory to restore into (created if missing).
+    /// The directory to restore into (created if missing; its parent must exist).
     pub dir: PathBuf,
     /// Remote URL (see `tether sync --help`). Default: the local store
     /// `tether sync DIR` uses.
@@ -250,9 +250,12 @@ pub struct RestoreArgs {
 /// `tether history`.
 #[derive(Debug, Clone, Args)]
 pub struct HistoryArgs {
+    /// The synced directory whose local store to list (when `--from` is
+    /// not given), as `tether sync DIR` without `--to` uses it.
+    pub dir: Option<PathBuf>,
     /// Remote URL (see `tether sync --help`).
     #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
-    pub from: String,
+    pub from: Option<String>,
     /// Show at most this many checkpoints, newest first.
     #[arg(long, env = "TETHER_HISTORY_LIMIT", default_value_t = 20)]
     pub limit: usize,

@@ -156,9 +156,41 @@ pub fn is_effectively_empty(dir: &Path) -> Result<bool, CliError> {
 }
 
 /// Creates `dir` if needed and returns its canonical path.
+///
+/// Only the last component is created: a typo in a parent (`/hmoe/me/work`)
+/// must not silently make a whole new tree that is then synced.
 pub fn prepare_dir(dir: &Path) -> Result<PathBuf, CliError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| CliError::usage(format!("cannot create directory {}: {e}", dir.display())))?;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if !m.is_dir() && !m.file_type().is_symlink() => {
+            return Err(CliError::usage(format!(
+                "{} is a file, not a directory: give the directory to keep in sync",
+                dir.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(CliError::usage(format!(
+                    "cannot create {}: its parent {} does not exist (only the last component is created; check for a typo)",
+                    dir.display(),
+                    parent.display()
+                )));
+            }
+            std::fs::create_dir(dir).map_err(|e| {
+                CliError::usage(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        Err(e) => {
+            return Err(CliError::usage(format!(
+                "cannot read directory {}: {e}",
+                dir.display()
+            )));
+        }
+    }
     let canonical = std::fs::canonicalize(dir)
         .map_err(|e| CliError::usage(format!("cannot resolve directory {}: {e}", dir.display())))?;
     if !canonical.is_dir() {

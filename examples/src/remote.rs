@@ -123,6 +123,15 @@ pub fn open_backend(
     options: &RemoteOptions,
     state_dir: &Path,
 ) -> Result<Arc<dyn Backend>, CliError> {
+    // A path where a URL belongs (`--to /tmp/x`, `--to ./store`).
+    let trimmed = url.trim();
+    if !trimmed.contains("://") && (trimmed.starts_with('/') || trimmed.starts_with('.')) {
+        let absolute = std::path::absolute(trimmed).unwrap_or_else(|_| trimmed.into());
+        return Err(CliError::usage(format!(
+            "{trimmed:?} is a path, not a remote URL: use file://{} (a local store), or s3://, gs://, az://, a git URL",
+            absolute.display()
+        )));
+    }
     match family(url) {
         RemoteFamily::Git => {
             let mut git = sync_git::GitOptions::new(state_dir.join("git"))

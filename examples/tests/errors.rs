@@ -329,3 +329,152 @@ fn permanent_remote_errors_exit_2_at_once_and_the_sidecar_reports_them() {
         "the error is logged once (plus the exit line), not per retry: {logged} in {err}"
     );
 }
+
+/// Issue 14 item 5: typos get a message that says what was meant, never a
+/// silent success.
+#[test]
+fn typos_are_named_not_silently_accepted() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path("w")).unwrap();
+    std::fs::write(sb.path("w/notes.txt"), "x").unwrap();
+    std::fs::write(sb.path("a-file"), "x").unwrap();
+    let store = sb.url("store");
+    // A missing parent is not created (`mkdir -p` would make the typo real).
+    check(
+        &sb,
+        &["sync", "typo/deeper/work", "--to", &store, "--once"],
+        2,
+        "its parent typo/deeper does not exist",
+    );
+    assert!(!sb.path("typo").exists());
+    // ...but the last component is.
+    let out = sb.run(&[
+        "sync",
+        "fresh",
+        "--to",
+        &store,
+        "--state-dir",
+        "s0",
+        "--once",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(sb.path("fresh").is_dir());
+    for cmd in ["sync", "restore"] {
+        let flag = if cmd == "sync" { "--to" } else { "--from" };
+        check(
+            &sb,
+            &[cmd, "a-file", flag, &store],
+            2,
+            "is a file, not a directory",
+        );
+    }
+    check(
+        &sb,
+        &["sync", "w", "--to", "/tmp/some-store"],
+        2,
+        "is a path, not a remote URL: use file:///tmp/some-store",
+    );
+    // Push w, then restore into a non-empty directory with --existing fail.
+    let out = sb.run(&["sync", "w", "--to", &store, "--state-dir", "s1", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::create_dir(sb.path("busy")).unwrap();
+    std::fs::write(sb.path("busy/other"), "y").unwrap();
+    check(
+        &sb,
+        &[
+            "restore",
+            "busy",
+            "--from",
+            &store,
+            "--state-dir",
+            "s2",
+            "--existing",
+            "fail",
+        ],
+        2,
+        "--existing is fail: use --existing keep-newer",
+    );
+    check(
+        &sb,
+        &[
+            "restore",
+            "r",
+            "--from",
+            &store,
+            "--state-dir",
+            "s3",
+            "--at",
+            "0123456789abcdef01234567",
+        ],
+        2,
+        "tether history",
+    );
+    // history DIR lists the local store `sync DIR` uses by default.
+    let out = sb.run(&["sync", "w", "--state-dir", "s4", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sb.run(&["history", "w"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).lines().count() >= 2, "{}", stdout(&out));
+    check(&sb, &["history"], 2, "--from URL");
+}
+
+/// Issue 14 item 5: git accepts a unique abbreviated commit id.
+#[test]
+fn git_restore_accepts_an_abbreviated_commit_id() {
+    let sb = Sandbox::new();
+    let ok = std::process::Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(sb.path("r.git"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return;
+    }
+    std::fs::create_dir(sb.path("w")).unwrap();
+    std::fs::write(sb.path("w/notes.txt"), "v1").unwrap();
+    let url = sb.url("r.git");
+    let out = sb.run(&["sync", "w", "--to", &url, "--state-dir", "s", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let history = stdout(&sb.run(&["history", "--from", &url, "--state-dir", "h"]));
+    let id = history
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_eq!(id.len(), 40, "{history}");
+    std::fs::write(sb.path("w/notes.txt"), "v2").unwrap();
+    let out = sb.run(&["sync", "w", "--to", &url, "--state-dir", "s", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = sb.run(&[
+        "restore",
+        "old",
+        "--from",
+        &url,
+        "--state-dir",
+        "r",
+        "--at",
+        &id[..8],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(sb.path("old/notes.txt")).unwrap(),
+        "v1"
+    );
+    check(
+        &sb,
+        &[
+            "restore",
+            "x",
+            "--from",
+            &url,
+            "--state-dir",
+            "r2",
+            "--at",
+            "abc",
+        ],
+        2,
+        "7 to 40 hexadecimal",
+    );
+}

@@ -1037,26 +1037,31 @@ impl Backend for GitBackend {
         let target = match &options.at {
             None => self.fetch_branch().await?,
             Some(at) => {
-                let id = ObjectId::from_hex(at.trim().as_bytes()).map_err(|_| {
-                    BackendError::NotFound {
-                        what: format!("commit {at:?} (give the full 40-character commit id)"),
-                    }
-                })?;
-                let present = self
-                    .blocking(move |repo| Ok(repo.find_commit(id).is_ok()))
-                    .await?;
-                if !present {
-                    self.fetch_all_branches().await?;
-                    let present = self
-                        .blocking(move |repo| Ok(repo.find_commit(id).is_ok()))
-                        .await?;
-                    if !present {
-                        return Err(BackendError::NotFound {
-                            what: format!("commit {id} in {}", self.remote.url()),
-                        });
-                    }
+                let at = at.trim().to_ascii_lowercase();
+                if !(7..=40).contains(&at.len()) || !at.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(BackendError::NotFound {
+                        what: format!(
+                            "commit {at:?} (give a commit id: 7 to 40 hexadecimal characters)"
+                        ),
+                    });
                 }
-                Some(id)
+                let find = |at: String| {
+                    move |repo: &gix::Repository| -> Result<Result<ObjectId, String>, BackendError> {
+                        Ok(find_commit_by_prefix(repo, &at))
+                    }
+                };
+                let found = match self.blocking(find(at.clone())).await? {
+                    Ok(id) => id,
+                    Err(_) => {
+                        self.fetch_all_branches().await?;
+                        self.blocking(find(at.clone())).await?.map_err(|why| {
+                            BackendError::NotFound {
+                                what: format!("commit {at} in {} ({why})", self.remote.url()),
+                            }
+                        })?
+                    }
+                };
+                Some(found)
             }
         };
         let dest = dest.to_path_buf();
@@ -1125,6 +1130,23 @@ impl Backend for GitBackend {
         })
         .await
     }
+}
+
+/// The commit whose id starts with `hex` (7 to 40 lowercase hex digits),
+/// or why there is none: not present, ambiguous, or not a commit.
+fn find_commit_by_prefix(repo: &gix::Repository, hex: &str) -> Result<ObjectId, String> {
+    let prefix = gix::hash::Prefix::from_hex(hex).map_err(|e| e.to_string())?;
+    let id = match repo.objects.lookup_prefix(prefix, None) {
+        Ok(Some(Ok(id))) => id,
+        Ok(Some(Err(()))) => {
+            return Err(format!("{hex} is ambiguous: give more characters"));
+        }
+        Ok(None) => return Err("not found".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    repo.find_commit(id)
+        .map(|c| c.id)
+        .map_err(|_| format!("{id} is not a commit"))
 }
 
 /// Writes the tree of `commit` into `dest` (nothing for an empty remote).

@@ -43,9 +43,22 @@ fn utc(t: SystemTime) -> String {
 
 /// Runs `tether history`.
 pub async fn run(args: HistoryArgs) -> Result<ExitCode, CliError> {
-    let url = args.from.trim().to_owned();
+    let url = match (args.from.as_deref().map(str::trim), &args.dir) {
+        (Some(u), _) if !u.is_empty() => u.to_owned(),
+        (_, Some(dir)) => {
+            let canonical = std::fs::canonicalize(dir).map_err(|e| {
+                CliError::usage(format!("cannot resolve directory {}: {e}", dir.display()))
+            })?;
+            paths::default_store_url(&BaseDirs::from_env(), &canonical)?
+        }
+        _ => {
+            return Err(CliError::usage(
+                "give the remote (--from URL) or the synced directory whose local store to list (DIR)",
+            ));
+        }
+    };
     let state_dir = match &args.remote.state_dir {
-        Some(s) => s.clone(),
+        Some(s) => super::absolute(s)?,
         None => paths::remote_state_dir(&BaseDirs::from_env(), &url)?,
     };
     paths::claim_state_dir(&state_dir, None, &url)?;

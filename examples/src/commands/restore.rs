@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sync_core::{Backend, Index, RestoreOptions};
+use sync_core::{Backend, BackendError, Index, RestoreOptions};
 
 use super::{context, human_bytes, open_workspace};
 use crate::cli::RestoreArgs;
@@ -56,8 +56,18 @@ pub async fn restore_into(
         }
     };
     bar.finish_and_clear();
-    let report =
-        result.map_err(|e| context(e, format!("restoring {remote} into {}", dir.display())))?;
+    let report = result.map_err(|e| match e {
+        BackendError::Restore(sync_core::restore::RestoreError::DestinationNotEmpty(d)) => {
+            CliError::usage(format!(
+                "{} is not empty and --existing is fail: use --existing keep-newer (keep newer local files) or --existing overwrite",
+                d.display()
+            ))
+        }
+        BackendError::NotFound { what } if options.at.is_some() => CliError::usage(format!(
+            "{remote} has no {what}: `tether history --from URL` lists the ids it keeps"
+        )),
+        e => context(e, format!("restoring {remote} into {}", dir.display())),
+    })?;
     Index::open(state_dir)?.replace_all(report.entries.iter().cloned(), report.head.clone())?;
     Ok(Restored::Done(report))
 }
