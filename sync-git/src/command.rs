@@ -20,11 +20,12 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use sync_core::BackendError;
 
 use crate::remote::{GitRemote, RemoteKind, redact_url};
@@ -39,16 +40,6 @@ pub(crate) enum TokenSource {
     File(PathBuf),
     /// Read from this environment variable before each command.
     Env(String),
-}
-
-/// A secret string whose `Debug` shows nothing.
-#[derive(Clone, Default)]
-pub(crate) struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// Everything needed to run git against one remote.
@@ -217,8 +208,9 @@ fn io_config(what: &'static str, path: &Path, e: impl std::fmt::Display) -> Back
     BackendError::Config(format!("{what} {}: {e}", path.display()))
 }
 
-/// Writes `content` to `path` with mode 0600 (atomically) unless it already
-/// holds exactly that with that mode.
+/// Writes `content` to `path` with mode 0600 (atomically: a fsynced
+/// temporary file renamed over it) unless it already holds exactly that
+/// with that mode.
 fn write_private(path: &Path, content: &[u8]) -> Result<(), BackendError> {
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o777 == 0o600
@@ -228,18 +220,17 @@ fn write_private(path: &Path, content: &[u8]) -> Result<(), BackendError> {
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| io_config("creating", dir, e))?;
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_config("creating", &tmp, e))?;
-    f.write_all(content)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io_config("writing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_config("renaming into", path, e))
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(|e| io_config("creating a temporary file in", dir, e))?;
+    tmp.write_all(content)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| io_config("writing", tmp.path(), e))?;
+    tmp.persist(path)
+        .map(drop)
+        .map_err(|e| io_config("renaming into", path, e.error))
 }
 
 /// Finds `libnss_wrapper.so` in the usual library directories.
@@ -263,7 +254,7 @@ impl GitRunner {
     }
 
     /// Reads the token now (files and variables are re-read every time).
-    fn token(&self) -> Result<Option<Secret>, BackendError> {
+    fn token(&self) -> Result<Option<SecretString>, BackendError> {
         let raw = match &self.token {
             TokenSource::None => return Ok(None),
             TokenSource::File(p) => {
@@ -279,11 +270,11 @@ impl GitRunner {
                 "the token is empty or spans several lines".into(),
             ));
         }
-        Ok(Some(Secret(t.to_owned())))
+        Ok(Some(SecretString::from(t.to_owned())))
     }
 
     /// The environment of every git command, and the secrets to scrub.
-    fn environment(&self, network: bool) -> Result<(ChildEnv, Vec<Secret>), BackendError> {
+    fn environment(&self, network: bool) -> Result<(ChildEnv, Vec<SecretString>), BackendError> {
         let home = self.home();
         std::fs::create_dir_all(&home).map_err(|e| io_config("creating", &home, e))?;
         let mut env: Vec<(String, OsString)> = vec![
@@ -354,7 +345,7 @@ impl GitRunner {
                             "!f() { test \"$1\" = get || exit 0; echo \"username=$TETHER_GIT_USERNAME\"; echo \"password=$TETHER_GIT_PASSWORD\"; }; f".into(),
                         ));
                         env.push(("TETHER_GIT_USERNAME".into(), self.http_user.clone().into()));
-                        env.push(("TETHER_GIT_PASSWORD".into(), token.0.clone().into()));
+                        env.push(("TETHER_GIT_PASSWORD".into(), token.expose_secret().into()));
                         secrets.push(token);
                     }
                 }
@@ -398,7 +389,7 @@ impl GitRunner {
     pub fn command(
         &self,
         network: bool,
-    ) -> Result<(std::process::Command, Vec<Secret>), BackendError> {
+    ) -> Result<(std::process::Command, Vec<SecretString>), BackendError> {
         let (env, secrets) = self.environment(network)?;
         let mut cmd = std::process::Command::new(&self.git);
         for (k, _) in std::env::vars_os() {
@@ -425,7 +416,12 @@ impl GitRunner {
         args: &[&str],
         network: bool,
     ) -> Result<Output, BackendError> {
-        let (mut cmd, secrets) = self.command(network)?;
+        // Preparing the environment writes key and passwd files (fsynced)
+        // and looks up the UID: blocking work, off the async workers.
+        let runner = self.clone();
+        let (mut cmd, secrets) = tokio::task::spawn_blocking(move || runner.command(network))
+            .await
+            .map_err(|e| BackendError::Config(format!("preparing git: {e}")))??;
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
@@ -449,7 +445,7 @@ impl GitRunner {
                 ));
             }
         };
-        let secret_strs: Vec<&str> = secrets.iter().map(|s| s.0.as_str()).collect();
+        let secret_strs: Vec<&str> = secrets.iter().map(|s| s.expose_secret()).collect();
         let stderr = scrub(&String::from_utf8_lossy(&out.stderr), &secret_strs);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         tracing::debug!(operation, success = out.status.success(), %stderr, "git finished");
