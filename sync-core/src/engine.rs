@@ -380,56 +380,34 @@ impl Engine {
         config: EngineConfig,
         backend: Arc<dyn Backend>,
     ) -> Result<EngineHandle, EngineError> {
-        let root = std::fs::canonicalize(&config.root).map_err(|e| EngineError::Root {
-            path: config.root.clone(),
-            message: e.to_string(),
-        })?;
-        if !root.is_dir() {
-            return Err(EngineError::Root {
-                path: root,
-                message: "not a directory".into(),
-            });
-        }
-        std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-            EngineError::Index(IndexError::Io {
-                op: "create state directory",
-                path: config.state_dir.clone(),
-                source: e,
-            })
-        })?;
-        let state_dir =
-            std::fs::canonicalize(&config.state_dir).unwrap_or(config.state_dir.clone());
-        if state_dir.starts_with(&root) {
-            return Err(EngineError::StateInsideRoot {
-                state: state_dir,
-                root,
-            });
-        }
-        let ignore_paths = crate::rules::ignore_file_paths(&root, &config.ignore);
-        let ignore_text = match &ignore_paths {
-            Some((full, _)) => crate::rules::read_ignore_file(full)?,
-            None => None,
+        // Canonicalizing, reading the ignore file and replaying the index
+        // journal (phase 1) and resetting the index, removing old copies
+        // and setting up inotify watches (phase 2) are blocking file
+        // system work: they run off the async workers.
+        let prepared = {
+            let config = config.clone();
+            blocking(move || prepare(&config)).await??
         };
-        let rules = IgnoreRules::build(&root, &config.ignore, ignore_text.as_deref())?;
-        // Live reload needs the watcher to see the file: only inside the tree.
-        let ignore_file = ignore_paths.and_then(|(full, inside)| {
-            if inside.is_none() {
-                tracing::info!(file = %full.display(), "the ignore file is outside the synced directory; its edits apply at the next start");
-            }
-            inside
-        });
-        let mut index = Index::open(&state_dir)?;
+        let Prepared {
+            root,
+            state_dir,
+            rules,
+            ignore_file,
+            ignore_text,
+            mut index,
+        } = prepared;
         let status = Arc::new(Mutex::new(Status {
             remote_head: index.remote_head().map(str::to_owned),
             ..Status::default()
         }));
 
         // A remote that lost everything we pushed gets everything again.
+        let mut reset = false;
         if index.remote_head().is_some() {
             match backend.head().await {
                 Ok(None) => {
                     tracing::warn!(remote = %backend.describe(), "remote is empty but the index says it was pushed to; pushing everything again");
-                    index.replace_all(std::iter::empty(), None)?;
+                    reset = true;
                 }
                 Ok(Some(_)) => {}
                 Err(e) => {
@@ -438,18 +416,28 @@ impl Engine {
             }
         }
 
-        // Settled copies left by a crash are stale: nothing refers to them.
-        let copies = state_dir.join(COPIES_DIR);
-        match std::fs::remove_dir_all(&copies) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(dir = %copies.display(), error = %e, "cannot remove old settled copies")
-            }
-        }
-
-        let watcher = Arc::new(Watcher::new(&root, rules.clone(), config.use_inotify));
-        watcher.mark_rescan();
+        let (index, copies, watcher) = {
+            let (root, rules, use_inotify) = (root.clone(), rules.clone(), config.use_inotify);
+            blocking(move || -> Result<_, EngineError> {
+                if reset {
+                    index.replace_all(std::iter::empty(), None)?;
+                }
+                // Settled copies left by a crash are stale: nothing refers
+                // to them.
+                let copies = state_dir.join(COPIES_DIR);
+                match std::fs::remove_dir_all(&copies) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %copies.display(), error = %e, "cannot remove old settled copies")
+                    }
+                }
+                let watcher = Arc::new(Watcher::new(&root, rules, use_inotify));
+                watcher.mark_rescan();
+                Ok((index, copies, watcher))
+            })
+            .await??
+        };
         let (tx, rx) = mpsc::channel(16);
         let (events, _) = tokio::sync::broadcast::channel(1024);
         let retry = config.retry;
@@ -500,6 +488,76 @@ impl Engine {
             task: Some(task),
         })
     }
+}
+
+/// What [`prepare`] finds on disk.
+struct Prepared {
+    root: PathBuf,
+    state_dir: PathBuf,
+    rules: IgnoreRules,
+    ignore_file: Option<RelPath>,
+    ignore_text: Option<String>,
+    index: Index,
+}
+
+/// The blocking first half of [`Engine::start`]: checks the directories,
+/// builds the ignore rules and opens the index.
+fn prepare(config: &EngineConfig) -> Result<Prepared, EngineError> {
+    let root = std::fs::canonicalize(&config.root).map_err(|e| EngineError::Root {
+        path: config.root.clone(),
+        message: e.to_string(),
+    })?;
+    if !root.is_dir() {
+        return Err(EngineError::Root {
+            path: root,
+            message: "not a directory".into(),
+        });
+    }
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        EngineError::Index(IndexError::Io {
+            op: "create state directory",
+            path: config.state_dir.clone(),
+            source: e,
+        })
+    })?;
+    let state_dir = std::fs::canonicalize(&config.state_dir).unwrap_or(config.state_dir.clone());
+    if state_dir.starts_with(&root) {
+        return Err(EngineError::StateInsideRoot {
+            state: state_dir,
+            root,
+        });
+    }
+    let ignore_paths = crate::rules::ignore_file_paths(&root, &config.ignore);
+    let ignore_text = match &ignore_paths {
+        Some((full, _)) => crate::rules::read_ignore_file(full)?,
+        None => None,
+    };
+    let rules = IgnoreRules::build(&root, &config.ignore, ignore_text.as_deref())?;
+    // Live reload needs the watcher to see the file: only inside the tree.
+    let ignore_file = ignore_paths.and_then(|(full, inside)| {
+        if inside.is_none() {
+            tracing::info!(file = %full.display(), "the ignore file is outside the synced directory; its edits apply at the next start");
+        }
+        inside
+    });
+    let index = Index::open(&state_dir)?;
+    Ok(Prepared {
+        root,
+        state_dir,
+        rules,
+        ignore_file,
+        ignore_text,
+        index,
+    })
+}
+
+/// Runs blocking `f` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| EngineError::Stopped)
 }
 
 struct Runner {
