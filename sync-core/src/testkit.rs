@@ -13,6 +13,44 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod conformance;
+
+/// Declares module `$module` with one `#[tokio::test]` per check of the
+/// [`conformance`] suite, each run on the fixture `$fixture` (an
+/// expression of type `Option<impl Fixture>`; `None` skips, for a test
+/// server that is not running). The calling crate needs tokio's `macros`
+/// and `rt-multi-thread` features as dev-dependencies.
+///
+/// ```ignore
+/// sync_core::conformance_suite!(file_snapshots, Some(MyFixture::new()));
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($module:ident, $fixture:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance_suite!(@tests $fixture;
+                round_trip,
+                deletes_and_renames,
+                idempotent_push,
+                restore_policies,
+                modes_round_trip,
+                special_mode_bits_are_not_restored,
+                repository_directories_are_not_restored,
+                hostile_state_is_refused
+            );
+        }
+    };
+    (@tests $fixture:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let Some(fixture) = $fixture else { return };
+                $crate::testkit::conformance::$check(&fixture).await;
+            }
+        )*
+    };
+}
 mod memory;
 
 pub use memory::{MemoryBackend, PushRecord};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sync_core::testkit::MemoryBackend;
-use sync_core::testkit::conformance::{self, Fixture, Hostile, Planted};
+use sync_core::testkit::conformance::{Fixture, Hostile, Planted};
 use sync_core::{Backend, ContentHash, FileMeta, Meta};
 
 struct Memory;
@@ -78,42 +78,4 @@ impl Fixture for Memory {
     }
 }
 
-#[tokio::test]
-async fn modes_round_trip() {
-    conformance::modes_round_trip(&Memory).await;
-}
-
-#[tokio::test]
-async fn special_mode_bits_are_not_restored() {
-    conformance::special_mode_bits_are_not_restored(&Memory).await;
-}
-
-#[tokio::test]
-async fn repository_directories_are_not_restored() {
-    conformance::repository_directories_are_not_restored(&Memory).await;
-}
-
-#[tokio::test]
-async fn round_trip() {
-    conformance::round_trip(&Memory).await;
-}
-
-#[tokio::test]
-async fn deletes_and_renames() {
-    conformance::deletes_and_renames(&Memory).await;
-}
-
-#[tokio::test]
-async fn idempotent_push() {
-    conformance::idempotent_push(&Memory).await;
-}
-
-#[tokio::test]
-async fn restore_policies() {
-    conformance::restore_policies(&Memory).await;
-}
-
-#[tokio::test]
-async fn hostile_state_is_refused() {
-    conformance::hostile_state_is_refused(&Memory).await;
-}
+sync_core::conformance_suite!(memory, Some(Memory));
