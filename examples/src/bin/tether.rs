@@ -5,14 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use examples::cli::{Cli, render_clap_error};
 
-/// mimalloc instead of glibc's malloc: glibc keeps up to eight arenas per
-/// core, one per thread that allocated (tokio's blocking threads read and
-/// write every file), and freed memory stays in them. For the initial
-/// push of 100,000 small files that was about 40 MiB of the peak RSS
-/// (BENCHMARKS.md, "Memory at scale").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // One line, never a backtrace, even for a bug.
     std::panic::set_hook(Box::new(|info| {
