@@ -413,9 +413,7 @@ impl RemoteUrl {
                         })?)
                 }
                 "pack_size" => out.pack_size = Some(parse_size(&name, &value)?),
-                "max_buffered_bytes" => {
-                    out.max_buffered_bytes = Some(parse_size(&name, &value)?)
-                }
+                "max_buffered_bytes" => out.max_buffered_bytes = Some(parse_size(&name, &value)?),
                 "max_manifest_bytes" => {
                     out.max_manifest_bytes = Some(parse_size(&name, &value)? as u64)
                 }

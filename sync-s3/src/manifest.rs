@@ -491,10 +491,11 @@ impl<'a> Merge<'a> {
 
     /// Regular files and content bytes of the result.
     pub fn totals(&self) -> (u64, u64) {
-        self.iter().fold((0u64, 0u64), |(files, bytes), e| match e.meta {
-            Meta::File(f) => (files + 1, bytes.saturating_add(f.size)),
-            _ => (files, bytes),
-        })
+        self.iter()
+            .fold((0u64, 0u64), |(files, bytes), e| match e.meta {
+                Meta::File(f) => (files + 1, bytes.saturating_add(f.size)),
+                _ => (files, bytes),
+            })
     }
 
     /// The manifest's JSON, written straight from the merge in chunks of
@@ -558,10 +559,12 @@ impl<'a> Merge<'a> {
         }
         entries.extend(base);
         entries.shrink_to_fit();
-        let (files, bytes) = entries.iter().fold((0u64, 0u64), |(n, b), e| match &e.meta {
-            Meta::File(f) => (n + 1, b.saturating_add(f.size)),
-            _ => (n, b),
-        });
+        let (files, bytes) = entries
+            .iter()
+            .fold((0u64, 0u64), |(n, b), e| match &e.meta {
+                Meta::File(f) => (n + 1, b.saturating_add(f.size)),
+                _ => (n, b),
+            });
         Manifest {
             format: MANIFEST_FORMAT.into(),
             id,

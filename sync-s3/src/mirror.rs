@@ -282,18 +282,17 @@ impl Mirror {
             .map(|(path, meta)| async move {
                 let key = self.remote.key(path.as_str())?;
                 let attrs = transfer::file_attributes(&meta);
-                let etag =
-                    transfer::upload_file(
-                        &self.remote,
-                        &key,
-                        &path,
-                        &meta,
-                        source,
-                        attrs,
-                        limits,
-                        &self.budget,
-                    )
-                    .await?;
+                let etag = transfer::upload_file(
+                    &self.remote,
+                    &key,
+                    &path,
+                    &meta,
+                    source,
+                    attrs,
+                    limits,
+                    &self.budget,
+                )
+                .await?;
                 Ok::<_, BackendError>((path, etag, meta.size))
             })
             .buffer_unordered(concurrency)

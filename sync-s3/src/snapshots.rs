@@ -42,8 +42,8 @@ use crate::config::BackendOptions;
 use crate::heads::{Confirmation, CreateOutcome, Generations, delete_all};
 use crate::manifest::{
     BlobLoc, HEAD_FORMAT, HeadRecord, Manifest, ManifestEntry, Merge, PACK_INDEX_FORMAT,
-    PackBuilder, PackIndex, PackedBlob, SealedPack, contested_paths, is_pack_id,
-    is_snapshot_id, new_snapshot_id,
+    PackBuilder, PackIndex, PackedBlob, SealedPack, contested_paths, is_pack_id, is_snapshot_id,
+    new_snapshot_id,
 };
 use crate::store::{Remote, remote_err};
 use crate::transfer::{self, UploadLimits};

@@ -114,13 +114,18 @@ impl ByteBudget {
     /// the whole budget waits for all of it).
     pub async fn take(&self, bytes: u64) -> Result<BudgetShare, BackendError> {
         use std::sync::atomic::Ordering;
-        let n = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, self.total);
+        let n = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total);
         let permit = Arc::clone(&self.permits)
             .acquire_many_owned(n)
             .await
             .map_err(|e| BackendError::transient("transfer", "memory budget", e))?;
         // What is really held, for `peak`.
-        let now = self.held.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        let now = self
+            .held
+            .fetch_add(bytes, Ordering::Relaxed)
+            .saturating_add(bytes);
         self.peak.fetch_max(now, Ordering::Relaxed);
         Ok(BudgetShare {
             _permit: permit,
@@ -153,6 +158,9 @@ pub(crate) struct UploadLimits {
 }
 
 /// Uploads one file to `key`, verified against `meta`; returns the ETag.
+// The budget is shared by every transfer of the backend; the rest says
+// what to upload and how.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn upload_file(
     remote: &Remote,
     key: &Path,
