@@ -132,7 +132,9 @@ pub struct BackendOptions {
     /// RSS for a hostile 62 MB manifest of 500,000 entries (2-core VM,
     /// 2026-11-30), inside the init container's 512 MiB. Raise both (and
     /// the container's memory) for larger trees: the snapshots v1 manifest
-    /// lists the whole tree.
+    /// lists the whole tree. A push that would write a manifest or mirror
+    /// index past either limit is refused (a permanent error naming them),
+    /// so a remote never holds a state its restores refuse.
     pub max_entries: u64,
     /// Extra settings passed to the object_store builder, as
     /// `(key, value)` (for example `("aws_access_key_id", "...")`,
