@@ -441,9 +441,12 @@ impl Mirror {
             self.remote.describe
         );
         RestorePlan::validate(names.iter().map(|(n, k)| (n.as_str(), *k)), &described)?;
+        // Every name once more: not kept through the downloads.
+        let total = names.len() as u64;
+        drop(names);
         let writer = Arc::new(RestoreWriter::open(dest, options)?);
         writer.expect_total(
-            names.len() as u64,
+            total,
             objects
                 .iter()
                 .fold(0u64, |sum, o| sum.saturating_add(o.size)),
