@@ -112,6 +112,15 @@ pub struct BackendOptions {
     pub part_size: usize,
     /// Multipart parts of one file in flight at once (default 4).
     pub parts_in_flight: usize,
+    /// File content held in memory at once by transfers (default 32 MiB;
+    /// URL `?max_buffered_bytes=`): small files read for upload (mirror
+    /// layout, and the packer's read-ahead), multipart parts in flight,
+    /// ranges downloaded for a restore before they are written. Transfers
+    /// wait for their share, so `concurrency` requests never hold more
+    /// than this; one transfer larger than the budget runs alone. Packs
+    /// being filled and uploaded (`(parts_in_flight + 1) × pack_size`)
+    /// come on top. Between 1 MiB and 4 GiB − 1.
+    pub max_buffered_bytes: usize,
     /// Manifests and mirror indexes larger than this are refused before
     /// they are read (default 64 MiB, roughly 250,000 files; URL
     /// `?max_manifest_bytes=`).
@@ -123,7 +132,9 @@ pub struct BackendOptions {
     /// RSS for a hostile 62 MB manifest of 500,000 entries (2-core VM,
     /// 2026-11-30), inside the init container's 512 MiB. Raise both (and
     /// the container's memory) for larger trees: the snapshots v1 manifest
-    /// lists the whole tree.
+    /// lists the whole tree. A push that would write a manifest or mirror
+    /// index past either limit is refused (a permanent error naming them),
+    /// so a remote never holds a state its restores refuse.
     pub max_entries: u64,
     /// Extra settings passed to the object_store builder, as
     /// `(key, value)` (for example `("aws_access_key_id", "...")`,
@@ -160,6 +171,7 @@ impl Default for BackendOptions {
             large_file_threshold: 8 << 20,
             part_size: 8 << 20,
             parts_in_flight: 4,
+            max_buffered_bytes: 32 << 20,
             max_manifest_bytes: 64 << 20,
             max_entries: 500_000,
             store_options: Vec::new(),
@@ -182,6 +194,7 @@ impl fmt::Debug for BackendOptions {
             .field("large_file_threshold", &self.large_file_threshold)
             .field("part_size", &self.part_size)
             .field("parts_in_flight", &self.parts_in_flight)
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("max_manifest_bytes", &self.max_manifest_bytes)
             .field("max_entries", &self.max_entries)
             .field("store_options (values hidden)", &keys)
@@ -218,6 +231,9 @@ impl BackendOptions {
         }
         if self.parts_in_flight == 0 {
             return bad("parts_in_flight", "must be positive");
+        }
+        if self.max_buffered_bytes < 1 << 20 || self.max_buffered_bytes > u32::MAX as usize {
+            return bad("max_buffered_bytes", "must be between 1 MiB and 4 GiB - 1");
         }
         if self.max_entries == 0 {
             return bad("max_entries", "must be positive");
@@ -270,6 +286,8 @@ pub struct RemoteUrl {
     pub concurrency: Option<usize>,
     /// `?pack_size=`, if given (bytes; `K`, `M`, `G`, `KiB`, `MiB`, `GiB` suffixes).
     pub pack_size: Option<usize>,
+    /// `?max_buffered_bytes=`.
+    pub max_buffered_bytes: Option<usize>,
     /// `?max_entries=`, if given.
     pub max_entries: Option<u64>,
     /// `?max_manifest_bytes=`, if given (a size like `pack_size`).
@@ -378,6 +396,7 @@ impl RemoteUrl {
             store_settings: Vec::new(),
             concurrency: None,
             pack_size: None,
+            max_buffered_bytes: None,
             max_entries: None,
             max_manifest_bytes: None,
             redacted,
@@ -396,6 +415,7 @@ impl RemoteUrl {
                         })?)
                 }
                 "pack_size" => out.pack_size = Some(parse_size(&name, &value)?),
+                "max_buffered_bytes" => out.max_buffered_bytes = Some(parse_size(&name, &value)?),
                 "max_manifest_bytes" => {
                     out.max_manifest_bytes = Some(parse_size(&name, &value)? as u64)
                 }

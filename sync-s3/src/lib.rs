@@ -72,12 +72,19 @@
 //!   restore needs nothing else; the cost is a full manifest upload per
 //!   checkpoint (2.5 MB for 10,000 files). Fine for notebook-sized trees;
 //!   a tree-of-manifests design would be the next step for millions of files.
-//! * **Bounded memory.** Uploads: small files read ahead 8 at a time, packs
-//!   `(parts_in_flight + 1) × pack_size`, a large file
-//!   `(parts_in_flight + 1) × part_size` (40 MiB by default). Restores: small
-//!   blobs fetched in batches of at most `pack_size` per request in flight
-//!   (`concurrency × pack_size` worst case), large files streamed in 256 KiB
-//!   batches. Manifests and indexes are refused above `max_manifest_bytes`
+//! * **Bounded memory, by configuration.** File content in memory is
+//!   bounded by `max_buffered_bytes` (32 MiB) whatever `concurrency` allows:
+//!   small files read for upload, a large file's multipart parts in flight
+//!   (`(parts_in_flight + 1) × part_size` wanted, the budget's share
+//!   granted), ranges downloaded for a restore (batches of at most
+//!   `min(pack_size, max_buffered_bytes)`), each taken before it is read;
+//!   packs being filled and uploaded, `(parts_in_flight + 1) × pack_size`,
+//!   come on top. A push writes the new manifest straight from the cached
+//!   base and the checkpoint (no copy of the tree's entries, JSON in 1 MiB
+//!   chunks) and updates the cache in place; what it looks up of the known
+//!   blobs is only the checkpoint's. A push whose manifest or index would
+//!   pass the read limits below is refused (a restore could not read it).
+//!   Manifests and indexes are refused above `max_manifest_bytes`
 //!   (64 MiB) or `max_entries` (500,000, counted before anything is
 //!   built), so hostile metadata stays within the init container's 512 MiB
 //!   (about 250,000 files fit; both are URL parameters).
@@ -146,7 +153,7 @@ impl ObjectStoreBackend {
     /// with optional query parameters `layout=mirror|snapshots`,
     /// `endpoint=…`, `region=…`, `allow_http=true`,
     /// `virtual_hosted_style=true|false`, `skip_signature=true`,
-    /// `concurrency=N`, `pack_size=8MiB`, `max_entries=N`,
+    /// `concurrency=N`, `pack_size=8MiB`, `max_buffered_bytes=32MiB`, `max_entries=N`,
     /// `max_manifest_bytes=64MiB`. The URL's settings win over
     /// `options`. S3 stores use path-style requests unless
     /// `virtual_hosted_style=true`, so S3-compatible servers work with just
@@ -161,6 +168,9 @@ impl ObjectStoreBackend {
         }
         if let Some(p) = parsed.pack_size {
             options.pack_size = p;
+        }
+        if let Some(n) = parsed.max_buffered_bytes {
+            options.max_buffered_bytes = n;
         }
         if let Some(n) = parsed.max_entries {
             options.max_entries = n;
@@ -210,6 +220,16 @@ impl ObjectStoreBackend {
             remote,
             layout,
             inner,
+        }
+    }
+
+    /// The most file content transfers held in memory at once since this
+    /// backend was built: at most [`BackendOptions::max_buffered_bytes`]
+    /// (packs being filled and uploaded not counted).
+    pub fn buffered_peak(&self) -> u64 {
+        match &self.inner {
+            LayoutImpl::Mirror(m) => m.budget.peak(),
+            LayoutImpl::Snapshots(s) => s.budget.peak(),
         }
     }
 

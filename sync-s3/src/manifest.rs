@@ -376,6 +376,292 @@ pub fn apply_checkpoint(
     Ok(out)
 }
 
+/// One entry of a manifest being written, borrowed from the base manifest
+/// or from the checkpoint; serialises exactly like [`ManifestEntry`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EntryRef<'a> {
+    /// The path.
+    pub path: &'a str,
+    /// What it is.
+    #[serde(flatten)]
+    pub meta: &'a Meta,
+    /// For regular files: where the content is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob: Option<&'a BlobLoc>,
+}
+
+impl<'a> From<&'a ManifestEntry> for EntryRef<'a> {
+    fn from(e: &'a ManifestEntry) -> Self {
+        EntryRef {
+            path: &e.path,
+            meta: &e.meta,
+            blob: e.blob.as_ref(),
+        }
+    }
+}
+
+/// `base`'s entries sorted by path, each path once (the last one wins, as
+/// a `BTreeMap` built from them would keep). Manifests this crate writes
+/// are sorted already: then this borrows them as they are; a remote one
+/// that is not costs one pointer per entry.
+fn sorted_entries(base: &[ManifestEntry]) -> Vec<&ManifestEntry> {
+    let mut refs: Vec<&ManifestEntry> = base.iter().collect();
+    if !base.windows(2).all(|w| w[0].path < w[1].path) {
+        // Stable: equal paths keep their order, so the last is the newest.
+        refs.sort_by(|a, b| a.path.cmp(&b.path));
+        refs.reverse();
+        refs.dedup_by(|a, b| a.path == b.path);
+        refs.reverse();
+    }
+    refs
+}
+
+/// A checkpoint applied to a base manifest, as a lazy merge of the two
+/// sorted sequences: nothing of the base is copied, so building and
+/// writing a manifest of `n` entries costs its JSON, not another `n`
+/// entries in memory.
+#[derive(Debug)]
+pub struct Merge<'a> {
+    base: Vec<&'a ManifestEntry>,
+    checkpoint: &'a Checkpoint,
+    locations: &'a HashMap<ContentHash, BlobLoc>,
+}
+
+impl<'a> Merge<'a> {
+    /// `checkpoint` applied to `base` (any order): the newest word about
+    /// each path wins. Every upserted file's hash must be in `locations`;
+    /// the first that is not is the error.
+    pub fn new(
+        base: &'a [ManifestEntry],
+        checkpoint: &'a Checkpoint,
+        locations: &'a HashMap<ContentHash, BlobLoc>,
+    ) -> Result<Self, ContentHash> {
+        for (_, change) in checkpoint.iter() {
+            if let Change::Upsert(Meta::File(f)) = change
+                && !locations.contains_key(&f.hash)
+            {
+                return Err(f.hash);
+            }
+        }
+        Ok(Merge {
+            base: sorted_entries(base),
+            checkpoint,
+            locations,
+        })
+    }
+
+    /// The resulting entries in path order.
+    pub fn iter(&self) -> impl Iterator<Item = EntryRef<'a>> + '_ {
+        let mut base = self.base.iter().copied().peekable();
+        let mut changes = self.checkpoint.iter().peekable();
+        let locations = self.locations;
+        std::iter::from_fn(move || {
+            loop {
+                let take_base = match (base.peek(), changes.peek()) {
+                    (None, None) => return None,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (Some(b), Some((p, _))) => b.path.as_str() < p.as_str(),
+                };
+                if take_base {
+                    return base.next().map(EntryRef::from);
+                }
+                let (path, change) = changes.next()?;
+                // The checkpoint's word replaces the base's entry.
+                if base.peek().is_some_and(|b| b.path == path.as_str()) {
+                    base.next();
+                }
+                match change {
+                    Change::Upsert(meta) => {
+                        let blob = match meta {
+                            Meta::File(f) => locations.get(&f.hash),
+                            _ => None,
+                        };
+                        return Some(EntryRef {
+                            path: path.as_str(),
+                            meta,
+                            blob,
+                        });
+                    }
+                    Change::Delete => continue,
+                }
+            }
+        })
+    }
+
+    /// Regular files and content bytes of the result.
+    pub fn totals(&self) -> (u64, u64) {
+        self.iter()
+            .fold((0u64, 0u64), |(files, bytes), e| match e.meta {
+                Meta::File(f) => (files + 1, bytes.saturating_add(f.size)),
+                _ => (files, bytes),
+            })
+    }
+
+    /// The manifest's JSON, written straight from the merge in chunks of
+    /// about 1 MiB (no copy of the entries, no doubling buffer): the same
+    /// bytes [`Manifest::encode`] gives for the merged manifest.
+    pub fn encode(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        time_ms: u64,
+    ) -> (object_store::PutPayload, u64, u64) {
+        let (files, bytes) = self.totals();
+        let out = ManifestOut {
+            format: MANIFEST_FORMAT,
+            id,
+            parent,
+            time_ms,
+            files,
+            bytes,
+            entries: EntriesOut(self),
+        };
+        (json_payload(&out), files, bytes)
+    }
+
+    /// The merged manifest, built by moving `base`'s entries (no copy of
+    /// their strings). `base` must be the manifest this merge was made
+    /// from; the caller gives it up.
+    pub fn into_manifest(
+        checkpoint: &Checkpoint,
+        locations: &HashMap<ContentHash, BlobLoc>,
+        base: Vec<ManifestEntry>,
+        header: (String, Option<String>, u64),
+    ) -> Manifest {
+        let (id, parent, time_ms) = header;
+        let sorted = base.windows(2).all(|w| w[0].path < w[1].path);
+        let base: Vec<ManifestEntry> = if sorted {
+            base
+        } else {
+            let map: BTreeMap<String, ManifestEntry> =
+                base.into_iter().map(|e| (e.path.clone(), e)).collect();
+            map.into_values().collect()
+        };
+        let mut entries = Vec::with_capacity(base.len().saturating_add(checkpoint.len()));
+        let mut base = base.into_iter().peekable();
+        for (path, change) in checkpoint.iter() {
+            while let Some(b) = base.next_if(|b| b.path.as_str() < path.as_str()) {
+                entries.push(b);
+            }
+            base.next_if(|b| b.path == path.as_str());
+            if let Change::Upsert(meta) = change {
+                let blob = match meta {
+                    Meta::File(f) => locations.get(&f.hash).cloned(),
+                    _ => None,
+                };
+                entries.push(ManifestEntry {
+                    path: path.to_string(),
+                    meta: meta.clone(),
+                    blob,
+                });
+            }
+        }
+        entries.extend(base);
+        entries.shrink_to_fit();
+        let (files, bytes) = entries
+            .iter()
+            .fold((0u64, 0u64), |(n, b), e| match &e.meta {
+                Meta::File(f) => (n + 1, b.saturating_add(f.size)),
+                _ => (n, b),
+            });
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            id,
+            parent,
+            time_ms,
+            files,
+            bytes,
+            entries,
+        }
+    }
+}
+
+/// [`Manifest`]'s fields in its order, entries borrowed.
+#[derive(Serialize)]
+struct ManifestOut<'a> {
+    format: &'a str,
+    id: &'a str,
+    parent: Option<&'a str>,
+    time_ms: u64,
+    files: u64,
+    bytes: u64,
+    entries: EntriesOut<'a>,
+}
+
+struct EntriesOut<'a>(&'a Merge<'a>);
+
+impl Serialize for EntriesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+/// `value` as JSON in chunks of about 1 MiB, ready to upload: no single
+/// buffer that doubles as it grows (a 25 MB document would otherwise
+/// briefly take 48 MB).
+pub(crate) fn json_payload<T: Serialize + ?Sized>(value: &T) -> object_store::PutPayload {
+    let mut w = ChunkWriter::default();
+    // Writing to memory cannot fail, and every value here serialises.
+    let _ = serde_json::to_writer(&mut w, value);
+    w.finish()
+}
+
+/// `value` as JSON in one buffer of exactly its size: serialised twice,
+/// first only to count, so the buffer never doubles while it grows.
+pub(crate) fn json_bytes<T: Serialize + ?Sized>(value: &T) -> Bytes {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    let mut buf = Vec::with_capacity(count.0);
+    let _ = serde_json::to_writer(&mut buf, value);
+    Bytes::from(buf)
+}
+
+/// Collects written bytes in chunks of about [`CHUNK`](ChunkWriter::CHUNK).
+#[derive(Default)]
+struct ChunkWriter {
+    done: Vec<Bytes>,
+    current: Vec<u8>,
+}
+
+impl ChunkWriter {
+    const CHUNK: usize = 1 << 20;
+
+    fn finish(mut self) -> object_store::PutPayload {
+        if !self.current.is_empty() {
+            self.done.push(Bytes::from(self.current));
+        }
+        self.done.into_iter().collect()
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.current.capacity() == 0 {
+            self.current.reserve_exact(Self::CHUNK);
+        }
+        self.current.extend_from_slice(buf);
+        if self.current.len() >= Self::CHUNK {
+            let full = std::mem::take(&mut self.current);
+            self.done.push(Bytes::from(full));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Paths of `checkpoint` that another writer changed between `old_base`
 /// (what this push started from) and `new_base` (the head it lost to).
 pub fn contested_paths(
@@ -633,6 +919,63 @@ mod tests {
         let locs = HashMap::from([(ContentHash::of(b"zz"), loc)]);
         let out = apply_checkpoint(&base, &c, &locs).unwrap();
         assert!(!out.contains_key("a") && out.contains_key("new") && out.contains_key("d/b"));
+    }
+
+    /// The streamed merge writes the bytes the copying code wrote
+    /// (`apply_checkpoint` + `Manifest::new` + `encode`), and the manifest
+    /// built in place equals the decoded one; an unsorted base with a
+    /// repeated path (a hand-edited remote) is read as a `BTreeMap` would.
+    #[test]
+    fn the_streamed_merge_writes_what_the_copying_code_wrote() {
+        let (m, sealed) = sample();
+        let mut locs: HashMap<_, _> = sealed.locations().collect();
+        let zz = BlobLoc {
+            pack: "f".repeat(64),
+            offset: 0,
+            length: 2,
+        };
+        locs.insert(ContentHash::of(b"zz"), zz);
+        let mut c = Checkpoint::new();
+        c.delete(RelPath::new("a").unwrap());
+        c.upsert(RelPath::new("0first").unwrap(), file(b"zz"));
+        c.upsert(RelPath::new("d/b").unwrap(), file(b"aa"));
+        c.upsert(RelPath::new("zlast").unwrap(), Meta::dir(0o700));
+        c.delete(RelPath::new("never-was").unwrap());
+        let mut unsorted = m.clone();
+        unsorted.entries.reverse();
+        let mut dup = unsorted.entries[0].clone();
+        dup.meta = Meta::Symlink {
+            target: "older".into(),
+        };
+        unsorted.entries.insert(0, dup);
+        for base in [m, unsorted] {
+            let id = "0000000000002-00000002";
+            let old = Manifest::new(
+                id.into(),
+                Some(base.id.clone()),
+                7,
+                apply_checkpoint(&base.by_path(), &c, &locs).unwrap(),
+            );
+            let merge = Merge::new(&base.entries, &c, &locs).unwrap();
+            let (payload, files, bytes) = merge.encode(id, Some(&base.id), 7);
+            let written: Vec<u8> = payload.iter().flat_map(|b| b.to_vec()).collect();
+            assert_eq!(written, old.encode().to_vec());
+            assert_eq!((files, bytes), (old.files, old.bytes));
+            let built = Merge::into_manifest(
+                &c,
+                &locs,
+                base.entries.clone(),
+                (id.into(), Some(base.id.clone()), 7),
+            );
+            assert_eq!(built, old);
+            assert_eq!(Manifest::decode(&written, "m", 100).unwrap(), old);
+        }
+        let mut missing = Checkpoint::new();
+        missing.upsert(RelPath::new("x").unwrap(), file(b"not uploaded"));
+        assert_eq!(
+            Merge::new(&[], &missing, &locs).unwrap_err(),
+            ContentHash::of(b"not uploaded")
+        );
     }
 
     #[test]

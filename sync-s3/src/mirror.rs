@@ -137,12 +137,15 @@ pub(crate) struct Mirror {
     options: BackendOptions,
     /// The newest index generation this process wrote or read.
     cache: tokio::sync::Mutex<Option<(u64, MirrorIndex)>>,
+    /// File content held in memory by transfers (`max_buffered_bytes`).
+    pub(crate) budget: transfer::ByteBudget,
 }
 
 impl Mirror {
     pub fn new(remote: Remote, options: BackendOptions) -> Self {
         Mirror {
             remote,
+            budget: transfer::ByteBudget::new(options.max_buffered_bytes),
             options,
             cache: tokio::sync::Mutex::new(None),
         }
@@ -279,9 +282,17 @@ impl Mirror {
             .map(|(path, meta)| async move {
                 let key = self.remote.key(path.as_str())?;
                 let attrs = transfer::file_attributes(&meta);
-                let etag =
-                    transfer::upload_file(&self.remote, &key, &path, &meta, source, attrs, limits)
-                        .await?;
+                let etag = transfer::upload_file(
+                    &self.remote,
+                    &key,
+                    &path,
+                    &meta,
+                    source,
+                    attrs,
+                    limits,
+                    &self.budget,
+                )
+                .await?;
                 Ok::<_, BackendError>((path, etag, meta.size))
             })
             .buffer_unordered(concurrency)
@@ -304,8 +315,35 @@ impl Mirror {
             };
             let next = INDEX.next(&self.remote, base)?;
             apply(&mut index, checkpoint, &etags);
+            // An index that readers with these limits would refuse is not
+            // written (the objects are uploaded; a restore would list more
+            // of them than max_entries allows too).
+            if index.entries.len() as u64 > self.options.max_entries {
+                let n = index.entries.len();
+                *cache = None;
+                return Err(BackendError::permanent(
+                    "push",
+                    self.remote.describe.clone(),
+                    format!(
+                        "the mirror index would list {n} paths, more than max_entries ({}), which a restore with these limits refuses; nothing was recorded as pushed. Raise the URL's ?max_entries= and ?max_manifest_bytes= (about 200 bytes per path) for every tether that reads this remote, and the containers' memory with them",
+                        self.options.max_entries
+                    ),
+                ));
+            }
             index.time_ms = now_ms();
-            let bytes = bytes::Bytes::from(serde_json::to_vec(&index).unwrap_or_default());
+            let bytes = crate::manifest::json_bytes(&index);
+            if bytes.len() as u64 > self.options.max_manifest_bytes {
+                let n = bytes.len();
+                *cache = None;
+                return Err(BackendError::permanent(
+                    "push",
+                    self.remote.describe.clone(),
+                    format!(
+                        "the mirror index would be {n} bytes, more than max_manifest_bytes ({}), which a restore with these limits refuses; nothing was recorded as pushed. Raise the URL's ?max_manifest_bytes= for every tether that reads this remote",
+                        self.options.max_manifest_bytes
+                    ),
+                ));
+            }
             let why = match INDEX.create(&self.remote, next, bytes).await? {
                 CreateOutcome::Created(written) => {
                     match INDEX.confirm(&self.remote, &written).await? {
@@ -403,9 +441,12 @@ impl Mirror {
             self.remote.describe
         );
         RestorePlan::validate(names.iter().map(|(n, k)| (n.as_str(), *k)), &described)?;
+        // Every name once more: not kept through the downloads.
+        let total = names.len() as u64;
+        drop(names);
         let writer = Arc::new(RestoreWriter::open(dest, options)?);
         writer.expect_total(
-            names.len() as u64,
+            total,
             objects
                 .iter()
                 .fold(0u64, |sum, o| sum.saturating_add(o.size)),
@@ -578,9 +619,11 @@ impl Mirror {
             }
         };
         if res.meta.size < self.options.large_file_threshold {
+            let _share = self.budget.take(res.meta.size).await?;
             let bytes = res.bytes().await.map_err(|e| remote_err("get", key, e))?;
             transfer::write_files(writer, key, vec![(path.clone(), spec, bytes)]).await
         } else {
+            let _share = self.budget.take(transfer::STREAM_BUFFER).await?;
             transfer::write_stream(writer, key, path, &spec, res.into_stream()).await
         }
     }

@@ -43,9 +43,9 @@ use sync_core::{
 use crate::config::BackendOptions;
 use crate::heads::{Confirmation, CreateOutcome, Generations, delete_all};
 use crate::manifest::{
-    BlobLoc, HEAD_FORMAT, HeadRecord, Manifest, ManifestEntry, PACK_INDEX_FORMAT, PackBuilder,
-    PackIndex, PackedBlob, SealedPack, apply_checkpoint, batch_ranges, contested_paths, is_pack_id,
-    is_snapshot_id, new_snapshot_id,
+    BlobLoc, HEAD_FORMAT, HeadRecord, Manifest, ManifestEntry, Merge, PACK_INDEX_FORMAT,
+    PackBuilder, PackIndex, PackedBlob, SealedPack, contested_paths, is_pack_id, is_snapshot_id,
+    new_snapshot_id,
 };
 use crate::store::{Remote, remote_err};
 use crate::transfer::{self, UploadLimits};
@@ -165,12 +165,15 @@ pub(crate) struct Snapshots {
     remote: Remote,
     options: BackendOptions,
     state: tokio::sync::Mutex<WriterState>,
+    /// File content held in memory by transfers (`max_buffered_bytes`).
+    pub(crate) budget: transfer::ByteBudget,
 }
 
 impl Snapshots {
     pub fn new(remote: Remote, options: BackendOptions) -> Self {
         Snapshots {
             remote,
+            budget: transfer::ByteBudget::new(options.max_buffered_bytes),
             options,
             state: tokio::sync::Mutex::new(WriterState::default()),
         }
@@ -383,12 +386,28 @@ impl Snapshots {
             }
         }
         self.refresh_indexes(&mut state).await?;
-        let mut locations: HashMap<ContentHash, BlobLoc> = state.known.clone();
+        // Where this checkpoint's blobs are already: only its own hashes
+        // are looked up, so this stays the size of the checkpoint, not of
+        // the tree.
+        let wanted: HashSet<ContentHash> = checkpoint
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Change::Upsert(Meta::File(f)) => Some(f.hash),
+                _ => None,
+            })
+            .collect();
+        let mut locations: HashMap<ContentHash, BlobLoc> = wanted
+            .iter()
+            .filter_map(|h| state.known.get(h).map(|l| (*h, l.clone())))
+            .collect();
         if let Some((_, m)) = &base {
             for (h, loc) in m.blob_locations() {
-                locations.insert(h, loc.clone());
+                if wanted.contains(&h) {
+                    locations.insert(h, loc.clone());
+                }
             }
         }
+        drop(wanted);
         // Blobs to upload, once each.
         let mut missing: BTreeMap<ContentHash, (RelPath, FileMeta)> = BTreeMap::new();
         for (path, change) in checkpoint.iter() {
@@ -445,37 +464,71 @@ impl Snapshots {
             )
             .await?;
             let next = HEADS.next(&self.remote, base.as_ref().map(|(n, _)| *n))?;
-            let base_entries = base.as_ref().map(|(_, m)| m.by_path()).unwrap_or_default();
-            let entries = apply_checkpoint(&base_entries, checkpoint, &locations).map_err(|h| {
-                BackendError::transient(
-                    "push",
-                    self.remote.describe.clone(),
-                    format!("blob {h} was not uploaded"),
-                )
-            })?;
-            drop(base_entries);
+            // The new manifest is written straight from the base and the
+            // checkpoint (no copy of the tree's entries); the cached head
+            // is updated in place once the push is confirmed.
             let id = new_snapshot_id(now_ms(), rand::random());
-            let manifest = Manifest::new(
-                id.clone(),
-                base.as_ref().map(|(_, m)| m.id.clone()),
-                now_ms(),
-                entries,
-            );
+            let parent = base.as_ref().map(|(_, m)| m.id.clone());
+            let time_ms = now_ms();
+            let payload = {
+                let base_entries = base.as_ref().map_or(&[][..], |(_, m)| &m.entries[..]);
+                let merge = Merge::new(base_entries, checkpoint, &locations).map_err(|h| {
+                    BackendError::transient(
+                        "push",
+                        self.remote.describe.clone(),
+                        format!("blob {h} was not uploaded"),
+                    )
+                })?;
+                // A manifest that readers with these limits would refuse is
+                // not written: the remote would become unrestorable.
+                let paths = merge.iter().count() as u64;
+                if paths > self.options.max_entries {
+                    return Err(self.too_large(format!(
+                        "{paths} paths, more than max_entries ({})",
+                        self.options.max_entries
+                    )));
+                }
+                let payload = merge.encode(&id, parent.as_deref(), time_ms).0;
+                if payload.content_length() as u64 > self.options.max_manifest_bytes {
+                    return Err(self.too_large(format!(
+                        "{} bytes of manifest, more than max_manifest_bytes ({})",
+                        payload.content_length(),
+                        self.options.max_manifest_bytes
+                    )));
+                }
+                payload
+            };
             let key = self.snapshot_key(&id)?;
             self.remote
-                .put(&key, manifest.encode(), PutMode::Create)
+                .put(&key, payload, PutMode::Create)
                 .await
                 .map_err(|e| remote_err("put", &key, e))?;
             let head = HeadRecord {
                 format: HEAD_FORMAT.into(),
                 snapshot: id.clone(),
-                time_ms: manifest.time_ms,
+                time_ms,
             };
             let why = match HEADS.create(&self.remote, next, head.encode()).await? {
                 CreateOutcome::Created(written) => {
                     match HEADS.confirm(&self.remote, &written).await? {
                         Confirmation::Confirmed { newest, floor } => {
-                            state.head = (newest == next).then(|| (next, Arc::new(manifest)));
+                            // The base's entries move into the new head
+                            // (copied only if someone else still holds them).
+                            state.head = None;
+                            if newest == next {
+                                let old = match base.take() {
+                                    Some((_, m)) => Arc::try_unwrap(m)
+                                        .map_or_else(|m| m.entries.clone(), |m| m.entries),
+                                    None => Vec::new(),
+                                };
+                                let manifest = Merge::into_manifest(
+                                    checkpoint,
+                                    &locations,
+                                    old,
+                                    (id.clone(), parent, time_ms),
+                                );
+                                state.head = Some((next, Arc::new(manifest)));
+                            }
                             HEADS.retire(&self.remote, newest, floor, false).await;
                             // A re-base that touched none of this
                             // checkpoint's paths is no conflict.
@@ -523,6 +576,17 @@ impl Snapshots {
                 "the head kept moving under concurrent writers ({MAX_ATTEMPTS} attempts); the checkpoint is kept and retried"
             ),
         ))
+    }
+
+    /// The refusal of a snapshot larger than the configured read limits.
+    fn too_large(&self, what: String) -> BackendError {
+        BackendError::permanent(
+            "push",
+            self.remote.describe.clone(),
+            format!(
+                "the new snapshot would hold {what}, which a restore with these limits refuses to read; nothing was recorded as pushed. Raise the URL's ?max_entries= and ?max_manifest_bytes= (about 250 bytes per path) for every tether that reads this remote, and the containers' memory with them (about 1 KiB per path)"
+            ),
+        )
     }
 
     /// Moves `base` to `newer` (another writer's head): records the paths
@@ -671,8 +735,10 @@ impl Snapshots {
         let mut pack = PackBuilder::with_capacity(self.options.pack_size);
         let mut reads = stream::iter(files)
             .map(|(path, meta)| async move {
+                // Held until the bytes are copied into the pack.
+                let share = self.budget.take(meta.size).await?;
                 let bytes = source.read_all(&path, &meta).await?;
-                Ok::<_, BackendError>((meta.hash, bytes))
+                Ok::<_, BackendError>((meta.hash, bytes, share))
             })
             .buffered(READ_AHEAD.min(self.options.concurrency).max(1));
         let max_in_flight = self.options.parts_in_flight.max(1);
@@ -680,7 +746,7 @@ impl Snapshots {
         loop {
             let next = reads.next().await;
             let seal = match &next {
-                Some(Ok((hash, bytes))) => {
+                Some(Ok((hash, bytes, _share))) => {
                     pack.add(*hash, bytes);
                     pack.len() >= self.options.pack_size || pack.is_full_of_blobs()
                 }
@@ -774,6 +840,7 @@ impl Snapshots {
                         source,
                         object_store::Attributes::new(),
                         limits,
+                        &self.budget,
                     )
                     .await?;
                 }
@@ -931,15 +998,31 @@ impl Snapshots {
             for item in large {
                 units.push((pack.clone(), vec![item]));
             }
-            let ranges: Vec<(u64, u64)> = small.iter().map(|i| (i.2.offset, i.2.length)).collect();
-            for batch in batch_ranges(ranges, self.options.pack_size as u64) {
-                let set: HashSet<(u64, u64)> = batch.into_iter().collect();
-                let members = small
-                    .iter()
-                    .filter(|i| set.contains(&(i.2.offset, i.2.length)))
-                    .cloned()
-                    .collect();
-                units.push((pack.clone(), members));
+            // Batches of at most one pack size of distinct ranges (as
+            // `batch_ranges` cuts them); files sharing a range stay
+            // together. The items move into their batch, no copies.
+            let mut small = small;
+            small.sort_unstable_by_key(|i| (i.2.offset, i.2.length));
+            // A batch is held in memory until written: within the budget.
+            let max_batch = (self.options.pack_size as u64).min(self.budget.total());
+            let mut batch: Vec<WantedFile> = Vec::new();
+            let mut size = 0u64;
+            for item in small {
+                let range = (item.2.offset, item.2.length);
+                let repeat = batch
+                    .last()
+                    .is_some_and(|l| (l.2.offset, l.2.length) == range);
+                if !repeat {
+                    if !batch.is_empty() && size.saturating_add(range.1) > max_batch {
+                        units.push((pack.clone(), std::mem::take(&mut batch)));
+                        size = 0;
+                    }
+                    size = size.saturating_add(range.1);
+                }
+                batch.push(item);
+            }
+            if !batch.is_empty() {
+                units.push((pack.clone(), batch));
             }
         }
         stream::iter(units)
@@ -970,6 +1053,7 @@ impl Snapshots {
                 range: Some(GetRange::Bounded(loc.offset..loc.end().unwrap_or(u64::MAX))),
                 ..GetOptions::default()
             };
+            let _share = self.budget.take(transfer::STREAM_BUFFER).await?;
             let res = self
                 .remote
                 .store
@@ -986,6 +1070,11 @@ impl Snapshots {
         ranges.dedup();
         // Empty files need no request (and some stores refuse empty ranges).
         ranges.retain(|r| !r.is_empty());
+        // Held until the files are written.
+        let in_memory = ranges
+            .iter()
+            .fold(0u64, |sum, r| sum.saturating_add(r.end - r.start));
+        let _share = self.budget.take(in_memory).await?;
         let fetched: Vec<Bytes> = if ranges.is_empty() {
             Vec::new()
         } else {

@@ -97,11 +97,11 @@ impl Remote {
     pub async fn put(
         &self,
         key: &Path,
-        bytes: Bytes,
+        bytes: impl Into<PutPayload>,
         mode: PutMode,
     ) -> Result<PutResult, object_store::Error> {
         self.store
-            .put_opts(key, PutPayload::from(bytes), PutOptions::from(mode))
+            .put_opts(key, bytes.into(), PutOptions::from(mode))
             .await
     }
 

@@ -68,6 +68,87 @@ pub(crate) fn spec_from_attributes(a: &Attributes, size: u64) -> Option<FileSpec
     })
 }
 
+/// The content bytes transfers may hold in memory at once
+/// ([`BackendOptions::max_buffered_bytes`](crate::BackendOptions::max_buffered_bytes)):
+/// a file read whole before its upload, the read-ahead of the packer, the
+/// parts of a multipart upload in flight, a batch of ranges downloaded for
+/// a restore. Each transfer takes its share before it reads and gives it
+/// back when the bytes are gone; a single transfer larger than the whole
+/// budget takes all of it (it runs alone). Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct ByteBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    total: u32,
+    held: Arc<std::sync::atomic::AtomicU64>,
+    peak: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A share of a [`ByteBudget`]; returned when dropped.
+#[derive(Debug)]
+pub(crate) struct BudgetShare {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    bytes: u64,
+    held: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.held
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl ByteBudget {
+    /// A budget of `bytes` (at most 4 GiB − 1; validated in the options).
+    pub fn new(bytes: usize) -> Self {
+        let total = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
+        ByteBudget {
+            permits: Arc::new(tokio::sync::Semaphore::new(total as usize)),
+            total,
+            held: Arc::default(),
+            peak: Arc::default(),
+        }
+    }
+
+    /// Waits until `bytes` are free and takes them (a share larger than
+    /// the whole budget waits for all of it).
+    pub async fn take(&self, bytes: u64) -> Result<BudgetShare, BackendError> {
+        use std::sync::atomic::Ordering;
+        let n = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total);
+        let permit = Arc::clone(&self.permits)
+            .acquire_many_owned(n)
+            .await
+            .map_err(|e| BackendError::transient("transfer", "memory budget", e))?;
+        // What is really held, for `peak`.
+        let now = self
+            .held
+            .fetch_add(bytes, Ordering::Relaxed)
+            .saturating_add(bytes);
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Ok(BudgetShare {
+            _permit: permit,
+            bytes,
+            held: Arc::clone(&self.held),
+        })
+    }
+
+    /// The budget in bytes.
+    pub fn total(&self) -> u64 {
+        u64::from(self.total)
+    }
+
+    /// The most bytes held at once so far.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Bytes a streamed download holds at most: the response chunk plus the
+/// writer's channel of four 256 KiB batches.
+pub(crate) const STREAM_BUFFER: u64 = 2 << 20;
+
 /// How large uploads are cut.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UploadLimits {
@@ -77,6 +158,9 @@ pub(crate) struct UploadLimits {
 }
 
 /// Uploads one file to `key`, verified against `meta`; returns the ETag.
+// The budget is shared by every transfer of the backend; the rest says
+// what to upload and how.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn upload_file(
     remote: &Remote,
     key: &Path,
@@ -85,8 +169,21 @@ pub(crate) async fn upload_file(
     source: &Source,
     attributes: Attributes,
     limits: UploadLimits,
+    budget: &ByteBudget,
 ) -> Result<Option<String>, BackendError> {
     use std::sync::atomic::Ordering;
+    // Held until the upload is done: a small file's bytes, or a large
+    // file's parts in flight plus the one being filled and a read chunk.
+    let in_memory = if meta.size < limits.large_file_threshold {
+        meta.size
+    } else {
+        let parts = u64::try_from(limits.parts_in_flight.saturating_add(1)).unwrap_or(u64::MAX);
+        parts
+            .saturating_mul(limits.part_size as u64)
+            .saturating_add(1 << 20)
+            .min(meta.size)
+    };
+    let _share = budget.take(in_memory).await?;
     let attributes = if remote.attributes.load(Ordering::Relaxed) {
         attributes
     } else {
