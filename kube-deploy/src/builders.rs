@@ -299,6 +299,10 @@ fn common_env(plan: &PodPlan) -> Vec<EnvVar> {
         env("TETHER_STATE_DIR", STATE_DIR),
         env("HOME", HOME_DIR),
         env("TMPDIR", TMP_DIR),
+        // One glibc malloc arena per thread keeps freed memory in up to 16
+        // pools: two bound a 100,000-file push and restore under 128 MiB
+        // (BENCHMARKS.md, "Memory at scale").
+        env("MALLOC_ARENA_MAX", "2"),
     ];
     if let Some(ignore) = &plan.ignore_file {
         vars.push(env(
