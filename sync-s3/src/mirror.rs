@@ -71,11 +71,7 @@ const MAX_ATTEMPTS: usize = 16;
 /// Parses and checks a mirror index read from `object`, refusing one of
 /// more than `max_entries` paths before building any of them. The one
 /// decoder of index bytes (restore, push and `crate::fuzzing`).
-fn decode_index(
-    bytes: &[u8],
-    object: &str,
-    max_entries: u64,
-) -> Result<MirrorIndex, BackendError> {
+fn decode_index(bytes: &[u8], object: &str, max_entries: u64) -> Result<MirrorIndex, BackendError> {
     let invalid = |reason: String| BackendError::InvalidRemote {
         object: object.to_owned(),
         reason,
@@ -86,8 +82,11 @@ fn decode_index(
             CountError::Json(e) => format!("not a valid mirror index (truncated or corrupt): {e}"),
         })
     })?;
-    let index: MirrorIndex = serde_json::from_slice(bytes)
-        .map_err(|e| invalid(format!("not a valid mirror index (truncated or corrupt): {e}")))?;
+    let index: MirrorIndex = serde_json::from_slice(bytes).map_err(|e| {
+        invalid(format!(
+            "not a valid mirror index (truncated or corrupt): {e}"
+        ))
+    })?;
     if index.format != INDEX_FORMAT {
         return Err(invalid(format!(
             "unknown mirror index format {:?}",
