@@ -51,9 +51,9 @@ fn manifests() -> (Vec<Vec<u8>>, Vec<u8>) {
     let sealed = pack.seal();
     let locs: HashMap<_, _> = sealed.locations().collect();
     let mut c = Checkpoint::new();
-    c.upsert(rel("notebooks"), Meta::Dir);
+    c.upsert(rel("notebooks"), Meta::dir(0o755));
     c.upsert(rel("notebooks/a.py"), file(b"print('hi')\n", 0o644));
-    c.upsert(rel(".ssh"), Meta::Dir);
+    c.upsert(rel(".ssh"), Meta::dir(0o700));
     c.upsert(rel(".ssh/id_ed25519"), file(b"secret", 0o600));
     c.upsert(rel("run.sh"), file(b"", 0o755));
     c.upsert(
@@ -286,7 +286,7 @@ fn main() {
     let secret = file(b"secret", 0o600);
     let mut entries = serde_json::Map::new();
     for (name, meta, etag) in [
-        (".ssh", Meta::Dir, None),
+        (".ssh", Meta::dir(0o700), None),
         (
             ".ssh/id_ed25519",
             secret.clone(),
@@ -346,6 +346,19 @@ fn main() {
     );
 
     save("git_tree", &git_trees());
+    save(
+        "git_modes",
+        &[
+            br#"{"format":"tether-git-modes-1","modes":{".ssh":"700",".ssh/id_ed25519":"600"}}"#
+                .to_vec(),
+            br#"{"format":"tether-git-modes-1","modes":{}}"#.to_vec(),
+            br#"{"format":"tether-git-modes-1","modes":{"a":"7777","b":"0","c":"+7"}}"#.to_vec(),
+            br#"{"format":"tether-git-modes-1","modes":{"a":"17777"}}"#.to_vec(),
+            br#"{"format":"tether-git-modes-1","modes":{"a":"-1","b":"9"}}"#.to_vec(),
+            br#"{"format":"tether-git-modes-2","modes":{}}"#.to_vec(),
+            br#"{"format":"tether-git-modes-1","modes":{"a":"644""#.to_vec(),
+        ],
+    );
 
     save(
         "kube_annotations",

@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
             let trees = Trees::init(dir.path()).expect("bare repository");
             (dir, trees)
         });
-        let Ok(listing) = trees.list(&objects) else {
+        let listing = trees.list(&objects);
+        tether_fuzz::result(&listing);
+        let Ok(listing) = listing else {
             return;
         };
         // As restore_commit: submodules skipped, names must be UTF-8.

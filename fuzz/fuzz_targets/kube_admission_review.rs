@@ -11,6 +11,7 @@ static CONFIG: OnceLock<WebhookConfig> = OnceLock::new();
 fuzz_target!(|data: &[u8]| {
     let config = CONFIG.get_or_init(WebhookConfig::default);
     let answer = kube_deploy::webhook::review(data, config);
+    tether_fuzz::outcome(answer.status == 200, &answer.status);
     let body: serde_json::Value =
         serde_json::from_slice(&answer.body).expect("every answer is JSON");
     match answer.status {

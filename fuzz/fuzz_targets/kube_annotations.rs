@@ -13,6 +13,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let verdict = TetherRequest::from_annotations(&annotations);
+    match &verdict {
+        Ok(v) => tether_fuzz::outcome(matches!(v, AnnotationVerdict::Requested(_)), &""),
+        Err(e) => tether_fuzz::outcome(false, e),
+    }
     let mut pod = Pod::default();
     pod.metadata.name = Some("fuzz".into());
     pod.metadata.annotations = Some(annotations);

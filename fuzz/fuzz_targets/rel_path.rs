@@ -12,7 +12,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let json = serde_json::to_string(s).expect("a string serialises");
-    match RelPath::new(s) {
+    let checked = RelPath::new(s);
+    tether_fuzz::result(&checked);
+    match checked {
         Ok(p) => {
             assert_eq!(p.as_str(), s);
             let comps: Vec<Component<'_>> = Path::new(p.as_str()).components().collect();

@@ -10,10 +10,17 @@ use sync_core::restore::{PlanKind, RestorePlan};
 use sync_s3::BackendOptions;
 use sync_s3::manifest::{Manifest, batch_ranges, is_pack_id};
 
+/// A small entry limit, so inputs of a few kilobytes reach both sides of
+/// the count that runs before a manifest is built.
+const MAX_ENTRIES: u64 = 64;
+
 fuzz_target!(|data: &[u8]| {
-    let Ok(m) = Manifest::decode(data, "p/snapshots/fuzz") else {
+    let decoded = Manifest::decode(data, "p/snapshots/fuzz", MAX_ENTRIES);
+    tether_fuzz::result(&decoded);
+    let Ok(m) = decoded else {
         return;
     };
+    assert!(m.entries.len() as u64 <= MAX_ENTRIES);
     // What a decoded manifest promises: true totals, pack ids that are
     // names of ours, blob ranges that fit.
     let (mut files, mut bytes) = (0u64, 0u64);
@@ -34,7 +41,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert_eq!((files, bytes), (m.files, m.bytes));
-    let again = Manifest::decode(&m.encode(), "again").expect("an accepted manifest re-encodes");
+    let again = Manifest::decode(&m.encode(), "again", MAX_ENTRIES)
+        .expect("an accepted manifest re-encodes");
     assert_eq!(again, m);
 
     // The restore's next steps.
@@ -43,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         m.entries.iter().map(|e| {
             let kind = match e.meta {
                 Meta::File(_) => PlanKind::File,
-                Meta::Dir => PlanKind::Dir,
+                Meta::Dir { .. } => PlanKind::Dir,
                 Meta::Symlink { .. } => PlanKind::Symlink,
             };
             (e.path.as_str(), kind)

@@ -69,3 +69,23 @@ pub fn metadata_fields(data: &[u8]) -> Option<(Option<&str>, Option<&str>, Optio
     let size = next().and_then(|s| s.parse().ok()).unwrap_or(0);
     Some((hash, mode, mtime, size))
 }
+
+/// Reports what a target made of one input, on stderr, when
+/// `TETHER_FUZZ_TRACE` is set (scripts/fuzz.sh sets it for one pass over
+/// the seeds, to check that each target still accepts some of them: a
+/// target that refuses every seed tests nothing past the first check).
+pub fn outcome(accepted: bool, detail: &dyn std::fmt::Display) {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *TRACE.get_or_init(|| std::env::var_os("TETHER_FUZZ_TRACE").is_some()) {
+        let verdict = if accepted { "accepted" } else { "refused" };
+        eprintln!("tether-fuzz: {verdict}: {detail}");
+    }
+}
+
+/// [`outcome`] of a decoder's result.
+pub fn result<T, E: std::fmt::Display>(r: &Result<T, E>) {
+    match r {
+        Ok(_) => outcome(true, &""),
+        Err(e) => outcome(false, e),
+    }
+}

@@ -2,14 +2,20 @@
 //!
 //! [`Trees::list`] stores raw tree objects, as a fetch from a hostile remote
 //! could deliver them, and reads them with the same `TreeReader` a restore
-//! (`list`) and a re-base (`diff`) use.
+//! (`list`) and a re-base (`diff`) use. [`modes`] reads a `.tether/modes`
+//! file as a restore and a re-base read it from a fetched commit.
 
 use std::path::Path;
 
 use sync_core::BackendError;
 use sync_core::restore::PlanKind;
 
-use crate::tree::{TreeReader, local_error};
+use crate::tree::{Modes, TreeReader, local_error};
+
+/// Parses and checks a modes file; returns it re-encoded.
+pub fn modes(bytes: &[u8]) -> Result<Vec<u8>, BackendError> {
+    Ok(Modes::decode(bytes, ".tether/modes in tree (fuzz)")?.encode())
+}
 
 /// A bare repository whose object writes stay in memory.
 pub struct Trees {

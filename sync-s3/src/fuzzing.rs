@@ -10,10 +10,15 @@ use object_store::{Attribute, AttributeValue, Attributes};
 use sync_core::restore::FileSpec;
 use sync_core::{BackendError, Meta};
 
-/// Parses and checks a mirror index as a mirror restore reads it: every
-/// path with its metadata and recorded ETag.
-pub fn mirror_index(bytes: &[u8]) -> Result<Vec<(String, Meta, Option<String>)>, BackendError> {
-    crate::mirror::fuzzing::decode_index(bytes)
+/// Parses and checks a mirror index as a mirror restore reads it (with at
+/// most `max_entries` paths): every path with its metadata and recorded
+/// ETag.
+#[allow(clippy::type_complexity)]
+pub fn mirror_index(
+    bytes: &[u8],
+    max_entries: u64,
+) -> Result<Vec<(String, Meta, Option<String>)>, BackendError> {
+    crate::mirror::decode_index_entries(bytes, ".tether/mirror/(fuzz)", max_entries)
 }
 
 /// Reads a file's mode, time and hash from an object's metadata

@@ -237,7 +237,9 @@ impl Manifest {
                         ));
                     }
                     files += 1;
-                    bytes = bytes.saturating_add(f.size);
+                    bytes = bytes.checked_add(f.size).ok_or_else(|| {
+                        invalid(object, "the files' sizes add up past 2^64 bytes")
+                    })?;
                 }
                 (Meta::File(_), None) => {
                     return Err(invalid(
@@ -882,6 +884,23 @@ mod tests {
         let mut no_blob = m;
         no_blob.entries[0].blob = None;
         assert!(no_blob.check("m").is_err());
+    }
+
+    /// Two files of 2^63 bytes each: their sum passes 2^64, so no byte
+    /// total is true; one saturating at `u64::MAX` must not pass for it.
+    #[test]
+    fn byte_totals_past_2_pow_64_are_refused() {
+        let (mut m, _) = sample();
+        for e in &mut m.entries {
+            if let (Meta::File(f), Some(loc)) = (&mut e.meta, &mut e.blob) {
+                f.size = 1 << 63;
+                loc.offset = 0;
+                loc.length = 1 << 63;
+            }
+        }
+        m.bytes = u64::MAX;
+        let e = Manifest::decode(&m.encode(), "p/snapshots/x", 100).unwrap_err();
+        assert!(e.to_string().contains("p/snapshots/x"), "{e}");
     }
 
     #[test]

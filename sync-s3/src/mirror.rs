@@ -54,8 +54,6 @@ use crate::heads::{Confirmation, CreateOutcome, Generations};
 use crate::store::{Remote, remote_err};
 use crate::transfer::{self, UploadLimits};
 
-pub(crate) mod fuzzing;
-
 /// The reserved top-level name.
 pub(crate) const RESERVED: &str = ".tether";
 /// Index generations: the newest 5 are kept (readers may be on them),
@@ -69,6 +67,49 @@ const INDEX: Generations = Generations {
 const INDEX_FORMAT: &str = "tether-mirror-index-1";
 /// Index generations a push tries before it fails (as transient).
 const MAX_ATTEMPTS: usize = 16;
+
+/// Parses and checks a mirror index read from `object`, refusing one of
+/// more than `max_entries` paths before building any of them. The one
+/// decoder of index bytes (restore, push and `crate::fuzzing`).
+fn decode_index(bytes: &[u8], object: &str, max_entries: u64) -> Result<MirrorIndex, BackendError> {
+    let invalid = |reason: String| BackendError::InvalidRemote {
+        object: object.to_owned(),
+        reason,
+    };
+    count_entries(bytes, "entries", max_entries).map_err(|e| {
+        invalid(match e {
+            CountError::TooMany { .. } => e.to_string(),
+            CountError::Json(e) => format!("not a valid mirror index (truncated or corrupt): {e}"),
+        })
+    })?;
+    let index: MirrorIndex = serde_json::from_slice(bytes).map_err(|e| {
+        invalid(format!(
+            "not a valid mirror index (truncated or corrupt): {e}"
+        ))
+    })?;
+    if index.format != INDEX_FORMAT {
+        return Err(invalid(format!(
+            "unknown mirror index format {:?}",
+            index.format
+        )));
+    }
+    Ok(index)
+}
+
+/// [`decode_index`] for `crate::fuzzing`: each path with its metadata and
+/// recorded ETag.
+#[allow(clippy::type_complexity)]
+pub(crate) fn decode_index_entries(
+    bytes: &[u8],
+    object: &str,
+    max_entries: u64,
+) -> Result<Vec<(String, Meta, Option<String>)>, BackendError> {
+    Ok(decode_index(bytes, object, max_entries)?
+        .entries
+        .into_iter()
+        .map(|(name, e)| (name, e.meta, e.etag))
+        .collect())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct IndexEntry {
@@ -159,28 +200,7 @@ impl Mirror {
             return Ok(None);
         };
         let key = INDEX.key(&self.remote, n)?;
-        count_entries(&bytes, "entries", self.options.max_entries).map_err(|e| {
-            BackendError::InvalidRemote {
-                object: key.to_string(),
-                reason: match e {
-                    CountError::TooMany { .. } => e.to_string(),
-                    CountError::Json(e) => {
-                        format!("not a valid mirror index (truncated or corrupt): {e}")
-                    }
-                },
-            }
-        })?;
-        let index: MirrorIndex =
-            serde_json::from_slice(&bytes).map_err(|e| BackendError::InvalidRemote {
-                object: key.to_string(),
-                reason: format!("not a valid mirror index (truncated or corrupt): {e}"),
-            })?;
-        if index.format != INDEX_FORMAT {
-            return Err(BackendError::InvalidRemote {
-                object: key.to_string(),
-                reason: format!("unknown mirror index format {:?}", index.format),
-            });
-        }
+        let index = decode_index(&bytes, key.as_ref(), self.options.max_entries)?;
         Ok(Some((n, index)))
     }
 
