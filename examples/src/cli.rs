@@ -599,10 +599,10 @@ mod tests {
 
     #[test]
     fn usage_errors_are_one_line() {
-        let e = Cli::try_parse_from(["tether", "history"]).unwrap_err();
+        let e = Cli::try_parse_from(["tether", "restore"]).unwrap_err();
         let (text, code) = render_clap_error(&e);
         assert_eq!(code, 2);
         assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(text.contains("--from"), "{text}");
+        assert!(text.contains("<DIR>"), "{text}");
     }
 }

@@ -82,7 +82,8 @@ fn s3_round_trip_with_credentials_from_the_environment() {
     let hist = s3(&["history", "--from", &url]);
     assert!(hist.status.success(), "{}", stderr(&hist));
     assert_eq!(stdout(&hist).lines().count(), 2, "{}", stdout(&hist));
-    // wrong secret: a runtime failure naming the remote, never the secret
+    // wrong secret: a usage error (exit 2: retrying will not help) naming
+    // the remote and what to check, never the secret
     let bad = sb
         .tether()
         .env("AWS_ACCESS_KEY_ID", &key)
@@ -90,6 +91,7 @@ fn s3_round_trip_with_credentials_from_the_environment() {
         .args(["restore", "r2", "--from", &url])
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("rejected the credentials"), "{}", stderr(&bad));
     assert!(!stderr(&bad).contains("wrong-secret-value"));
 }
