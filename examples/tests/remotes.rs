@@ -92,6 +92,10 @@ fn s3_round_trip_with_credentials_from_the_environment() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
-    assert!(stderr(&bad).contains("rejected the credentials"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("rejected the credentials"),
+        "{}",
+        stderr(&bad)
+    );
     assert!(!stderr(&bad).contains("wrong-secret-value"));
 }
