@@ -49,10 +49,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use backon::BackoffBuilder;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -65,6 +66,7 @@ use crate::path::RelPath;
 use crate::policy::{Decision, Pending, Policy};
 use crate::rules::{IgnoreConfig, IgnoreRules, RulesError};
 use crate::source::Source;
+use crate::state::{StateDir, StateError};
 use crate::watcher::{WatchMode, Watcher};
 
 /// Retry timing for failed pushes.
@@ -126,6 +128,9 @@ pub struct EngineConfig {
     /// content changed behind tether's back with size and mtime restored
     /// while nothing ran; costs reading the whole tree at every start.
     pub verify_hashes: bool,
+    /// How the remote is named in the state directory's owner file (see
+    /// [`state`](crate::state)); default: [`Backend::describe`].
+    pub remote: Option<String>,
 }
 
 impl EngineConfig {
@@ -140,6 +145,7 @@ impl EngineConfig {
             poll_interval: Duration::from_secs(30),
             use_inotify: true,
             verify_hashes: false,
+            remote: None,
         }
     }
 }
@@ -163,6 +169,25 @@ pub enum EngineError {
         state: PathBuf,
         /// The synced directory.
         root: PathBuf,
+    },
+    /// The state directory belongs to another directory or remote, or is
+    /// in use by another engine.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// [`Engine::start_with`] was given a state directory other than the
+    /// configured one, or one claimed for another directory.
+    #[error(
+        "state directory {given} (for {given_dir}) is not the configured {configured} (for {root})"
+    )]
+    StateMismatch {
+        /// The configured state directory.
+        configured: PathBuf,
+        /// The synced directory, canonical.
+        root: PathBuf,
+        /// The state directory given.
+        given: PathBuf,
+        /// The directory it was claimed for.
+        given_dir: PathBuf,
     },
     /// Ignore rules are invalid.
     #[error(transparent)]
@@ -291,14 +316,10 @@ pub struct EngineHandle {
     task: Option<JoinHandle<()>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl EngineHandle {
     /// The current status.
     pub fn status(&self) -> Status {
-        let mut s = lock(&self.status).clone();
+        let mut s = self.status.lock().clone();
         let timing = self.watcher.timing();
         s.pending_paths += timing.count;
         if let Some(first) = timing.first {
@@ -374,23 +395,51 @@ fn system_time_of(t: Instant) -> SystemTime {
 pub struct Engine;
 
 impl Engine {
-    /// Loads the index, compares the tree with it, starts watching, and runs
-    /// the engine in a background task of the current tokio runtime.
+    /// Claims and locks the state directory (see [`state`](crate::state):
+    /// one belonging to another directory or remote, or in use by another
+    /// engine, is refused with [`EngineError::State`]), loads the index,
+    /// compares the tree with it, starts watching, and runs the engine in a
+    /// background task of the current tokio runtime. The lock is held until
+    /// the engine has stopped.
     pub async fn start(
         config: EngineConfig,
         backend: Arc<dyn Backend>,
     ) -> Result<EngineHandle, EngineError> {
-        // Canonicalizing, reading the ignore file and replaying the index
-        // journal (phase 1) and resetting the index, removing old copies
-        // and setting up inotify watches (phase 2) are blocking file
-        // system work: they run off the async workers.
+        Self::start_in(config, backend, None).await
+    }
+
+    /// [`start`](Self::start) with a state directory already claimed and
+    /// locked by the caller (who restored into the directory first, see
+    /// [`restore_and_seed`](crate::state::restore_and_seed)), so no other
+    /// process can take it in between. It must be `config.state_dir`,
+    /// claimed for `config.root`.
+    pub async fn start_with(
+        config: EngineConfig,
+        backend: Arc<dyn Backend>,
+        state: StateDir,
+    ) -> Result<EngineHandle, EngineError> {
+        Self::start_in(config, backend, Some(state)).await
+    }
+
+    async fn start_in(
+        config: EngineConfig,
+        backend: Arc<dyn Backend>,
+        state: Option<StateDir>,
+    ) -> Result<EngineHandle, EngineError> {
+        // Canonicalizing, locking the state directory, reading the ignore
+        // file and replaying the index journal (phase 1) and resetting the
+        // index, removing old copies and setting up inotify watches
+        // (phase 2) are blocking file system work: they run off the async
+        // workers.
         let prepared = {
             let config = config.clone();
-            blocking(move || prepare(&config)).await??
+            let remote = config.remote.clone().unwrap_or_else(|| backend.describe());
+            blocking(move || prepare(&config, state, &remote)).await??
         };
         let Prepared {
             root,
             state_dir,
+            state,
             rules,
             ignore_file,
             ignore_text,
@@ -434,7 +483,7 @@ impl Engine {
                 }
                 let watcher = Arc::new(Watcher::new(&root, rules, use_inotify));
                 watcher.mark_rescan();
-                Ok((index, copies, watcher))
+                Ok((Locked { index, _state: state }, copies, watcher))
             })
             .await??
         };
@@ -490,10 +539,31 @@ impl Engine {
     }
 }
 
+/// The index and the lock on its state directory: the lock is released
+/// when the runner and every blocking task using the index are done.
+struct Locked {
+    index: Index,
+    _state: StateDir,
+}
+
+impl std::ops::Deref for Locked {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        &self.index
+    }
+}
+
+impl std::ops::DerefMut for Locked {
+    fn deref_mut(&mut self) -> &mut Index {
+        &mut self.index
+    }
+}
+
 /// What [`prepare`] finds on disk.
 struct Prepared {
     root: PathBuf,
     state_dir: PathBuf,
+    state: StateDir,
     rules: IgnoreRules,
     ignore_file: Option<RelPath>,
     ignore_text: Option<String>,
@@ -501,8 +571,13 @@ struct Prepared {
 }
 
 /// The blocking first half of [`Engine::start`]: checks the directories,
+/// claims and locks the state directory (unless `state` is one already),
 /// builds the ignore rules and opens the index.
-fn prepare(config: &EngineConfig) -> Result<Prepared, EngineError> {
+fn prepare(
+    config: &EngineConfig,
+    state: Option<StateDir>,
+    remote: &str,
+) -> Result<Prepared, EngineError> {
     let root = std::fs::canonicalize(&config.root).map_err(|e| EngineError::Root {
         path: config.root.clone(),
         message: e.to_string(),
@@ -527,6 +602,21 @@ fn prepare(config: &EngineConfig) -> Result<Prepared, EngineError> {
             root,
         });
     }
+    let state = match state {
+        None => StateDir::open(&state_dir, &root, remote)?,
+        Some(s) => {
+            let given = std::fs::canonicalize(s.path()).unwrap_or_else(|_| s.path().to_owned());
+            if given != state_dir || s.dir() != root {
+                return Err(EngineError::StateMismatch {
+                    configured: state_dir,
+                    root,
+                    given,
+                    given_dir: s.dir().to_owned(),
+                });
+            }
+            s
+        }
+    };
     let ignore_paths = crate::rules::ignore_file_paths(&root, &config.ignore);
     let ignore_text = match &ignore_paths {
         Some((full, _)) => crate::rules::read_ignore_file(full)?,
@@ -544,6 +634,7 @@ fn prepare(config: &EngineConfig) -> Result<Prepared, EngineError> {
     Ok(Prepared {
         root,
         state_dir,
+        state,
         rules,
         ignore_file,
         ignore_text,
@@ -580,7 +671,7 @@ struct Runner {
     ignore_file: Option<RelPath>,
     /// Its contents when `rules` were built (`None`: absent or unreadable).
     ignore_text: Option<String>,
-    index: Arc<Mutex<Index>>,
+    index: Arc<Mutex<Locked>>,
     watcher: Arc<Watcher>,
     backend: Arc<dyn Backend>,
     pending: Checkpoint,
@@ -808,7 +899,7 @@ impl Runner {
             return true;
         }
         let mut batch = self.policy.take_batch(&mut self.pending);
-        batch.set_base(lock(&self.index).remote_head().map(str::to_owned));
+        batch.set_base(self.index.lock().remote_head().map(str::to_owned));
         self.in_flight = batch.len();
         self.update_status(|_| {});
         self.probe_at = None;
@@ -1020,7 +1111,7 @@ impl Runner {
         let index = Arc::clone(&self.index);
         let head = receipt.head.clone();
         let (batch, applied) = match tokio::task::spawn_blocking(move || {
-            let r = lock(&index).apply(&batch, head);
+            let r = index.lock().apply(&batch, head);
             (batch, r)
         })
         .await
@@ -1144,7 +1235,7 @@ impl Runner {
         let (p, d) = (Arc::clone(&pending), Arc::clone(&dirty));
         let joined = self
             .race(tokio::task::spawn_blocking(move || {
-                let index = lock(&index);
+                let index = index.lock();
                 detect::detect_with(
                     &root,
                     &rules,
@@ -1179,7 +1270,7 @@ impl Runner {
             let index = Arc::clone(&self.index);
             let refreshed = found.refreshed;
             if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || lock(&index).refresh(refreshed)).await
+                tokio::task::spawn_blocking(move || index.lock().refresh(refreshed)).await
             {
                 tracing::warn!(error = %e, "could not refresh index entries");
             }
@@ -1210,7 +1301,7 @@ impl Runner {
         if !unsaved {
             self.unsaved_since = None;
         }
-        let mut s = lock(&self.status);
+        let mut s = self.status.lock();
         f(&mut s);
         s.pending_paths = self.pending.len() + self.in_flight + self.held.len();
         s.oldest_unsaved_change = self.unsaved_since;
@@ -1227,7 +1318,7 @@ impl Runner {
         unsaved.extend(dirty.paths);
         unsaved.sort();
         unsaved.dedup();
-        let last_error = lock(&self.status).last_error.clone();
+        let last_error = self.status.lock().last_error.clone();
         let flushed = flushed && unsaved.is_empty() && !rescan_pending;
         let _ = reply.send(ShutdownReport {
             flushed,

@@ -23,7 +23,7 @@
 //!
 //! The state directory is made `0700` and both files are created `0600`,
 //! whatever the umask: paths and hashes of a private tree are not for other
-//! users of the node ([`create_state_dir`]).
+//! users of the node ([`create_state_dir`](crate::state::create_state_dir)).
 //!
 //! When the journal outgrows half the snapshot (and 1 MiB) it is folded into
 //! a new snapshot. JSON lines keep the state greppable when something goes
@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::ops::Bound;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -94,24 +94,6 @@ struct JournalRecord {
     del: Vec<RelPath>,
 }
 
-/// Creates a state directory (and missing parents) with mode `0700`,
-/// whatever the umask, and narrows an existing one to `0700` when it is
-/// wider (a Kubernetes `emptyDir` starts `0777`). A directory this process
-/// may not chmod (another owner) is left as it is, with a warning.
-pub fn create_state_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let meta = fs::metadata(dir)?;
-    if meta.permissions().mode() & 0o077 != 0
-        && let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-    {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the state directory private (0700)");
-    }
-    Ok(())
-}
-
 /// Opens `path` for writing with mode `0600` (for new files), whatever the
 /// umask.
 fn private_file(path: &Path, append: bool) -> io::Result<File> {
@@ -142,7 +124,7 @@ pub struct Index {
 impl Index {
     /// Opens (or creates, `0700`) the index in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Index, IndexError> {
-        create_state_dir(state_dir).map_err(|source| IndexError::Io {
+        crate::state::create_state_dir(state_dir).map_err(|source| IndexError::Io {
             op: "create state directory",
             path: state_dir.to_path_buf(),
             source,
@@ -491,6 +473,7 @@ fn write_json_line(w: &mut impl Write, value: &impl Serialize) -> io::Result<()>
 mod tests {
     use super::*;
     use crate::entry::{ContentHash, FileMeta};
+    use std::os::unix::fs::PermissionsExt;
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s).unwrap()

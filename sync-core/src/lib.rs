@@ -48,31 +48,38 @@
 
 pub mod backend;
 pub mod checkpoint;
+#[doc(hidden)]
 pub mod detect;
 pub mod engine;
 pub mod entry;
+#[doc(hidden)]
 pub mod index;
 pub mod path;
 pub mod policy;
 pub mod restore;
 pub mod rules;
-pub mod scan;
+pub(crate) mod scan;
 pub mod source;
+pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod watcher;
+pub(crate) mod watcher;
 
 pub use backend::{Backend, BackendError, Capabilities, HistoryEntry, PushReceipt, RemoteHead};
 pub use checkpoint::{Change, Checkpoint, CheckpointStats};
+#[doc(hidden)]
 pub use detect::{DirtySet, detect};
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineHandle, PushEvent, RetryConfig, ShutdownReport, Status,
 };
 pub use entry::{ContentHash, DEFAULT_DIR_MODE, Entry, FileMeta, Meta, PERMISSION_BITS};
+#[doc(hidden)]
 pub use index::Index;
+pub use index::IndexError;
 pub use path::{PathError, RelPath, is_repository_component};
 pub use policy::Policy;
 pub use restore::{ExistingPolicy, RestoreOptions, RestoreProgress, RestoreReport};
 pub use rules::{IgnoreConfig, IgnoreRules};
 pub use source::Source;
-pub use watcher::{WatchMode, Watcher};
+pub use state::{Restored, SeedError, StateDir, StateError, restore_and_seed};
+pub use watcher::WatchMode;

@@ -320,7 +320,7 @@ impl GitBackend {
             reason: e.to_string(),
         };
         // 0700 whatever the umask: it holds credentials and the tree's history.
-        sync_core::index::create_state_dir(&options.state_dir).map_err(|e| state_err(&e))?;
+        sync_core::state::create_state_dir(&options.state_dir).map_err(|e| state_err(&e))?;
         let repo_dir = options.state_dir.join("repo.git");
         if repo_dir.join("HEAD").is_file() {
             open_repo(&repo_dir).map_err(|e| state_err(&e))?;
