@@ -155,12 +155,13 @@ impl EngineConfig {
 #[non_exhaustive]
 pub enum EngineError {
     /// The synced directory is missing or not a directory.
-    #[error("synced directory {path}: {message}")]
+    #[error("synced directory {path}: {source}")]
     Root {
         /// The directory.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The state directory is inside the synced directory.
     #[error("state directory {state} must be outside the synced directory {root}")]
@@ -198,6 +199,30 @@ pub enum EngineError {
     /// The engine task is gone.
     #[error("the engine has stopped")]
     Stopped,
+}
+
+/// Why [`EngineHandle::flush`] did not save everything: the error of the
+/// last push attempt (it is retried; see [`Status`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The engine task is gone.
+    #[error("the engine has stopped")]
+    Stopped,
+    /// The backend failed the push.
+    #[error(transparent)]
+    Push(Arc<BackendError>),
+    /// The backend took the push but the index could not record it (a
+    /// full or read-only state directory); it is pushed again.
+    #[error("pushed, but the index could not be written: {0}")]
+    Index(#[source] Arc<IndexError>),
+}
+
+impl FlushError {
+    /// True when retrying alone will not help ([`BackendError::is_permanent`]).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, FlushError::Push(e) if e.is_permanent())
+    }
 }
 
 /// What the engine is doing, for health checks and metrics.
@@ -301,7 +326,7 @@ pub struct PushEvent {
 }
 
 enum Command {
-    Flush(oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<Result<(), FlushError>>),
     Shutdown(Instant, oneshot::Sender<ShutdownReport>),
 }
 
@@ -340,13 +365,13 @@ impl EngineHandle {
 
     /// Pushes everything noticed so far now, without waiting for the quiet
     /// period. Returns the push error if a push failed.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), FlushError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Flush(tx))
             .await
-            .map_err(|_| "the engine has stopped".to_string())?;
-        rx.await.map_err(|_| "the engine has stopped".to_string())?
+            .map_err(|_| FlushError::Stopped)?;
+        rx.await.map_err(|_| FlushError::Stopped)?
     }
 
     /// Pushes everything pending, retrying until `grace` has passed, then
@@ -578,14 +603,14 @@ fn prepare(
     state: Option<StateDir>,
     remote: &str,
 ) -> Result<Prepared, EngineError> {
-    let root = std::fs::canonicalize(&config.root).map_err(|e| EngineError::Root {
+    let root = std::fs::canonicalize(&config.root).map_err(|source| EngineError::Root {
         path: config.root.clone(),
-        message: e.to_string(),
+        source,
     })?;
     if !root.is_dir() {
         return Err(EngineError::Root {
             path: root,
-            message: "not a directory".into(),
+            source: std::io::ErrorKind::NotADirectory.into(),
         });
     }
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
@@ -677,7 +702,7 @@ struct Runner {
     pending: Checkpoint,
     retry_at: Option<Instant>,
     status: Arc<Mutex<Status>>,
-    flush_waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    flush_waiters: Vec<oneshot::Sender<Result<(), FlushError>>>,
     shutdown: Option<(Instant, oneshot::Sender<ShutdownReport>)>,
     next_poll: Option<Instant>,
     startup: bool,
@@ -947,7 +972,7 @@ impl Runner {
                 self.pending.merge(batch);
                 self.local_failure = false;
                 let permanent = e.is_permanent();
-                self.failed(e.to_string(), permanent);
+                self.failed(FlushError::Push(Arc::new(e)), permanent);
                 true
             }
         }
@@ -961,7 +986,8 @@ impl Runner {
     /// error is logged once when it first appears (ERROR if permanent,
     /// WARN otherwise); the same error again is logged at DEBUG, with a
     /// reminder every [`REPEAT_LOG_EVERY`].
-    fn failed(&mut self, msg: String, permanent: bool) {
+    fn failed(&mut self, err: FlushError, permanent: bool) {
+        let msg = err.to_string();
         let backoff = self
             .backoff
             .get_or_insert_with(|| self.backoff_builder.build());
@@ -997,7 +1023,7 @@ impl Runner {
             s.last_error_permanent = permanent;
             s.failing_since.get_or_insert_with(SystemTime::now);
         });
-        self.answer_flush(Err(msg));
+        self.answer_flush(Err(err));
     }
 
     /// Marks the files held out of the last push dirty again, so they are
@@ -1116,21 +1142,27 @@ impl Runner {
         })
         .await
         {
-            Ok((batch, r)) => (Some(batch), r.map_err(|e| e.to_string())),
-            Err(e) => (None, Err(e.to_string())),
+            Ok((batch, r)) => (Some(batch), r),
+            Err(e) => (
+                None,
+                Err(IndexError::Io {
+                    op: "record a push in",
+                    path: self.copies.parent().unwrap_or(&self.copies).to_owned(),
+                    source: std::io::Error::other(e),
+                }),
+            ),
         };
         if let Err(e) = applied {
             // The remote has it but our record does not: the batch is not
             // confirmed. Keep it pending and push it again later (deltas
             // make that safe) instead of silently losing track of it.
-            let msg = format!("pushed, but the index could not be written: {e}");
             tracing::error!(error = %e, "pushed, but the index could not be written; will push again");
             if let Some(batch) = batch {
                 self.pending.merge(batch);
             }
             self.local_failure = true;
             self.update_status(|s| s.index_write_failures += 1);
-            self.failed(msg, false);
+            self.failed(FlushError::Index(Arc::new(e)), false);
             return;
         }
         if let Some(batch) = &batch {
@@ -1290,7 +1322,7 @@ impl Runner {
         true
     }
 
-    fn answer_flush(&mut self, result: Result<(), String>) {
+    fn answer_flush(&mut self, result: Result<(), FlushError>) {
         for w in self.flush_waiters.drain(..) {
             let _ = w.send(result.clone());
         }

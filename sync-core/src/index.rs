@@ -66,14 +66,23 @@ pub enum IndexError {
     },
     /// A snapshot line could not be parsed (the snapshot is written
     /// atomically, so this means outside damage).
-    #[error("corrupt index {path} line {line}: {message}")]
+    #[error("corrupt index {path} line {line}: {source}")]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
         /// The parse error.
-        message: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The snapshot was written by a newer tether (another format).
+    #[error("index {path} has format {format}, this tether reads format {FORMAT}")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format it names.
+        format: u32,
     },
 }
 
@@ -156,24 +165,25 @@ impl Index {
             Err(e) => return Err(self.io("open", SNAPSHOT)(e)),
         };
         self.snapshot_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let corrupt = |line: usize, message: String| IndexError::Corrupt {
+        let corrupt = |line: usize, source| IndexError::Corrupt {
             path: path.clone(),
             line,
-            message,
+            source,
         };
         for (i, line) in BufReader::new(file).lines().enumerate() {
             let line = line.map_err(self.io("read", SNAPSHOT))?;
             if i == 0 {
-                let h: Header =
-                    serde_json::from_str(&line).map_err(|e| corrupt(1, e.to_string()))?;
+                let h: Header = serde_json::from_str(&line).map_err(|e| corrupt(1, e))?;
                 if h.format != FORMAT {
-                    return Err(corrupt(1, format!("unknown format {}", h.format)));
+                    return Err(IndexError::UnknownFormat {
+                        path,
+                        format: h.format,
+                    });
                 }
                 self.seq = h.seq;
                 self.remote_head = h.remote_head;
             } else {
-                let e: Entry =
-                    serde_json::from_str(&line).map_err(|e| corrupt(i + 1, e.to_string()))?;
+                let e: Entry = serde_json::from_str(&line).map_err(|e| corrupt(i + 1, e))?;
                 self.entries.insert(e.path, e.meta);
             }
         }

@@ -70,7 +70,8 @@ pub use checkpoint::{Change, Checkpoint, CheckpointStats};
 #[doc(hidden)]
 pub use detect::{DirtySet, detect};
 pub use engine::{
-    Engine, EngineConfig, EngineError, EngineHandle, PushEvent, RetryConfig, ShutdownReport, Status,
+    Engine, EngineConfig, EngineError, EngineHandle, FlushError, PushEvent, RetryConfig,
+    ShutdownReport, Status,
 };
 pub use entry::{ContentHash, DEFAULT_DIR_MODE, Entry, FileMeta, Meta, PERMISSION_BITS};
 #[doc(hidden)]

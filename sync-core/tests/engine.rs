@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use sync_core::testkit::MemoryBackend;
 use sync_core::{
-    Engine, EngineConfig, EngineError, EngineHandle, Meta, Policy, Restored, RetryConfig, StateDir,
-    StateError, Status, restore_and_seed,
+    Engine, EngineConfig, EngineError, EngineHandle, FlushError, Meta, Policy, Restored,
+    RetryConfig, StateDir, StateError, Status, restore_and_seed,
 };
 use tempfile::TempDir;
 
@@ -462,6 +462,28 @@ async fn state_dir_inside_the_tree_is_refused() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
+    // The cause travels as a source, not flattened into a string.
+    let source = std::error::Error::source(&err).expect("a source");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_carries_the_backend_error() {
+    let f = fx();
+    let h = f.start(100).await;
+    h.flush().await.unwrap();
+    f.backend.fail_next(1);
+    f.write("a.txt", b"a");
+    wait_for(&h, "the change noticed", |s| s.pending_paths >= 1).await;
+    let err = h.flush().await.unwrap_err();
+    let FlushError::Push(e) = &err else {
+        panic!("not a push error: {err:?}")
+    };
+    assert!(e.to_string().contains("injected failure"), "{e}");
+    h.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
