@@ -33,7 +33,7 @@
 //!   rest is pushed again at once, and the file is looked at again after
 //!   that push. A file that changes during [`SETTLE_AFTER`] consecutive
 //!   pushes is pushed from a *settled copy* (see
-//!   [`source::copy_settled`](crate::source::copy_settled)): one consistent
+//!   `source::copy_settled`): one consistent
 //!   read of it, copied into the state directory, so it is saved even if it
 //!   never stops changing.
 //! * **Health**: [`Status::oldest_unsaved_change`] is when the oldest change

@@ -20,7 +20,7 @@
 //!                                          Index::apply (journal, fsync)
 //! ```
 //!
-//! 1. [`Watcher`] maps inotify events to dirty paths (it reads nothing).
+//! 1. The watcher maps inotify events to dirty paths (it reads nothing).
 //! 2. The [`Engine`] asks the [`Policy`] when to cut a checkpoint.
 //! 3. [`detect()`] compares dirty paths with the [`Index`] (stat first, hash
 //!    only if size/mtime/mode moved) and builds a [`Checkpoint`].
@@ -32,6 +32,21 @@
 //! Restores go the other way: a backend lists remote state, validates it
 //! with [`restore::RestorePlan`] and writes through
 //! [`restore::RestoreWriter`], which never writes outside the destination.
+//! [`restore_and_seed`] restores and seeds the index, so the engine started
+//! next pushes nothing back.
+//!
+//! # The state directory
+//!
+//! [`Engine::start`] (and [`StateDir::open`]) claim the state directory for
+//! one directory and remote and lock it while the engine runs: a state
+//! directory of another directory or remote, or one in use, is refused with
+//! a [`StateError`] (see [`state`]). An embedder gets these rules without
+//! asking.
+//!
+//! The public API is what an embedder or a backend needs; `detect` and
+//! `index` are `#[doc(hidden)]` (benchmarks use them), the watcher and the
+//! tree walk are private. The library needs tokio's `rt`, not the
+//! multi-thread runtime.
 //!
 //! # What this crate does not do
 //!

@@ -1,11 +1,11 @@
 //! When to cut a checkpoint, and how big it may be: pure functions.
 //!
 //! Edits arrive in bursts (a notebook save is several writes and a rename).
-//! [`Policy::decide`] waits for a *quiet period* after the last change, but no
+//! `Policy::decide` waits for a *quiet period* after the last change, but no
 //! longer than the *maximum latency* after the first one, so a file written
 //! continuously is still saved. A dirty set that reaches the batch size is
 //! pushed at once, an explicit flush goes now, and after a failed push the
-//! next try waits for the retry time. [`Policy::take_batch`] splits a large
+//! next try waits for the retry time. `Policy::take_batch` splits a large
 //! checkpoint so one push carries at most so many files and bytes.
 
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ impl Default for Policy {
     }
 }
 
-/// What the engine knows when it asks [`Policy::decide`].
+/// What the engine knows when it asks `Policy::decide`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Pending {
     /// When the oldest not-yet-checkpointed change was noticed.

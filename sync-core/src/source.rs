@@ -13,10 +13,10 @@
 //!
 //! **Settled copies.** A file that keeps changing during every push (a log
 //! appended to several times a second) would never verify. The engine then
-//! takes a *settled copy* ([`copy_settled`]): the file is copied into the
+//! takes a *settled copy* (`copy_settled`): the file is copied into the
 //! state directory while being hashed, and the copy counts only if the
 //! file's size and mtime were the same before and after (the same test
-//! change detection uses for a consistent hash). [`Source::use_copy`] makes
+//! change detection uses for a consistent hash). `Source::use_copy` makes
 //! readers serve that copy for the path, so the bytes pushed are one
 //! consistent read of the file, verified like any other.
 
@@ -68,7 +68,7 @@ impl Source {
         &self.root
     }
 
-    /// Serves the settled copy `file` (see [`copy_settled`]) for `path`
+    /// Serves the settled copy `file` (see `copy_settled`) for `path`
     /// from now on, in this source and all its clones.
     pub(crate) fn use_copy(&self, path: RelPath, file: PathBuf) {
         self.copies.write().insert(path, file);
@@ -164,14 +164,14 @@ impl Source {
     }
 }
 
-/// How often [`copy_settled`] tries before giving up on a file.
+/// How often `copy_settled` tries before giving up on a file.
 pub(crate) const COPY_ATTEMPTS: usize = 5;
 
 /// Copies the regular file `full` to `dest` (created or replaced) while
 /// hashing it, and returns the copy's entry: its size and hash, the
 /// original's mtime and mode. The copy counts only when the original's
 /// size and mtime did not move while it was read; otherwise it is tried
-/// again, up to [`COPY_ATTEMPTS`] times. `Ok(None)`: the file is gone, is
+/// again, up to `COPY_ATTEMPTS` times. `Ok(None)`: the file is gone, is
 /// not a regular file any more, or never held still. Blocking.
 pub(crate) fn copy_settled(full: &Path, dest: &Path) -> io::Result<Option<FileMeta>> {
     use std::io::Write;
