@@ -76,15 +76,34 @@ impl From<sync_core::EngineError> for CliError {
     fn from(e: sync_core::EngineError) -> Self {
         use sync_core::EngineError as E;
         match e {
+            E::State(e) => e.into(),
             E::Root { .. } | E::StateInsideRoot { .. } | E::Rules(_) => CliError::usage(e),
             _ => CliError::runtime(e),
         }
     }
 }
 
-impl From<sync_core::index::IndexError> for CliError {
-    fn from(e: sync_core::index::IndexError) -> Self {
+impl From<sync_core::IndexError> for CliError {
+    fn from(e: sync_core::IndexError) -> Self {
         CliError::runtime(format!("state directory: {e}"))
+    }
+}
+
+/// A state directory that cannot be used is the user's to fix (exit 2):
+/// another one, or stop the other process.
+impl From<sync_core::StateError> for CliError {
+    fn from(e: sync_core::StateError) -> Self {
+        use sync_core::StateError as S;
+        match &e {
+            S::Foreign { state_dir, owner } => CliError::usage(format!(
+                "state directory {} belongs to another directory or remote ({owner}); use another --state-dir",
+                state_dir.display()
+            )),
+            S::Locked { .. } => CliError::usage(format!(
+                "{e}: stop it first, or give this one its own --state-dir"
+            )),
+            _ => CliError::usage(e),
+        }
     }
 }
 

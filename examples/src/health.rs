@@ -13,8 +13,8 @@
 //! change not yet confirmed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -22,6 +22,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use parking_lot::Mutex;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -241,19 +242,15 @@ impl Monitor {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
-        self.health.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Sets the phase.
     pub fn set_phase(&self, phase: Phase) {
-        self.lock().phase = phase;
+        self.health.lock().phase = phase;
         self.refresh_ready();
     }
 
     /// Records a new status sample; returns the previous one.
     pub fn observe(&self, status: Status) -> Option<Status> {
-        let mut h = self.lock();
+        let mut h = self.health.lock();
         let old = h.status.take().unwrap_or_default();
         let m = &self.metrics;
         m.pending.set(status.pending_paths as i64);
@@ -299,18 +296,18 @@ impl Monitor {
     /// Records that the first round finished: the first flush succeeded
     /// (possibly with nothing to push).
     pub fn mark_initialized(&self) {
-        self.lock().initialized = true;
+        self.health.lock().initialized = true;
         self.refresh_ready();
     }
 
     /// Whether the first round is done.
     pub fn initialized(&self) -> bool {
-        self.lock().initialized
+        self.health.lock().initialized
     }
 
     /// The readiness verdict now.
     pub fn ready(&self) -> Result<(), String> {
-        readiness(&self.lock(), SystemTime::now(), self.unready_after)
+        readiness(&self.health.lock(), SystemTime::now(), self.unready_after)
     }
 
     fn refresh_ready(&self) {
@@ -321,6 +318,7 @@ impl Monitor {
     pub fn encode_metrics(&self) -> String {
         self.refresh_ready();
         let age = self
+            .health
             .lock()
             .status
             .as_ref()

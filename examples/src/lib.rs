@@ -2,9 +2,10 @@
 //! composition of the tether crates, which stay usable on their own.
 //!
 //! ```text
-//! tether sync DIR --to URL     remote::open_backend ─► (restore if DIR is empty) ─► sync_core::Engine
+//! tether sync DIR --to URL     sync_core::StateDir::open (claim + lock) ─► remote::open_backend
+//!                              ─► (sync_core::restore_and_seed if DIR is empty) ─► sync_core::Engine::start_with
 //!                              └► health::Monitor (status every 250 ms) ─► /healthz /readyz /metrics
-//! tether restore DIR --from URL  Backend::restore ─► sync_core::Index::replace_all (seed the index)
+//! tether restore DIR --from URL  sync_core::StateDir::open ─► sync_core::restore_and_seed (restore, seed the index)
 //! tether history --from URL      Backend::history
 //! tether certs create|patch|show webhook_certs::{ensure_certs, patch_ca_bundle_by_name, describe}
 //! tether webhook                 webhook_certs::CertRotation + kube_deploy::webhook::serve
@@ -30,7 +31,8 @@
 //!   git's bare repository). Its default is keyed by the canonical directory
 //!   and the remote, so two directories or two remotes never share an index;
 //!   an explicit `TETHER_STATE_DIR` carries an owner file that refuses to be
-//!   reused for another directory or remote.
+//!   reused for another directory or remote, and a lock that refuses a
+//!   second `sync` or `restore` at the same time (both `sync_core::state`).
 //! * **Status is polled; pushes are events.** `sync-core` exposes a status
 //!   snapshot, which the command samples every 250 ms for readiness, gauges,
 //!   counters, logs and the progress bar; the push-duration histogram

@@ -1,6 +1,7 @@
-//! Where tether keeps things on the local machine: the default store, the
-//! state directory and its owner file. Pure functions take the environment
-//! as arguments so they are tested without touching the real one.
+//! Where tether keeps things on the local machine: the default store and
+//! the default state directory. Pure functions take the environment as
+//! arguments so they are tested without touching the real one. (Claiming
+//! and locking a state directory is sync-core's job: `sync_core::state`.)
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -202,97 +203,6 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, CliError> {
     Ok(canonical)
 }
 
-/// Name of the file recording which directory and remote a state directory
-/// belongs to.
-pub const OWNER_FILE: &str = "tether-owner";
-
-/// What an owner file says, or that the state directory is unclaimed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ownership {
-    /// No owner file yet.
-    Unclaimed,
-    /// Claimed by this directory and remote.
-    Same,
-    /// Claimed by another directory or remote (the stored text).
-    Other(String),
-}
-
-/// The owner line for `dir` (or none, for `history`) and `remote`.
-pub fn owner_line(dir: Option<&Path>, remote: &str) -> String {
-    match dir {
-        Some(d) => format!("dir={} remote={remote}\n", d.display()),
-        None => format!("remote={remote}\n"),
-    }
-}
-
-/// Compares an owner file's content with the expected line. A `history`
-/// command (no directory) may use any state directory of the same remote.
-pub fn ownership(stored: Option<&str>, expected: &str) -> Ownership {
-    match stored {
-        None => Ownership::Unclaimed,
-        Some(s) if s == expected => Ownership::Same,
-        Some(s)
-            if !expected.starts_with("dir=")
-                && s.trim_end().ends_with(&format!(" {}", expected.trim_end())) =>
-        {
-            Ownership::Same
-        }
-        Some(s) => Ownership::Other(s.trim().to_owned()),
-    }
-}
-
-/// Writes `bytes` to a new or truncated file created `0600`.
-fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(file)?
-        .write_all(bytes)
-}
-
-/// Creates `state_dir` (mode `0700`, whatever the umask; an existing wider
-/// one is narrowed) and claims it for `dir` and `remote`, refusing a
-/// state directory that belongs to another directory or remote (its index
-/// would make tether push the wrong deletions).
-pub fn claim_state_dir(state_dir: &Path, dir: Option<&Path>, remote: &str) -> Result<(), CliError> {
-    sync_core::index::create_state_dir(state_dir).map_err(|e| {
-        CliError::usage(format!(
-            "cannot create state directory {}: {e}",
-            state_dir.display()
-        ))
-    })?;
-    let file = state_dir.join(OWNER_FILE);
-    let stored = match std::fs::read_to_string(&file) {
-        Ok(s) => Some(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(CliError::usage(format!(
-                "cannot read {}: {e}",
-                file.display()
-            )));
-        }
-    };
-    let expected = owner_line(dir, remote);
-    match ownership(stored.as_deref(), &expected) {
-        Ownership::Same => Ok(()),
-        Ownership::Unclaimed if dir.is_none() => Ok(()),
-        Ownership::Unclaimed => write_private(&file, expected.as_bytes()).map_err(|e| {
-            CliError::usage(format!(
-                "state directory {} is not writable: {e}",
-                state_dir.display()
-            ))
-        }),
-        Ownership::Other(owner) => Err(CliError::usage(format!(
-            "state directory {} belongs to another directory or remote ({owner}); use another --state-dir",
-            state_dir.display()
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,40 +238,6 @@ mod tests {
     #[test]
     fn file_urls_are_percent_encoded() {
         assert_eq!(file_url(Path::new("/a b/c%d")), "file:///a%20b/c%25d");
-    }
-
-    #[test]
-    fn ownership_is_checked() {
-        let mine = owner_line(Some(Path::new("/w")), "file:///s");
-        assert_eq!(ownership(None, &mine), Ownership::Unclaimed);
-        assert_eq!(ownership(Some(&mine), &mine), Ownership::Same);
-        let theirs = owner_line(Some(Path::new("/v")), "file:///s");
-        assert!(matches!(
-            ownership(Some(&theirs), &mine),
-            Ownership::Other(_)
-        ));
-        // history (no directory) may read a sync's state directory of the same remote
-        assert_eq!(
-            ownership(Some(&mine), &owner_line(None, "file:///s")),
-            Ownership::Same
-        );
-        assert!(matches!(
-            ownership(Some(&mine), &owner_line(None, "file:///t")),
-            Ownership::Other(_)
-        ));
-    }
-
-    #[test]
-    fn state_directory_and_owner_file_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let t = tempfile::tempdir().unwrap();
-        let state = t.path().join("state");
-        std::fs::create_dir(&state).unwrap();
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
-        claim_state_dir(&state, Some(Path::new("/w")), "file:///s").unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&state), 0o700);
-        assert_eq!(mode(&state.join(OWNER_FILE)), 0o600);
     }
 
     #[test]

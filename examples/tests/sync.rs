@@ -353,3 +353,77 @@ fn conflicts_are_reported_exactly_when_both_writers_changed_a_path() {
         assert_eq!(conflicts(&once(&a, &sa)), 0, "{name}: disjoint");
     }
 }
+
+#[test]
+fn a_second_sync_on_the_same_state_dir_is_refused_until_the_first_is_gone() {
+    let sb = Sandbox::new();
+    fs::create_dir(sb.path("work")).unwrap();
+    fs::write(sb.path("work/a.txt"), "a").unwrap();
+    let store = sb.url("store");
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut first = spawn(
+        &sb,
+        &[
+            "sync",
+            "work",
+            "--to",
+            &store,
+            "--state-dir",
+            "state",
+            "--http-bind",
+            &bind,
+        ],
+    );
+    // The state directory is locked before the HTTP server starts.
+    wait_for("/healthz", LIMIT, || {
+        http_get(port, "/healthz").filter(|(s, _)| *s == 200)
+    });
+    let state = fs::canonicalize(sb.path("state")).unwrap();
+    for args in [
+        &[
+            "sync",
+            "work",
+            "--to",
+            &store,
+            "--state-dir",
+            "state",
+            "--once",
+        ][..],
+        &[
+            "restore",
+            "work",
+            "--from",
+            &store,
+            "--state-dir",
+            "state",
+            "--existing",
+            "overwrite",
+        ][..],
+    ] {
+        let second = sb.run(args);
+        let err = stderr(&second);
+        assert_eq!(second.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "state directory {} is in use by another tether process (pid {})",
+                state.display(),
+                first.id()
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    // SIGKILL: no clean-up runs, the kernel releases the lock.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let again = sb.run(&[
+        "sync",
+        "work",
+        "--to",
+        &store,
+        "--state-dir",
+        "state",
+        "--once",
+    ]);
+    assert!(again.status.success(), "{}", stderr(&again));
+}

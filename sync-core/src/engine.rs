@@ -33,7 +33,7 @@
 //!   rest is pushed again at once, and the file is looked at again after
 //!   that push. A file that changes during [`SETTLE_AFTER`] consecutive
 //!   pushes is pushed from a *settled copy* (see
-//!   [`source::copy_settled`](crate::source::copy_settled)): one consistent
+//!   `source::copy_settled`): one consistent
 //!   read of it, copied into the state directory, so it is saved even if it
 //!   never stops changing.
 //! * **Health**: [`Status::oldest_unsaved_change`] is when the oldest change
@@ -49,10 +49,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use backon::BackoffBuilder;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -65,6 +66,7 @@ use crate::path::RelPath;
 use crate::policy::{Decision, Pending, Policy};
 use crate::rules::{IgnoreConfig, IgnoreRules, RulesError};
 use crate::source::Source;
+use crate::state::{StateDir, StateError};
 use crate::watcher::{WatchMode, Watcher};
 
 /// Retry timing for failed pushes.
@@ -126,6 +128,9 @@ pub struct EngineConfig {
     /// content changed behind tether's back with size and mtime restored
     /// while nothing ran; costs reading the whole tree at every start.
     pub verify_hashes: bool,
+    /// How the remote is named in the state directory's owner file (see
+    /// [`state`](crate::state)); default: [`Backend::describe`].
+    pub remote: Option<String>,
 }
 
 impl EngineConfig {
@@ -140,6 +145,7 @@ impl EngineConfig {
             poll_interval: Duration::from_secs(30),
             use_inotify: true,
             verify_hashes: false,
+            remote: None,
         }
     }
 }
@@ -149,12 +155,13 @@ impl EngineConfig {
 #[non_exhaustive]
 pub enum EngineError {
     /// The synced directory is missing or not a directory.
-    #[error("synced directory {path}: {message}")]
+    #[error("synced directory {path}: {source}")]
     Root {
         /// The directory.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
     /// The state directory is inside the synced directory.
     #[error("state directory {state} must be outside the synced directory {root}")]
@@ -163,6 +170,25 @@ pub enum EngineError {
         state: PathBuf,
         /// The synced directory.
         root: PathBuf,
+    },
+    /// The state directory belongs to another directory or remote, or is
+    /// in use by another engine.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// [`Engine::start_with`] was given a state directory other than the
+    /// configured one, or one claimed for another directory.
+    #[error(
+        "state directory {given} (for {given_dir}) is not the configured {configured} (for {root})"
+    )]
+    StateMismatch {
+        /// The configured state directory.
+        configured: PathBuf,
+        /// The synced directory, canonical.
+        root: PathBuf,
+        /// The state directory given.
+        given: PathBuf,
+        /// The directory it was claimed for.
+        given_dir: PathBuf,
     },
     /// Ignore rules are invalid.
     #[error(transparent)]
@@ -173,6 +199,30 @@ pub enum EngineError {
     /// The engine task is gone.
     #[error("the engine has stopped")]
     Stopped,
+}
+
+/// Why [`EngineHandle::flush`] did not save everything: the error of the
+/// last push attempt (it is retried; see [`Status`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The engine task is gone.
+    #[error("the engine has stopped")]
+    Stopped,
+    /// The backend failed the push.
+    #[error(transparent)]
+    Push(Arc<BackendError>),
+    /// The backend took the push but the index could not record it (a
+    /// full or read-only state directory); it is pushed again.
+    #[error("pushed, but the index could not be written: {0}")]
+    Index(#[source] Arc<IndexError>),
+}
+
+impl FlushError {
+    /// True when retrying alone will not help ([`BackendError::is_permanent`]).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, FlushError::Push(e) if e.is_permanent())
+    }
 }
 
 /// What the engine is doing, for health checks and metrics.
@@ -276,7 +326,7 @@ pub struct PushEvent {
 }
 
 enum Command {
-    Flush(oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<Result<(), FlushError>>),
     Shutdown(Instant, oneshot::Sender<ShutdownReport>),
 }
 
@@ -291,14 +341,10 @@ pub struct EngineHandle {
     task: Option<JoinHandle<()>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl EngineHandle {
     /// The current status.
     pub fn status(&self) -> Status {
-        let mut s = lock(&self.status).clone();
+        let mut s = self.status.lock().clone();
         let timing = self.watcher.timing();
         s.pending_paths += timing.count;
         if let Some(first) = timing.first {
@@ -319,13 +365,13 @@ impl EngineHandle {
 
     /// Pushes everything noticed so far now, without waiting for the quiet
     /// period. Returns the push error if a push failed.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), FlushError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Flush(tx))
             .await
-            .map_err(|_| "the engine has stopped".to_string())?;
-        rx.await.map_err(|_| "the engine has stopped".to_string())?
+            .map_err(|_| FlushError::Stopped)?;
+        rx.await.map_err(|_| FlushError::Stopped)?
     }
 
     /// Pushes everything pending, retrying until `grace` has passed, then
@@ -374,23 +420,51 @@ fn system_time_of(t: Instant) -> SystemTime {
 pub struct Engine;
 
 impl Engine {
-    /// Loads the index, compares the tree with it, starts watching, and runs
-    /// the engine in a background task of the current tokio runtime.
+    /// Claims and locks the state directory (see [`state`](crate::state):
+    /// one belonging to another directory or remote, or in use by another
+    /// engine, is refused with [`EngineError::State`]), loads the index,
+    /// compares the tree with it, starts watching, and runs the engine in a
+    /// background task of the current tokio runtime. The lock is held until
+    /// the engine has stopped.
     pub async fn start(
         config: EngineConfig,
         backend: Arc<dyn Backend>,
     ) -> Result<EngineHandle, EngineError> {
-        // Canonicalizing, reading the ignore file and replaying the index
-        // journal (phase 1) and resetting the index, removing old copies
-        // and setting up inotify watches (phase 2) are blocking file
-        // system work: they run off the async workers.
+        Self::start_in(config, backend, None).await
+    }
+
+    /// [`start`](Self::start) with a state directory already claimed and
+    /// locked by the caller (who restored into the directory first, see
+    /// [`restore_and_seed`](crate::state::restore_and_seed)), so no other
+    /// process can take it in between. It must be `config.state_dir`,
+    /// claimed for `config.root`.
+    pub async fn start_with(
+        config: EngineConfig,
+        backend: Arc<dyn Backend>,
+        state: StateDir,
+    ) -> Result<EngineHandle, EngineError> {
+        Self::start_in(config, backend, Some(state)).await
+    }
+
+    async fn start_in(
+        config: EngineConfig,
+        backend: Arc<dyn Backend>,
+        state: Option<StateDir>,
+    ) -> Result<EngineHandle, EngineError> {
+        // Canonicalizing, locking the state directory, reading the ignore
+        // file and replaying the index journal (phase 1) and resetting the
+        // index, removing old copies and setting up inotify watches
+        // (phase 2) are blocking file system work: they run off the async
+        // workers.
         let prepared = {
             let config = config.clone();
-            blocking(move || prepare(&config)).await??
+            let remote = config.remote.clone().unwrap_or_else(|| backend.describe());
+            blocking(move || prepare(&config, state, &remote)).await??
         };
         let Prepared {
             root,
             state_dir,
+            state,
             rules,
             ignore_file,
             ignore_text,
@@ -434,7 +508,7 @@ impl Engine {
                 }
                 let watcher = Arc::new(Watcher::new(&root, rules, use_inotify));
                 watcher.mark_rescan();
-                Ok((index, copies, watcher))
+                Ok((Locked { index, _state: state }, copies, watcher))
             })
             .await??
         };
@@ -490,10 +564,31 @@ impl Engine {
     }
 }
 
+/// The index and the lock on its state directory: the lock is released
+/// when the runner and every blocking task using the index are done.
+struct Locked {
+    index: Index,
+    _state: StateDir,
+}
+
+impl std::ops::Deref for Locked {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        &self.index
+    }
+}
+
+impl std::ops::DerefMut for Locked {
+    fn deref_mut(&mut self) -> &mut Index {
+        &mut self.index
+    }
+}
+
 /// What [`prepare`] finds on disk.
 struct Prepared {
     root: PathBuf,
     state_dir: PathBuf,
+    state: StateDir,
     rules: IgnoreRules,
     ignore_file: Option<RelPath>,
     ignore_text: Option<String>,
@@ -501,16 +596,21 @@ struct Prepared {
 }
 
 /// The blocking first half of [`Engine::start`]: checks the directories,
+/// claims and locks the state directory (unless `state` is one already),
 /// builds the ignore rules and opens the index.
-fn prepare(config: &EngineConfig) -> Result<Prepared, EngineError> {
-    let root = std::fs::canonicalize(&config.root).map_err(|e| EngineError::Root {
+fn prepare(
+    config: &EngineConfig,
+    state: Option<StateDir>,
+    remote: &str,
+) -> Result<Prepared, EngineError> {
+    let root = std::fs::canonicalize(&config.root).map_err(|source| EngineError::Root {
         path: config.root.clone(),
-        message: e.to_string(),
+        source,
     })?;
     if !root.is_dir() {
         return Err(EngineError::Root {
             path: root,
-            message: "not a directory".into(),
+            source: std::io::ErrorKind::NotADirectory.into(),
         });
     }
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
@@ -527,6 +627,21 @@ fn prepare(config: &EngineConfig) -> Result<Prepared, EngineError> {
             root,
         });
     }
+    let state = match state {
+        None => StateDir::open(&state_dir, &root, remote)?,
+        Some(s) => {
+            let given = std::fs::canonicalize(s.path()).unwrap_or_else(|_| s.path().to_owned());
+            if given != state_dir || s.dir() != root {
+                return Err(EngineError::StateMismatch {
+                    configured: state_dir,
+                    root,
+                    given,
+                    given_dir: s.dir().to_owned(),
+                });
+            }
+            s
+        }
+    };
     let ignore_paths = crate::rules::ignore_file_paths(&root, &config.ignore);
     let ignore_text = match &ignore_paths {
         Some((full, _)) => crate::rules::read_ignore_file(full)?,
@@ -544,6 +659,7 @@ fn prepare(config: &EngineConfig) -> Result<Prepared, EngineError> {
     Ok(Prepared {
         root,
         state_dir,
+        state,
         rules,
         ignore_file,
         ignore_text,
@@ -580,13 +696,13 @@ struct Runner {
     ignore_file: Option<RelPath>,
     /// Its contents when `rules` were built (`None`: absent or unreadable).
     ignore_text: Option<String>,
-    index: Arc<Mutex<Index>>,
+    index: Arc<Mutex<Locked>>,
     watcher: Arc<Watcher>,
     backend: Arc<dyn Backend>,
     pending: Checkpoint,
     retry_at: Option<Instant>,
     status: Arc<Mutex<Status>>,
-    flush_waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    flush_waiters: Vec<oneshot::Sender<Result<(), FlushError>>>,
     shutdown: Option<(Instant, oneshot::Sender<ShutdownReport>)>,
     next_poll: Option<Instant>,
     startup: bool,
@@ -808,7 +924,7 @@ impl Runner {
             return true;
         }
         let mut batch = self.policy.take_batch(&mut self.pending);
-        batch.set_base(lock(&self.index).remote_head().map(str::to_owned));
+        batch.set_base(self.index.lock().remote_head().map(str::to_owned));
         self.in_flight = batch.len();
         self.update_status(|_| {});
         self.probe_at = None;
@@ -856,7 +972,7 @@ impl Runner {
                 self.pending.merge(batch);
                 self.local_failure = false;
                 let permanent = e.is_permanent();
-                self.failed(e.to_string(), permanent);
+                self.failed(FlushError::Push(Arc::new(e)), permanent);
                 true
             }
         }
@@ -870,7 +986,8 @@ impl Runner {
     /// error is logged once when it first appears (ERROR if permanent,
     /// WARN otherwise); the same error again is logged at DEBUG, with a
     /// reminder every [`REPEAT_LOG_EVERY`].
-    fn failed(&mut self, msg: String, permanent: bool) {
+    fn failed(&mut self, err: FlushError, permanent: bool) {
+        let msg = err.to_string();
         let backoff = self
             .backoff
             .get_or_insert_with(|| self.backoff_builder.build());
@@ -906,7 +1023,7 @@ impl Runner {
             s.last_error_permanent = permanent;
             s.failing_since.get_or_insert_with(SystemTime::now);
         });
-        self.answer_flush(Err(msg));
+        self.answer_flush(Err(err));
     }
 
     /// Marks the files held out of the last push dirty again, so they are
@@ -1020,26 +1137,32 @@ impl Runner {
         let index = Arc::clone(&self.index);
         let head = receipt.head.clone();
         let (batch, applied) = match tokio::task::spawn_blocking(move || {
-            let r = lock(&index).apply(&batch, head);
+            let r = index.lock().apply(&batch, head);
             (batch, r)
         })
         .await
         {
-            Ok((batch, r)) => (Some(batch), r.map_err(|e| e.to_string())),
-            Err(e) => (None, Err(e.to_string())),
+            Ok((batch, r)) => (Some(batch), r),
+            Err(e) => (
+                None,
+                Err(IndexError::Io {
+                    op: "record a push in",
+                    path: self.copies.parent().unwrap_or(&self.copies).to_owned(),
+                    source: std::io::Error::other(e),
+                }),
+            ),
         };
         if let Err(e) = applied {
             // The remote has it but our record does not: the batch is not
             // confirmed. Keep it pending and push it again later (deltas
             // make that safe) instead of silently losing track of it.
-            let msg = format!("pushed, but the index could not be written: {e}");
             tracing::error!(error = %e, "pushed, but the index could not be written; will push again");
             if let Some(batch) = batch {
                 self.pending.merge(batch);
             }
             self.local_failure = true;
             self.update_status(|s| s.index_write_failures += 1);
-            self.failed(msg, false);
+            self.failed(FlushError::Index(Arc::new(e)), false);
             return;
         }
         if let Some(batch) = &batch {
@@ -1144,7 +1267,7 @@ impl Runner {
         let (p, d) = (Arc::clone(&pending), Arc::clone(&dirty));
         let joined = self
             .race(tokio::task::spawn_blocking(move || {
-                let index = lock(&index);
+                let index = index.lock();
                 detect::detect_with(
                     &root,
                     &rules,
@@ -1179,7 +1302,7 @@ impl Runner {
             let index = Arc::clone(&self.index);
             let refreshed = found.refreshed;
             if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || lock(&index).refresh(refreshed)).await
+                tokio::task::spawn_blocking(move || index.lock().refresh(refreshed)).await
             {
                 tracing::warn!(error = %e, "could not refresh index entries");
             }
@@ -1199,7 +1322,7 @@ impl Runner {
         true
     }
 
-    fn answer_flush(&mut self, result: Result<(), String>) {
+    fn answer_flush(&mut self, result: Result<(), FlushError>) {
         for w in self.flush_waiters.drain(..) {
             let _ = w.send(result.clone());
         }
@@ -1210,7 +1333,7 @@ impl Runner {
         if !unsaved {
             self.unsaved_since = None;
         }
-        let mut s = lock(&self.status);
+        let mut s = self.status.lock();
         f(&mut s);
         s.pending_paths = self.pending.len() + self.in_flight + self.held.len();
         s.oldest_unsaved_change = self.unsaved_since;
@@ -1227,7 +1350,7 @@ impl Runner {
         unsaved.extend(dirty.paths);
         unsaved.sort();
         unsaved.dedup();
-        let last_error = lock(&self.status).last_error.clone();
+        let last_error = self.status.lock().last_error.clone();
         let flushed = flushed && unsaved.is_empty() && !rescan_pending;
         let _ = reply.send(ShutdownReport {
             flushed,

@@ -23,7 +23,7 @@
 //!
 //! The state directory is made `0700` and both files are created `0600`,
 //! whatever the umask: paths and hashes of a private tree are not for other
-//! users of the node ([`create_state_dir`]).
+//! users of the node ([`create_state_dir`](crate::state::create_state_dir)).
 //!
 //! When the journal outgrows half the snapshot (and 1 MiB) it is folded into
 //! a new snapshot. JSON lines keep the state greppable when something goes
@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::ops::Bound;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -66,14 +66,23 @@ pub enum IndexError {
     },
     /// A snapshot line could not be parsed (the snapshot is written
     /// atomically, so this means outside damage).
-    #[error("corrupt index {path} line {line}: {message}")]
+    #[error("corrupt index {path} line {line}: {source}")]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
         /// The parse error.
-        message: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The snapshot was written by a newer tether (another format).
+    #[error("index {path} has format {format}, this tether reads format {FORMAT}")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format it names.
+        format: u32,
     },
 }
 
@@ -92,24 +101,6 @@ struct JournalRecord {
     put: Vec<Entry>,
     #[serde(default)]
     del: Vec<RelPath>,
-}
-
-/// Creates a state directory (and missing parents) with mode `0700`,
-/// whatever the umask, and narrows an existing one to `0700` when it is
-/// wider (a Kubernetes `emptyDir` starts `0777`). A directory this process
-/// may not chmod (another owner) is left as it is, with a warning.
-pub fn create_state_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let meta = fs::metadata(dir)?;
-    if meta.permissions().mode() & 0o077 != 0
-        && let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-    {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot make the state directory private (0700)");
-    }
-    Ok(())
 }
 
 /// Opens `path` for writing with mode `0600` (for new files), whatever the
@@ -142,7 +133,7 @@ pub struct Index {
 impl Index {
     /// Opens (or creates, `0700`) the index in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Index, IndexError> {
-        create_state_dir(state_dir).map_err(|source| IndexError::Io {
+        crate::state::create_state_dir(state_dir).map_err(|source| IndexError::Io {
             op: "create state directory",
             path: state_dir.to_path_buf(),
             source,
@@ -174,24 +165,25 @@ impl Index {
             Err(e) => return Err(self.io("open", SNAPSHOT)(e)),
         };
         self.snapshot_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let corrupt = |line: usize, message: String| IndexError::Corrupt {
+        let corrupt = |line: usize, source| IndexError::Corrupt {
             path: path.clone(),
             line,
-            message,
+            source,
         };
         for (i, line) in BufReader::new(file).lines().enumerate() {
             let line = line.map_err(self.io("read", SNAPSHOT))?;
             if i == 0 {
-                let h: Header =
-                    serde_json::from_str(&line).map_err(|e| corrupt(1, e.to_string()))?;
+                let h: Header = serde_json::from_str(&line).map_err(|e| corrupt(1, e))?;
                 if h.format != FORMAT {
-                    return Err(corrupt(1, format!("unknown format {}", h.format)));
+                    return Err(IndexError::UnknownFormat {
+                        path,
+                        format: h.format,
+                    });
                 }
                 self.seq = h.seq;
                 self.remote_head = h.remote_head;
             } else {
-                let e: Entry =
-                    serde_json::from_str(&line).map_err(|e| corrupt(i + 1, e.to_string()))?;
+                let e: Entry = serde_json::from_str(&line).map_err(|e| corrupt(i + 1, e))?;
                 self.entries.insert(e.path, e.meta);
             }
         }
@@ -491,6 +483,7 @@ fn write_json_line(w: &mut impl Write, value: &impl Serialize) -> io::Result<()>
 mod tests {
     use super::*;
     use crate::entry::{ContentHash, FileMeta};
+    use std::os::unix::fs::PermissionsExt;
 
     fn p(s: &str) -> RelPath {
         RelPath::new(s).unwrap()

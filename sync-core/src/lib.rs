@@ -20,7 +20,7 @@
 //!                                          Index::apply (journal, fsync)
 //! ```
 //!
-//! 1. [`Watcher`] maps inotify events to dirty paths (it reads nothing).
+//! 1. The watcher maps inotify events to dirty paths (it reads nothing).
 //! 2. The [`Engine`] asks the [`Policy`] when to cut a checkpoint.
 //! 3. [`detect()`] compares dirty paths with the [`Index`] (stat first, hash
 //!    only if size/mtime/mode moved) and builds a [`Checkpoint`].
@@ -32,6 +32,21 @@
 //! Restores go the other way: a backend lists remote state, validates it
 //! with [`restore::RestorePlan`] and writes through
 //! [`restore::RestoreWriter`], which never writes outside the destination.
+//! [`restore_and_seed`] restores and seeds the index, so the engine started
+//! next pushes nothing back.
+//!
+//! # The state directory
+//!
+//! [`Engine::start`] (and [`StateDir::open`]) claim the state directory for
+//! one directory and remote and lock it while the engine runs: a state
+//! directory of another directory or remote, or one in use, is refused with
+//! a [`StateError`] (see [`state`]). An embedder gets these rules without
+//! asking.
+//!
+//! The public API is what an embedder or a backend needs; `detect` and
+//! `index` are `#[doc(hidden)]` (benchmarks use them), the watcher and the
+//! tree walk are private. The library needs tokio's `rt`, not the
+//! multi-thread runtime.
 //!
 //! # What this crate does not do
 //!
@@ -48,31 +63,39 @@
 
 pub mod backend;
 pub mod checkpoint;
+#[doc(hidden)]
 pub mod detect;
 pub mod engine;
 pub mod entry;
+#[doc(hidden)]
 pub mod index;
 pub mod path;
 pub mod policy;
 pub mod restore;
 pub mod rules;
-pub mod scan;
+pub(crate) mod scan;
 pub mod source;
+pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub mod watcher;
+pub(crate) mod watcher;
 
 pub use backend::{Backend, BackendError, Capabilities, HistoryEntry, PushReceipt, RemoteHead};
 pub use checkpoint::{Change, Checkpoint, CheckpointStats};
+#[doc(hidden)]
 pub use detect::{DirtySet, detect};
 pub use engine::{
-    Engine, EngineConfig, EngineError, EngineHandle, PushEvent, RetryConfig, ShutdownReport, Status,
+    Engine, EngineConfig, EngineError, EngineHandle, FlushError, PushEvent, RetryConfig,
+    ShutdownReport, Status,
 };
 pub use entry::{ContentHash, DEFAULT_DIR_MODE, Entry, FileMeta, Meta, PERMISSION_BITS};
+#[doc(hidden)]
 pub use index::Index;
+pub use index::IndexError;
 pub use path::{PathError, RelPath, is_repository_component};
 pub use policy::Policy;
 pub use restore::{ExistingPolicy, RestoreOptions, RestoreProgress, RestoreReport};
 pub use rules::{IgnoreConfig, IgnoreRules};
 pub use source::Source;
-pub use watcher::{WatchMode, Watcher};
+pub use state::{Restored, SeedError, StateDir, StateError, restore_and_seed};
+pub use watcher::WatchMode;

@@ -1,11 +1,11 @@
 //! When to cut a checkpoint, and how big it may be: pure functions.
 //!
 //! Edits arrive in bursts (a notebook save is several writes and a rename).
-//! [`Policy::decide`] waits for a *quiet period* after the last change, but no
+//! `Policy::decide` waits for a *quiet period* after the last change, but no
 //! longer than the *maximum latency* after the first one, so a file written
 //! continuously is still saved. A dirty set that reaches the batch size is
 //! pushed at once, an explicit flush goes now, and after a failed push the
-//! next try waits for the retry time. [`Policy::take_batch`] splits a large
+//! next try waits for the retry time. `Policy::take_batch` splits a large
 //! checkpoint so one push carries at most so many files and bytes.
 
 use std::time::{Duration, Instant};
@@ -37,9 +37,9 @@ impl Default for Policy {
     }
 }
 
-/// What the engine knows when it asks [`Policy::decide`].
+/// What the engine knows when it asks `Policy::decide`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// When the oldest not-yet-checkpointed change was noticed.
     pub first_change: Option<Instant>,
     /// When the newest change was noticed.
@@ -54,7 +54,7 @@ pub struct Pending {
 
 /// Why a checkpoint is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// The quiet period passed.
     Quiet,
     /// The maximum latency passed while changes kept coming.
@@ -69,7 +69,7 @@ pub enum Reason {
 
 /// What the engine should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Nothing to do until a change arrives.
     Idle,
     /// Nothing to do before this instant (unless a change arrives).
@@ -80,7 +80,7 @@ pub enum Decision {
 
 impl Policy {
     /// Decides what to do at `now`.
-    pub fn decide(&self, p: &Pending, now: Instant) -> Decision {
+    pub(crate) fn decide(&self, p: &Pending, now: Instant) -> Decision {
         if p.flush {
             return Decision::CheckpointNow(Reason::Flush);
         }
@@ -110,7 +110,7 @@ impl Policy {
 
     /// Takes the first changes of `all` (in path order) up to the batch
     /// limits, leaving the rest in `all`. Always takes at least one change.
-    pub fn take_batch(&self, all: &mut Checkpoint) -> Checkpoint {
+    pub(crate) fn take_batch(&self, all: &mut Checkpoint) -> Checkpoint {
         if all.len() <= self.max_batch_files && all.stats().bytes <= self.max_batch_bytes {
             return std::mem::take(all);
         }

@@ -33,8 +33,10 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use crate::entry::{
     ContentHash, DEFAULT_DIR_MODE, Entry, FileMeta, LocalKind, LocalStat, Meta, PERMISSION_BITS,
@@ -402,10 +404,6 @@ pub struct RestoreWriter {
     session: String,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl RestoreWriter {
     /// Prepares `dest` (created if missing). With [`ExistingPolicy::Fail`] a
     /// non-empty `dest` is refused here, before anything is written
@@ -472,13 +470,13 @@ impl RestoreWriter {
     }
 
     fn with_report<T>(&self, f: impl FnOnce(&mut RestoreReport) -> T) -> T {
-        f(&mut lock(&self.report))
+        f(&mut self.report.lock())
     }
 
     /// Removes leftover temporary files of other (interrupted) restores
     /// from the existing directory `dir`, once per directory.
     fn clean_once(&self, dir: &Path) {
-        if !lock(&self.cleaned).insert(dir.to_path_buf()) {
+        if !self.cleaned.lock().insert(dir.to_path_buf()) {
             return;
         }
         let Ok(entries) = fs::read_dir(dir) else {
@@ -513,7 +511,7 @@ impl RestoreWriter {
         let Some(root) = path.repository_root() else {
             return false;
         };
-        if lock(&self.warned).insert(root.clone()) {
+        if self.warned.lock().insert(root.clone()) {
             tracing::warn!(path = %root, "skipping a git repository directory (.git) in the remote state; tether never restores one");
         }
         self.with_report(|r| r.skipped.push(path.clone()));
@@ -529,7 +527,7 @@ impl RestoreWriter {
             let full = anc.to_path(&self.dest);
             match fs::symlink_metadata(&full) {
                 Ok(m) if m.is_dir() => {
-                    let ours = lock(&self.dirs).get(&anc).is_some_and(|d| d.created);
+                    let ours = self.dirs.lock().get(&anc).is_some_and(|d| d.created);
                     if !ours {
                         self.clean_once(&full);
                     }
@@ -558,7 +556,7 @@ impl RestoreWriter {
     fn make_dir(&self, path: &RelPath, dir: &RelPath, full: &Path) -> Result<(), RestoreError> {
         match fs::DirBuilder::new().mode(0o700).create(full) {
             Ok(()) => {
-                lock(&self.dirs).entry(dir.clone()).or_default().created = true;
+                self.dirs.lock().entry(dir.clone()).or_default().created = true;
             }
             // Created concurrently by another writer task.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -711,7 +709,7 @@ impl RestoreWriter {
             }
             None => self.make_dir(path, path, &full)?,
         }
-        lock(&self.dirs).entry(path.clone()).or_default().mode = Some(mode & PERMISSION_BITS);
+        self.dirs.lock().entry(path.clone()).or_default().mode = Some(mode & PERMISSION_BITS);
         self.entry_done();
         Ok(())
     }
@@ -788,7 +786,7 @@ impl RestoreWriter {
     /// without a recorded mode get [`DEFAULT_DIR_MODE`]; existing ones
     /// without a recorded mode are left as they are.
     pub fn finish(self, head: Option<String>) -> Result<RestoreReport, RestoreError> {
-        let dirs = std::mem::take(&mut *lock(&self.dirs));
+        let dirs = std::mem::take(&mut *self.dirs.lock());
         let mut dir_entries = Vec::with_capacity(dirs.len());
         for (path, state) in dirs.into_iter().rev() {
             let mode = match state {
@@ -811,10 +809,7 @@ impl RestoreWriter {
                 meta: Meta::dir(actual),
             });
         }
-        let mut report = self
-            .report
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut report = self.report.into_inner();
         report.entries.extend(dir_entries);
         report.entries.sort_by(|a, b| a.path.cmp(&b.path));
         report.skipped.sort();

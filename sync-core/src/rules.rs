@@ -65,12 +65,13 @@ impl Default for IgnoreConfig {
 
 /// An ignore rule could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("ignore rules from {source_name}: {message}")]
+#[error("ignore rules from {source_name}: {source}")]
 pub struct RulesError {
     /// The file or "pattern" the bad rule came from.
     pub source_name: String,
-    /// What is wrong.
-    pub message: String,
+    /// What is wrong (an I/O error or the pattern compiler's).
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// Compiled ignore rules for one synced directory.
@@ -111,7 +112,7 @@ pub(crate) fn read_ignore_file(full: &Path) -> Result<Option<String>, RulesError
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(RulesError {
             source_name: full.display().to_string(),
-            message: e.to_string(),
+            source: e.into(),
         }),
     }
 }
@@ -138,7 +139,7 @@ impl IgnoreRules {
         let mut b = GitignoreBuilder::new(root);
         let pattern_err = |p: &str, e: ignore::Error| RulesError {
             source_name: format!("pattern {p:?}"),
-            message: e.to_string(),
+            source: e.into(),
         };
         if config.defaults {
             for p in DEFAULT_PATTERNS {
@@ -151,7 +152,7 @@ impl IgnoreRules {
                 b.add_line(Some(full.clone()), line)
                     .map_err(|e| RulesError {
                         source_name: full.display().to_string(),
-                        message: e.to_string(),
+                        source: e.into(),
                     })?;
             }
         }
@@ -160,7 +161,7 @@ impl IgnoreRules {
         }
         let matcher = b.build().map_err(|e| RulesError {
             source_name: "ignore rules".into(),
-            message: e.to_string(),
+            source: e.into(),
         })?;
         Ok(IgnoreRules {
             matcher,

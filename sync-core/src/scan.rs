@@ -190,13 +190,11 @@ pub fn walk(
 /// polling watcher rescans every few seconds; one line per `.git` is
 /// enough). Remembers at most 10,000 paths, then stays quiet.
 pub(crate) fn warn_repository_once(path: &RelPath) {
+    use parking_lot::Mutex;
     use std::collections::HashSet;
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::OnceLock;
     static WARNED: OnceLock<Mutex<HashSet<RelPath>>> = OnceLock::new();
-    let mut warned = WARNED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut warned = WARNED.get_or_init(Default::default).lock();
     if warned.len() < 10_000 && warned.insert(path.clone()) {
         tracing::warn!(%path, "a git repository directory (.git); not synced");
     }

@@ -13,10 +13,10 @@
 //!
 //! **Settled copies.** A file that keeps changing during every push (a log
 //! appended to several times a second) would never verify. The engine then
-//! takes a *settled copy* ([`copy_settled`]): the file is copied into the
+//! takes a *settled copy* (`copy_settled`): the file is copied into the
 //! state directory while being hashed, and the copy counts only if the
 //! file's size and mtime were the same before and after (the same test
-//! change detection uses for a consistent hash). [`Source::use_copy`] makes
+//! change detection uses for a consistent hash). `Source::use_copy` makes
 //! readers serve that copy for the path, so the bytes pushed are one
 //! consistent read of the file, verified like any other.
 
@@ -25,9 +25,10 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::RwLock;
 
 use crate::backend::BackendError;
 use crate::entry::{FileMeta, LocalKind, LocalStat};
@@ -67,41 +68,25 @@ impl Source {
         &self.root
     }
 
-    /// Serves the settled copy `file` (see [`copy_settled`]) for `path`
+    /// Serves the settled copy `file` (see `copy_settled`) for `path`
     /// from now on, in this source and all its clones.
-    pub fn use_copy(&self, path: RelPath, file: PathBuf) {
-        self.copies
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(path, file);
+    pub(crate) fn use_copy(&self, path: RelPath, file: PathBuf) {
+        self.copies.write().insert(path, file);
     }
 
     /// Stops serving a copy for `path`; returns the copy's file (the
     /// caller removes it).
-    pub fn drop_copy(&self, path: &RelPath) -> Option<PathBuf> {
-        self.copies
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(path)
+    pub(crate) fn drop_copy(&self, path: &RelPath) -> Option<PathBuf> {
+        self.copies.write().remove(path)
     }
 
     /// The paths served from settled copies.
-    pub fn copied_paths(&self) -> Vec<RelPath> {
-        self.copies
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect()
+    pub(crate) fn copied_paths(&self) -> Vec<RelPath> {
+        self.copies.read().keys().cloned().collect()
     }
 
     fn open_file(&self, path: &RelPath, meta: &FileMeta) -> Result<File, BackendError> {
-        let copy = self
-            .copies
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(path)
-            .cloned();
+        let copy = self.copies.read().get(path).cloned();
         let full = copy.unwrap_or_else(|| path.to_path(&self.root));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -179,16 +164,16 @@ impl Source {
     }
 }
 
-/// How often [`copy_settled`] tries before giving up on a file.
-pub const COPY_ATTEMPTS: usize = 5;
+/// How often `copy_settled` tries before giving up on a file.
+pub(crate) const COPY_ATTEMPTS: usize = 5;
 
 /// Copies the regular file `full` to `dest` (created or replaced) while
 /// hashing it, and returns the copy's entry: its size and hash, the
 /// original's mtime and mode. The copy counts only when the original's
 /// size and mtime did not move while it was read; otherwise it is tried
-/// again, up to [`COPY_ATTEMPTS`] times. `Ok(None)`: the file is gone, is
+/// again, up to `COPY_ATTEMPTS` times. `Ok(None)`: the file is gone, is
 /// not a regular file any more, or never held still. Blocking.
-pub fn copy_settled(full: &Path, dest: &Path) -> io::Result<Option<FileMeta>> {
+pub(crate) fn copy_settled(full: &Path, dest: &Path) -> io::Result<Option<FileMeta>> {
     use std::io::Write;
     let mut buf = vec![0u8; 128 * 1024];
     for _ in 0..COPY_ATTEMPTS {

@@ -24,12 +24,13 @@
 //! * **Too many dirty paths** (more than [`MAX_DIRTY_PATHS`]): collapsed into
 //!   one full rescan, so memory stays bounded during huge bursts.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
+use parking_lot::{Mutex, RwLock};
 
 use crate::detect::DirtySet;
 use crate::path::RelPath;
@@ -48,16 +49,6 @@ pub enum WatchMode {
         /// Why inotify is not used.
         reason: String,
     },
-}
-
-/// The watcher could not be started.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot watch {path}: {message}")]
-pub struct WatchError {
-    /// The directory.
-    pub path: PathBuf,
-    /// What went wrong.
-    pub message: String,
 }
 
 /// Dirty paths and when they were noticed.
@@ -89,14 +80,10 @@ pub struct DirtyTiming {
     pub events: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Shared {
     fn mark(&self, paths: impl IntoIterator<Item = RelPath>, rescan: bool) {
         let now = Instant::now();
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         st.dirty.rescan |= rescan;
         // Every event counts, also for a path that is dirty already: a file
         // written again and again keeps extending the quiet period (the
@@ -124,7 +111,7 @@ impl Shared {
     }
 
     fn fall_back_to_polling(&self, reason: String) {
-        let mut mode = lock(&self.mode);
+        let mut mode = self.mode.lock();
         if *mode == WatchMode::Inotify {
             tracing::error!(%reason, "inotify unavailable; falling back to periodic rescans");
             *mode = WatchMode::Polling { reason };
@@ -154,7 +141,7 @@ impl Watcher {
         });
         let rules = Arc::new(RwLock::new(rules));
         if !use_inotify {
-            *lock(&shared.mode) = WatchMode::Polling {
+            *shared.mode.lock() = WatchMode::Polling {
                 reason: "inotify disabled by configuration".into(),
             };
             return Watcher {
@@ -167,7 +154,7 @@ impl Watcher {
         let handler_rules = Arc::clone(&rules);
         let root_buf = root.to_path_buf();
         let handler = move |res: notify::Result<notify::Event>| {
-            let rules = handler_rules.read().unwrap_or_else(PoisonError::into_inner);
+            let rules = handler_rules.read();
             handle_event(&handler_shared, &root_buf, &rules, res);
         };
         let inner = match notify::recommended_watcher(handler) {
@@ -190,13 +177,13 @@ impl Watcher {
     /// [`mark_rescan`](Self::mark_rescan) so paths no longer ignored are
     /// found and their directories watched.
     pub fn set_rules(&self, rules: IgnoreRules) {
-        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = rules;
+        *self.rules.write() = rules;
     }
 
     /// Adds a non-recursive watch on the directory `full`. Hitting the watch
     /// limit switches to polling mode; a directory that vanished is ignored.
     pub fn add_dir(&self, full: &Path) {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.inner.lock();
         let Some(w) = inner.as_mut() else { return };
         match w.watch(full, RecursiveMode::NonRecursive) {
             Ok(()) => {}
@@ -216,7 +203,7 @@ impl Watcher {
 
     /// How changes are being noticed.
     pub fn mode(&self) -> WatchMode {
-        lock(&self.shared.mode).clone()
+        self.shared.mode.lock().clone()
     }
 
     /// Marks paths dirty (for example files that kept changing while hashed).
@@ -231,7 +218,7 @@ impl Watcher {
 
     /// Takes the dirty set, leaving it empty.
     pub fn take_dirty(&self) -> DirtySet {
-        let mut st = lock(&self.shared.state);
+        let mut st = self.shared.state.lock();
         st.first = None;
         st.last = None;
         std::mem::take(&mut st.dirty)
@@ -239,7 +226,7 @@ impl Watcher {
 
     /// Timing of the current dirty set.
     pub fn timing(&self) -> DirtyTiming {
-        let st = lock(&self.shared.state);
+        let st = self.shared.state.lock();
         DirtyTiming {
             first: st.first,
             last: st.last,
@@ -316,6 +303,7 @@ fn handle_event(
 mod tests {
     use super::*;
     use notify::event::{CreateKind, Flag};
+    use std::path::PathBuf;
 
     fn shared() -> Shared {
         Shared {
@@ -363,7 +351,7 @@ mod tests {
                 &["/r/c"],
             ),
         );
-        let st = lock(&s.state);
+        let st = s.state.lock();
         let got: Vec<_> = st.dirty.paths.iter().map(RelPath::as_str).collect();
         assert_eq!(got, ["a", "c"]);
         assert!(!st.dirty.rescan);
@@ -381,7 +369,7 @@ mod tests {
             &rules,
             Ok(notify::Event::new(EventKind::Other).set_flag(Flag::Rescan)),
         );
-        assert!(lock(&s.state).dirty.rescan);
+        assert!(s.state.lock().dirty.rescan);
         let s = shared();
         handle_event(
             &s,
@@ -389,9 +377,9 @@ mod tests {
             &rules,
             Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch)),
         );
-        assert!(lock(&s.state).dirty.rescan);
+        assert!(s.state.lock().dirty.rescan);
         assert!(
-            matches!(&*lock(&s.mode), WatchMode::Polling { reason } if reason.contains("max_user_watches"))
+            matches!(&*s.mode.lock(), WatchMode::Polling { reason } if reason.contains("max_user_watches"))
         );
     }
 
@@ -402,7 +390,7 @@ mod tests {
             (0..=MAX_DIRTY_PATHS).map(|i| RelPath::new(format!("f{i}")).unwrap()),
             false,
         );
-        let st = lock(&s.state);
+        let st = s.state.lock();
         assert!(st.dirty.rescan);
         assert!(st.dirty.paths.is_empty());
     }

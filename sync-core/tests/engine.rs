@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use sync_core::testkit::MemoryBackend;
 use sync_core::{
-    Engine, EngineConfig, EngineError, EngineHandle, Meta, Policy, RetryConfig, Status,
+    Engine, EngineConfig, EngineError, EngineHandle, FlushError, Meta, Policy, Restored,
+    RetryConfig, StateDir, StateError, Status, restore_and_seed,
 };
 use tempfile::TempDir;
 
@@ -352,6 +353,102 @@ async fn an_emptied_remote_gets_everything_again() {
     h.shutdown(Duration::from_secs(5)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_of_another_directory_or_remote_is_refused() {
+    let f = fx();
+    f.write("a", b"a");
+    let h = f.start(100).await;
+    settle(&h).await;
+    h.shutdown(Duration::from_secs(5)).await;
+    // Another directory with the same state directory: its index would
+    // make the engine push deletions of everything the other one holds.
+    let other = f.tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let cfg = EngineConfig::new(&other, &f.state);
+    let err = Engine::start(cfg, Arc::new(f.backend.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::State(StateError::Foreign { .. })),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("belongs to another directory"),
+        "{err}"
+    );
+    // The same directory with another remote.
+    let mut cfg = f.config(100);
+    cfg.remote = Some("s3://elsewhere/x".into());
+    let err = Engine::start(cfg, Arc::new(f.backend.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::State(StateError::Foreign { .. })),
+        "{err}"
+    );
+    assert_eq!(f.backend.state().len(), 1, "nothing was pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_cannot_share_a_state_dir() {
+    let f = fx();
+    let first = f.start(100).await;
+    first.flush().await.unwrap();
+    let err = Engine::start(f.config(100), Arc::new(f.backend.clone()))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, EngineError::State(StateError::Locked { .. })),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&f.state.display().to_string())
+            && msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    // Free again once the first has stopped.
+    first.shutdown(Duration::from_secs(5)).await;
+    let second = f.start(100).await;
+    second.flush().await.unwrap();
+    second.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_and_seed_leaves_nothing_to_push() {
+    let f = fx();
+    f.write("a/b.txt", b"hello");
+    f.write("c", b"sea");
+    let h = f.start(100).await;
+    settle(&h).await;
+    h.shutdown(Duration::from_secs(5)).await;
+    let pushed = f.backend.pushes().len();
+
+    // A fresh directory and state directory, restored from the remote.
+    let fresh = f.tmp.path().join("fresh");
+    let state = f.tmp.path().join("fresh-state");
+    fs::create_dir(&fresh).unwrap();
+    let fresh = fs::canonicalize(&fresh).unwrap();
+    let backend: Arc<dyn sync_core::Backend> = Arc::new(f.backend.clone());
+    let locked = StateDir::open(&state, &fresh, &backend.describe()).unwrap();
+    let restored = restore_and_seed(backend.as_ref(), &locked, &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(restored, Restored::Done(ref r) if r.files_written == 2),
+        "{restored:?}"
+    );
+    // The engine takes over the locked state directory and pushes nothing.
+    let h = Engine::start_with(EngineConfig::new(&fresh, &state), backend, locked)
+        .await
+        .unwrap();
+    h.flush().await.unwrap();
+    let s = h.status();
+    assert_eq!((s.files_pushed, s.checkpoints_pushed), (0, 0), "{s:?}");
+    assert_eq!(f.backend.pushes().len(), pushed);
+    h.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn state_dir_inside_the_tree_is_refused() {
     let f = fx();
@@ -365,6 +462,28 @@ async fn state_dir_inside_the_tree_is_refused() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
+    // The cause travels as a source, not flattened into a string.
+    let source = std::error::Error::source(&err).expect("a source");
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_carries_the_backend_error() {
+    let f = fx();
+    let h = f.start(100).await;
+    h.flush().await.unwrap();
+    f.backend.fail_next(1);
+    f.write("a.txt", b"a");
+    wait_for(&h, "the change noticed", |s| s.pending_paths >= 1).await;
+    let err = h.flush().await.unwrap_err();
+    let FlushError::Push(e) = &err else {
+        panic!("not a push error: {err:?}")
+    };
+    assert!(e.to_string().contains("injected failure"), "{e}");
+    h.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

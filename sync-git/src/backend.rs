@@ -320,7 +320,7 @@ impl GitBackend {
             reason: e.to_string(),
         };
         // 0700 whatever the umask: it holds credentials and the tree's history.
-        sync_core::index::create_state_dir(&options.state_dir).map_err(|e| state_err(&e))?;
+        sync_core::state::create_state_dir(&options.state_dir).map_err(|e| state_err(&e))?;
         let repo_dir = options.state_dir.join("repo.git");
         if repo_dir.join("HEAD").is_file() {
             open_repo(&repo_dir).map_err(|e| state_err(&e))?;
@@ -518,7 +518,11 @@ impl GitBackend {
         if self.gc_loose_objects == 0 {
             return;
         }
-        let quiet = lock(&self.maintenance.quiet_until).is_some_and(|t| Instant::now() < t);
+        let quiet = self
+            .maintenance
+            .quiet_until
+            .lock()
+            .is_some_and(|t| Instant::now() < t);
         if quiet
             || self
                 .maintenance
@@ -535,7 +539,7 @@ impl GitBackend {
             let _running = running;
             maintain(&runner, threshold, &_running.0).await;
         });
-        *lock(&self.maintenance.task) = Some(task);
+        *self.maintenance.task.lock() = Some(task);
     }
 
     async fn write_commit(&self, p: &Proposal, title: String) -> Result<ObjectId, BackendError> {
@@ -672,9 +676,9 @@ struct Maintenance {
     running: AtomicBool,
     /// No gc before this (after a failure, or a gc that left too many
     /// loose objects behind).
-    quiet_until: std::sync::Mutex<Option<Instant>>,
+    quiet_until: parking_lot::Mutex<Option<Instant>>,
     /// The running task, for [`Backend::wait_background`].
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Clears [`Maintenance::running`] when the task ends or is dropped (at
@@ -685,10 +689,6 @@ impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.0.running.store(false, Ordering::Release);
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Packs the local repository when git would: more loose objects than
@@ -744,7 +744,7 @@ async fn maintain(runner: &GitRunner, threshold: usize, state: &Maintenance) {
         Ok(out) => Some(out.stderr.trim().to_owned()),
         Err(e) => Some(e.to_string()),
     };
-    let pause = || *lock(&state.quiet_until) = Some(Instant::now() + GC_RETRY_AFTER);
+    let pause = || *state.quiet_until.lock() = Some(Instant::now() + GC_RETRY_AFTER);
     if let Some(error) = failure {
         pause();
         tracing::warn!(%error, retry_in_s = GC_RETRY_AFTER.as_secs(), "git gc of the local repository failed");
@@ -1075,7 +1075,7 @@ impl Backend for GitBackend {
     }
 
     async fn wait_background(&self, limit: Duration) {
-        let task = lock(&self.maintenance.task).take();
+        let task = self.maintenance.task.lock().take();
         if let Some(task) = task {
             if task.is_finished() {
                 return;

@@ -61,7 +61,7 @@ pub async fn run(args: HistoryArgs) -> Result<ExitCode, CliError> {
         Some(s) => super::absolute(s)?,
         None => paths::remote_state_dir(&BaseDirs::from_env(), &url)?,
     };
-    paths::claim_state_dir(&state_dir, None, &url)?;
+    sync_core::state::claim(&state_dir, None, &url)?;
     let backend = crate::remote::open_backend(&url, &args.remote.options(None), &state_dir)?;
     let entries = backend
         .history(args.limit)

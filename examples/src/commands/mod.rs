@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sync_core::{Backend, BackendError};
+use sync_core::{Backend, BackendError, StateDir};
 
 use crate::cli::{Cli, Command, GitAuthorArgs, RemoteArgs};
 use crate::error::CliError;
@@ -43,14 +43,16 @@ pub struct Workspace {
     pub dir: PathBuf,
     /// The remote URL as given (or the default local store).
     pub url: String,
-    /// The state directory.
-    pub state_dir: PathBuf,
+    /// The state directory, claimed for `dir` and `url` and locked while
+    /// this lives.
+    pub state: StateDir,
     /// The backend.
     pub backend: Arc<dyn Backend>,
 }
 
 /// Resolves DIR, the remote (default: the local store of DIR) and the state
-/// directory, claims the state directory and opens the backend.
+/// directory, claims and locks the state directory (sync-core refuses one
+/// of another directory or remote, or in use) and opens the backend.
 pub fn open_workspace(
     dir: &Path,
     url: Option<&str>,
@@ -74,12 +76,12 @@ pub fn open_workspace(
             dir.display()
         )));
     }
-    paths::claim_state_dir(&state_dir, Some(&dir), &url)?;
+    let state = StateDir::open(&state_dir, &dir, &url)?;
     let backend = crate::remote::open_backend(&url, &remote.options(author), &state_dir)?;
     Ok(Workspace {
         dir,
         url,
-        state_dir,
+        state,
         backend,
     })
 }

@@ -6,47 +6,29 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sync_core::{Backend, BackendError, Index, RestoreOptions};
+use sync_core::{Backend, BackendError, RestoreOptions, Restored, SeedError, StateDir};
 
 use super::{context, human_bytes, open_workspace};
 use crate::cli::RestoreArgs;
 use crate::error::CliError;
 
-/// What [`restore_into`] did.
-#[derive(Debug)]
-pub enum Restored {
-    /// The remote holds nothing yet; DIR was left as it is.
-    EmptyRemote,
-    /// The remote state was written.
-    Done(sync_core::RestoreReport),
-}
-
-/// Restores `backend`'s state into `dir` and seeds the index in
-/// `state_dir` with what was restored.
+/// Restores `backend`'s state into the directory `state` belongs to and
+/// seeds its index ([`sync_core::restore_and_seed`]), drawing a progress
+/// bar meanwhile.
 pub async fn restore_into(
     backend: &Arc<dyn Backend>,
-    dir: &Path,
-    state_dir: &Path,
+    state: &StateDir,
     options: &RestoreOptions,
 ) -> Result<Restored, CliError> {
     let remote = backend.describe();
-    if options.at.is_none() {
-        let head = backend
-            .head()
-            .await
-            .map_err(|e| context(e, format!("reading {remote}")))?;
-        if head.is_none() {
-            Index::open(state_dir)?.replace_all(std::iter::empty(), None)?;
-            return Ok(Restored::EmptyRemote);
-        }
-    }
+    let dir = state.dir();
     let progress = Arc::new(sync_core::RestoreProgress::default());
     let options = RestoreOptions {
         progress: Some(Arc::clone(&progress)),
         ..options.clone()
     };
     let bar = crate::progress::restore_bar(format!("restoring {remote}"));
-    let restore = backend.restore(dir, &options);
+    let restore = sync_core::restore_and_seed(backend.as_ref(), state, &options);
     tokio::pin!(restore);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     let result = loop {
@@ -56,20 +38,21 @@ pub async fn restore_into(
         }
     };
     bar.finish_and_clear();
-    let report = result.map_err(|e| match e {
-        BackendError::Restore(sync_core::restore::RestoreError::DestinationNotEmpty(d)) => {
+    result.map_err(|e| match e {
+        SeedError::Backend(BackendError::Restore(
+            sync_core::restore::RestoreError::DestinationNotEmpty(d),
+        )) => CliError::usage(format!(
+            "{} is not empty and --existing is fail: use --existing keep-newer (keep newer local files) or --existing overwrite",
+            d.display()
+        )),
+        SeedError::Backend(BackendError::NotFound { what }) if options.at.is_some() => {
             CliError::usage(format!(
-                "{} is not empty and --existing is fail: use --existing keep-newer (keep newer local files) or --existing overwrite",
-                d.display()
+                "{remote} has no {what}: `tether history --from URL` lists the ids it keeps"
             ))
         }
-        BackendError::NotFound { what } if options.at.is_some() => CliError::usage(format!(
-            "{remote} has no {what}: `tether history --from URL` lists the ids it keeps"
-        )),
-        e => context(e, format!("restoring {remote} into {}", dir.display())),
-    })?;
-    Index::open(state_dir)?.replace_all(report.entries.iter().cloned(), report.head.clone())?;
-    Ok(Restored::Done(report))
+        SeedError::Backend(e) => context(e, format!("restoring {remote} into {}", dir.display())),
+        e => CliError::runtime(e),
+    })
 }
 
 /// One line describing a restore.
@@ -114,7 +97,7 @@ pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
     };
     let mut signals = super::StopSignals::new()?;
     let restored = tokio::select! {
-        r = restore_into(&ws.backend, &ws.dir, &ws.state_dir, &options) => r?,
+        r = restore_into(&ws.backend, &ws.state, &options) => r?,
         sig = signals.recv() => {
             return Err(CliError::runtime(format!(
                 "{sig} during restore: {} is incomplete", ws.dir.display()

@@ -107,7 +107,7 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         Some(addr) => Some(crate::health::serve(addr, monitor.clone()).await?),
         None => None,
     };
-    tracing::info!(dir = %ws.dir.display(), remote = %remote, state_dir = %ws.state_dir.display(), "tether sync starting");
+    tracing::info!(dir = %ws.dir.display(), remote = %remote, state_dir = %ws.state.path().display(), "tether sync starting");
 
     if args.restore == RestoreWhen::IfEmpty && crate::paths::is_effectively_empty(&ws.dir)? {
         let options = RestoreOptions {
@@ -116,7 +116,7 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
             ..Default::default()
         };
         let restored = tokio::select! {
-            r = restore_into(&ws.backend, &ws.dir, &ws.state_dir, &options) => r?,
+            r = restore_into(&ws.backend, &ws.state, &options) => r?,
             sig = signals.recv() => {
                 return Err(CliError::runtime(format!("{sig} during restore: {} is incomplete", ws.dir.display())));
             }
@@ -124,11 +124,11 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         tracing::info!("{}", summary(&restored, &remote, &ws.dir));
     }
 
-    let config = engine_config(&args, &ws.dir, &ws.state_dir);
+    let config = engine_config(&args, &ws.dir, ws.state.path());
     // Start-up asks the remote for its head, which a hanging remote does
     // not answer before --request-timeout: a signal must not wait for it.
     let engine = tokio::select! {
-        started = Engine::start(config, ws.backend.clone()) => started?,
+        started = Engine::start_with(config, ws.backend.clone(), ws.state) => started?,
         sig = signals.recv() => {
             return Err(CliError::runtime(format!(
                 "{sig} while starting (the remote did not answer): changes in {} since the last push are not saved; the next start pushes them",

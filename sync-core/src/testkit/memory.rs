@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, BackendError, Capabilities, HistoryEntry, PushReceipt, RemoteHead};
@@ -68,10 +69,6 @@ pub struct MemoryBackend {
     dir: Option<PathBuf>,
 }
 
-fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl MemoryBackend {
     /// An empty in-memory backend.
     pub fn new() -> Self {
@@ -109,37 +106,38 @@ impl MemoryBackend {
     /// unvalidated, each file with its content: for hostile-state tests.
     pub fn with_raw_state(entries: Vec<(String, Meta, Bytes)>) -> Self {
         let b = Self::new();
-        lock(&b.inner).hostile = Some(entries);
+        b.inner.lock().hostile = Some(entries);
         b
     }
 
     /// Makes the next `n` pushes fail with a transient error.
     pub fn fail_next(&self, n: u32) {
-        lock(&self.inner).fail_next = n;
+        self.inner.lock().fail_next = n;
     }
 
     /// Push calls started so far (including failed and hung ones).
     pub fn pushes_started(&self) -> u64 {
-        lock(&self.inner).pushes_started
+        self.inner.lock().pushes_started
     }
 
     /// Makes every push wait `delay` before it reads anything (a slow
     /// remote); `None` makes pushes hang forever (a remote that stopped
     /// answering). `Some(Duration::ZERO)` is the default.
     pub fn set_push_delay(&self, delay: Option<Duration>) {
-        let mut inner = lock(&self.inner);
+        let mut inner = self.inner.lock();
         inner.push_hangs = delay.is_none();
         inner.push_delay = delay.unwrap_or_default();
     }
 
     /// Every confirmed push, oldest first.
     pub fn pushes(&self) -> Vec<PushRecord> {
-        lock(&self.inner).persisted.log.clone()
+        self.inner.lock().persisted.log.clone()
     }
 
     /// The newest state: path → meta.
     pub fn state(&self) -> BTreeMap<String, Meta> {
-        lock(&self.inner)
+        self.inner
+            .lock()
             .persisted
             .states
             .last()
@@ -149,7 +147,7 @@ impl MemoryBackend {
 
     /// The content stored for a hash.
     pub fn blob(&self, hash: &ContentHash) -> Option<Bytes> {
-        lock(&self.inner).blobs.get(hash).cloned()
+        self.inner.lock().blobs.get(hash).cloned()
     }
 
     fn save(&self, inner: &Inner, new_blobs: &[(ContentHash, Bytes)]) -> Result<(), BackendError> {
@@ -190,7 +188,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn head(&self) -> Result<Option<RemoteHead>, BackendError> {
-        let n = lock(&self.inner).persisted.states.len();
+        let n = self.inner.lock().persisted.states.len();
         Ok((n > 0).then(|| RemoteHead {
             id: n.to_string(),
             time: None,
@@ -203,7 +201,7 @@ impl Backend for MemoryBackend {
         source: &Source,
     ) -> Result<PushReceipt, BackendError> {
         let (delay, hangs) = {
-            let mut inner = lock(&self.inner);
+            let mut inner = self.inner.lock();
             inner.pushes_started += 1;
             (inner.push_delay, inner.push_hangs)
         };
@@ -214,7 +212,7 @@ impl Backend for MemoryBackend {
             tokio::time::sleep(delay).await;
         }
         {
-            let mut inner = lock(&self.inner);
+            let mut inner = self.inner.lock();
             if inner.fail_next > 0 {
                 inner.fail_next -= 1;
                 return Err(BackendError::transient(
@@ -247,7 +245,7 @@ impl Backend for MemoryBackend {
                 Change::Delete => record.deletes.push(path.clone()),
             }
         }
-        let mut inner = lock(&self.inner);
+        let mut inner = self.inner.lock();
         let mut state = inner.persisted.states.last().cloned().unwrap_or_default();
         for (path, change) in checkpoint.iter() {
             match change {
@@ -287,7 +285,7 @@ impl Backend for MemoryBackend {
         options: &RestoreOptions,
     ) -> Result<RestoreReport, BackendError> {
         let (entries, head): (Vec<(String, Meta, Option<Bytes>)>, Option<String>) = {
-            let inner = lock(&self.inner);
+            let inner = self.inner.lock();
             if let Some(raw) = &inner.hostile {
                 (
                     raw.iter()
@@ -357,7 +355,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
-        let inner = lock(&self.inner);
+        let inner = self.inner.lock();
         Ok(inner
             .persisted
             .states
