@@ -690,10 +690,8 @@ fn check_value(name: &'static str, value: &str) -> Result<(), SpecError> {
         return bad("contains a control character".into());
     }
     match name {
-        "layout" => {
-            if value != "mirror" && value != "snapshots" {
-                return bad(format!("{value:?} is not one of mirror, snapshots"));
-            }
+        "layout" if value != "mirror" && value != "snapshots" => {
+            return bad(format!("{value:?} is not one of mirror, snapshots"));
         }
         "branch" => check_branch(value).map_err(|reason| SpecError::InvalidValue {
             name,
@@ -739,15 +737,14 @@ fn check_value(name: &'static str, value: &str) -> Result<(), SpecError> {
                 );
             }
         }
-        "region" => {
+        "region"
             if !value
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return bad(format!(
-                    "{value:?} is not a region name (letters, digits, -)"
-                ));
-            }
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
+            return bad(format!(
+                "{value:?} is not a region name (letters, digits, -)"
+            ));
         }
         _ => {}
     }
