@@ -562,12 +562,19 @@ mod tests {
             RemoteUrl::parse("ssh://h/x.git"),
             Err(ConfigError::UnsupportedScheme(_))
         ));
-        let e = RemoteUrl::parse("https://h/bucket").unwrap_err().to_string();
+        let e = RemoteUrl::parse("https://h/bucket")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("s3://BUCKET/PREFIX?endpoint=https://h"), "{e}");
         assert!(RemoteUrl::parse("file:///x?allow_http=true").is_err());
         assert!(RemoteUrl::parse("s3://b/p?concurrency=0").is_err());
         let u = RemoteUrl::parse("file://localhost/srv/x/").unwrap();
-        assert_eq!(u.kind, StoreKind::File { dir: "/srv/x".into() });
+        assert_eq!(
+            u.kind,
+            StoreKind::File {
+                dir: "/srv/x".into()
+            }
+        );
     }
 
     #[test]
