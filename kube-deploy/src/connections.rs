@@ -19,10 +19,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
@@ -59,16 +60,10 @@ impl Activity {
         }
     }
 
-    fn idle_lock(&self) -> MutexGuard<'_, Instant> {
-        self.idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// When the connection last had no request in flight, `None` while one
     /// is.
     pub(crate) fn idle_since(&self) -> Option<Instant> {
-        let since = *self.idle_lock();
+        let since = *self.idle_since.lock();
         (self.in_flight.load(Ordering::Acquire) == 0).then_some(since)
     }
 
@@ -109,7 +104,7 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut since = self.0.idle_lock();
+        let mut since = self.0.idle_since.lock();
         *since = Instant::now();
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             drop(since);
@@ -172,16 +167,9 @@ impl Connections {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Table> {
-        self.inner
-            .table
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Connections currently holding a slot.
     pub(crate) fn len(&self) -> usize {
-        self.lock().live.len()
+        self.inner.table.lock().live.len()
     }
 
     /// Completes when a slot is given back.
@@ -192,7 +180,7 @@ impl Connections {
     /// Gives a new connection a slot; at the cap, first closes the
     /// connection idle the longest that is not answering a request.
     pub(crate) fn admit(&self) -> Admission {
-        let mut table = self.lock();
+        let mut table = self.inner.table.lock();
         if table.live.len() >= self.inner.cap && !self.evict_locked(&mut table) {
             return Admission::Full;
         }
@@ -211,7 +199,7 @@ impl Connections {
     /// Closes the connection idle the longest (see the module docs); false
     /// if every connection is answering a request.
     pub(crate) fn evict_one(&self) -> bool {
-        let mut table = self.lock();
+        let mut table = self.inner.table.lock();
         self.evict_locked(&mut table)
     }
 
@@ -220,7 +208,7 @@ impl Connections {
             .live
             .iter()
             .filter(|(_, a)| a.answering.load(Ordering::Acquire) == 0)
-            .min_by_key(|(_, a)| *a.idle_lock())
+            .min_by_key(|(_, a)| *a.idle_since.lock())
             .map(|(id, _)| *id);
         let Some(id) = victim else {
             return false;
@@ -234,7 +222,7 @@ impl Connections {
     }
 
     fn release(&self, id: u64) {
-        let mut table = self.lock();
+        let mut table = self.inner.table.lock();
         if table.live.remove(&id).is_some() {
             self.inner.open.set(gauge_value(table.live.len()));
             drop(table);

@@ -240,20 +240,11 @@ pub fn quantity(value: &str) -> Result<(), String> {
 /// Checks a DNS-1123 label (container, port and volume names): at most 63
 /// lowercase letters, digits and '-', starting and ending alphanumeric.
 pub fn dns1123_label(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a DNS-1123 label (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
-        ))
-    }
+    dns1123::label(name).map_err(|problem| {
+        format!(
+            "{name:?} is not a DNS-1123 label ({problem}; at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        )
+    })
 }
 
 fn qualified_name_part(part: &str) -> bool {
@@ -293,16 +284,11 @@ pub fn label(key: &str, value: &str) -> Result<(), String> {
 /// Checks a DNS-1123 subdomain (Secret and other object names): at most 253
 /// characters, dot-separated DNS-1123 labels.
 pub fn dns1123_subdomain(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| dns1123_label(label).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a valid object name (DNS-1123 subdomain: lowercase letters, digits, '-' and '.')"
-        ))
-    }
+    dns1123::subdomain(name).map_err(|problem| {
+        format!(
+            "{name:?} is not a valid object name ({problem}; DNS-1123 subdomain: lowercase letters, digits, '-' and '.')"
+        )
+    })
 }
 
 /// Checks an absolute, normalised container path (`/home/jovyan`): no `.` or

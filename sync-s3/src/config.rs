@@ -99,7 +99,9 @@ pub enum ConfigError {
 pub struct BackendOptions {
     /// The layout (default [`Layout::Snapshots`]); a URL's `?layout=` wins.
     pub layout: Layout,
-    /// Requests in flight at once, uploads and downloads (default 32).
+    /// Requests in flight at once, uploads, downloads, listings and
+    /// deletes of this backend together: one budget for the store
+    /// (default 32).
     /// Measured with `benches/s3-vs-peers.sh` on 10,000 × 4 KiB files against
     /// SeaweedFS on a 2-core machine: restore took 13.6 / 13.0 / 11.5 /
     /// 11.4 s at 8 / 16 / 32 / 64, push 13.4 / 11.4 / 10.7 / 8.1 s; 32 gets

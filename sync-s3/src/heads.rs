@@ -69,8 +69,11 @@ use sync_core::BackendError;
 
 use crate::store::{Remote, flatten, remote_err};
 
-/// Deletions in flight while retiring.
-const RETIRE_CONCURRENCY: usize = 8;
+/// Names collected from one listing before they are deleted.
+const RETIRE_ROUND: usize = 1000;
+/// Listings one retirement makes per directory at most (a store that
+/// keeps listing what it deleted does not keep us busy forever).
+const RETIRE_ROUNDS: usize = 100;
 
 /// One numbered family of objects (`heads`, `.tether/mirror`).
 #[derive(Debug, Clone)]
@@ -326,21 +329,35 @@ impl Generations {
             .await
             .map_err(|e| remote_err("put", &marker, e))?;
         // Lower markers first (the highest stays), then the generations.
+        // A listing holds one of the store's request permits while it is
+        // read, so names are collected (at most RETIRE_ROUND at a time)
+        // and the listing dropped before anything is deleted; a full round
+        // lists again.
         for dir in [self.floor_dir, self.dir] {
             let key = remote.key(dir)?;
-            remote
-                .store
-                .list(Some(&key))
-                .map_err(|e| remote_err("list", &key, e))
-                .try_filter_map(|meta| async move {
-                    Ok(parse_number(meta.location.filename().unwrap_or(""))
-                        .filter(|n| *n < f)
-                        .map(|_| meta.location))
-                })
-                .map_ok(|location| async move { remote.delete(&location).await })
-                .try_buffer_unordered(RETIRE_CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await?;
+            for _round in 0..RETIRE_ROUNDS {
+                let doomed: Vec<Path> = remote
+                    .store
+                    .list(Some(&key))
+                    .map_err(|e| remote_err("list", &key, e))
+                    .try_filter_map(|meta| async move {
+                        Ok(parse_number(meta.location.filename().unwrap_or(""))
+                            .filter(|n| *n < f)
+                            .map(|_| meta.location))
+                    })
+                    .take(RETIRE_ROUND)
+                    .try_collect()
+                    .await?;
+                let full = doomed.len() == RETIRE_ROUND;
+                stream::iter(doomed)
+                    .map(|location| async move { remote.delete(&location).await })
+                    .buffer_unordered(remote.requests)
+                    .try_collect::<Vec<()>>()
+                    .await?;
+                if !full {
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -358,7 +375,7 @@ fn parse_number(name: &str) -> Option<u64> {
 /// Deletes `keys`, best effort (for what a failed attempt left behind).
 pub(crate) async fn delete_all(remote: &Remote, keys: Vec<Path>) {
     stream::iter(keys)
-        .for_each_concurrent(RETIRE_CONCURRENCY, |k| async move {
+        .for_each_concurrent(remote.requests, |k| async move {
             if let Err(e) = remote.delete(&k).await {
                 tracing::debug!(error = %e, "could not delete a leftover object");
             }
@@ -378,13 +395,17 @@ mod tests {
         batch: 2,
     };
 
+    /// A budget of one request at a time: a step that waited for a
+    /// request while holding another (a listing still open) would hang.
     fn remote() -> Remote {
         Remote {
             store: Arc::new(object_store::memory::InMemory::new()),
             prefix: Path::parse("p").unwrap(),
             describe: "memory".into(),
             attributes: Arc::new(true.into()),
+            requests: 1,
         }
+        .with_request_budget(1)
     }
 
     async fn create(r: &Remote, m: u64) -> Written {
@@ -431,8 +452,42 @@ mod tests {
         ));
     }
 
+    /// Fails instead of hanging when a step deadlocks on the budget.
+    async fn within_bound<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(60), f)
+            .await
+            .expect("deadlocked on the request budget of 1")
+    }
+
     #[tokio::test]
     async fn retiring_never_makes_a_number_confirmable_again() {
+        within_bound(retiring_scenario()).await;
+    }
+
+    #[tokio::test]
+    async fn retiring_more_than_one_listing_round_removes_them_all() {
+        within_bound(async {
+            let r = remote();
+            let n = (RETIRE_ROUND * 2 + 10) as u64;
+            for m in 1..=n {
+                r.put(&G.key(&r, m).unwrap(), Bytes::new(), PutMode::Overwrite)
+                    .await
+                    .unwrap();
+            }
+            G.retire(&r, n, 0, false).await;
+            let left: Vec<_> = r
+                .store
+                .list(Some(&r.key(G.dir).unwrap()))
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(left.len() as u64, G.keep, "{left:?}");
+            assert_eq!(G.floor(&r).await.unwrap(), n + 1 - G.keep);
+        })
+        .await;
+    }
+
+    async fn retiring_scenario() {
         let r = remote();
         for m in 1..=6 {
             create(&r, m).await;

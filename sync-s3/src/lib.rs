@@ -88,6 +88,14 @@
 //!   (64 MiB) or `max_entries` (500,000, counted before anything is
 //!   built), so hostile metadata stays within the init container's 512 MiB
 //!   (about 250,000 files fit; both are URL parameters).
+//! * **One request budget per backend**: the store is wrapped in
+//!   object_store's `LimitStore` with `concurrency` permits, so every
+//!   request — both layouts, the head protocol, a push and a restore at
+//!   once — shares one limit; streams of requests are as wide as the
+//!   budget, and narrower only where that bounds memory (pack read-ahead,
+//!   pack indexes, large files' parts), as the code says where it does.
+//!   Nothing waits for a request while it holds a listing or an unread
+//!   `GET` body, so even a budget of 1 cannot deadlock.
 //! * **Concurrency 32 by default**, measured against SeaweedFS on this
 //!   project's 2-core machines (`BENCH_SWEEP=1 benches/s3-vs-peers.sh`):
 //!   restores of small files stop improving past 32, pushes still gain a
@@ -204,11 +212,15 @@ impl ObjectStoreBackend {
             prefix,
             describe: format!("{} ({} layout)", description.into(), options.layout),
             attributes: Arc::new(true.into()),
+            requests: options.concurrency,
         };
         Ok(Self::assemble(remote, options))
     }
 
     fn assemble(remote: Remote, options: BackendOptions) -> Self {
+        // One request budget for everything this backend sends: both
+        // layouts, the head protocol and any tool given `store()`.
+        let remote = remote.with_request_budget(options.concurrency);
         let layout = options.layout;
         let inner = match layout {
             Layout::Mirror => LayoutImpl::Mirror(mirror::Mirror::new(remote.clone(), options)),
@@ -238,7 +250,8 @@ impl ObjectStoreBackend {
         self.layout
     }
 
-    /// The underlying store (for tools that inspect or repair it).
+    /// The underlying store (for tools that inspect or repair it), behind
+    /// this backend's request budget (`concurrency` requests at once).
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.remote.store
     }

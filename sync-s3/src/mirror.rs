@@ -267,7 +267,6 @@ impl Mirror {
         if cache.is_none() {
             *cache = self.load_index().await?;
         }
-        let concurrency = self.options.concurrency;
         // Deletes first: on a filesystem store, a file replaced by a
         // directory of the same name must go before its children arrive.
         // Directories and symlinks have no object.
@@ -286,7 +285,7 @@ impl Mirror {
             .collect::<Result<_, _>>()?;
         stream::iter(deletes)
             .map(|key| async move { self.remote.delete(&key).await })
-            .buffer_unordered(concurrency)
+            .buffer_unordered(self.remote.requests)
             .try_collect::<Vec<()>>()
             .await?;
 
@@ -315,7 +314,7 @@ impl Mirror {
                 .await?;
                 Ok::<_, BackendError>((path, etag, meta.size))
             })
-            .buffer_unordered(concurrency)
+            .buffer_unordered(self.remote.requests)
             .try_collect()
             .await?;
         let files_uploaded = uploaded.len() as u64;
@@ -411,7 +410,9 @@ impl Mirror {
                 what: "restoring an earlier checkpoint (the mirror layout keeps only the newest state; use the snapshots layout for history)",
             });
         }
-        let (generation, index) = match self.load_index().await? {
+        // The index and the listing at once (two requests of the budget).
+        let (loaded, objects) = tokio::try_join!(self.load_index(), self.all_objects())?;
+        let (generation, index) = match loaded {
             Some((n, i)) => (Some(n), i),
             None => (None, MirrorIndex::default()),
         };
@@ -419,23 +420,6 @@ impl Mirror {
             Some(n) => INDEX.key(&self.remote, n)?.to_string(),
             None => format!("{} (no index)", self.remote.describe),
         };
-        // The objects: everything under the prefix except the index, at
-        // most `max_entries` of them.
-        let mut objects: Vec<ObjectMeta> = Vec::new();
-        let mut listing = self.list_objects();
-        while let Some(o) = listing.next().await {
-            if objects.len() as u64 >= self.options.max_entries {
-                return Err(BackendError::InvalidRemote {
-                    object: self.remote.describe.clone(),
-                    reason: format!(
-                        "holds more than {} objects, the most tether restores (max_entries)",
-                        self.options.max_entries
-                    ),
-                });
-            }
-            objects.push(o?);
-        }
-        drop(listing);
         let (markers, objects) = self.split_folder_markers(objects, &index);
         let mut names: BTreeMap<String, PlanKind> = BTreeMap::new();
         for (name, e) in &index.entries {
@@ -546,13 +530,33 @@ impl Mirror {
                 let writer = &writer;
                 async move { self.restore_object(writer, &o, &path, known).await }
             })
-            .buffer_unordered(self.options.concurrency)
+            .buffer_unordered(self.remote.requests)
             .try_collect::<Vec<()>>()
             .await?;
         let writer = Arc::into_inner(writer).ok_or_else(|| {
             BackendError::transient("restore", dest.display().to_string(), "writer still in use")
         })?;
         Ok(writer.finish(generation.map(|n| n.to_string()))?)
+    }
+
+    /// Everything under the prefix except the index, at most
+    /// `max_entries` objects.
+    async fn all_objects(&self) -> Result<Vec<ObjectMeta>, BackendError> {
+        let mut objects: Vec<ObjectMeta> = Vec::new();
+        let mut listing = self.list_objects();
+        while let Some(o) = listing.next().await {
+            if objects.len() as u64 >= self.options.max_entries {
+                return Err(BackendError::InvalidRemote {
+                    object: self.remote.describe.clone(),
+                    reason: format!(
+                        "holds more than {} objects, the most tether restores (max_entries)",
+                        self.options.max_entries
+                    ),
+                });
+            }
+            objects.push(o?);
+        }
+        Ok(objects)
     }
 
     /// Separates S3 "folder markers" (a zero-byte `dir/`, made by consoles
@@ -605,6 +609,18 @@ impl Mirror {
         known: Option<FileSpec>,
     ) -> Result<(), BackendError> {
         let key = &object.location;
+        // Memory before the request (a GET holds a request permit until
+        // its body is read: see `Remote::with_request_budget`), sized by
+        // the listing.
+        let buffered = object.size < self.options.large_file_threshold;
+        let share = self
+            .budget
+            .take(if buffered {
+                object.size
+            } else {
+                transfer::STREAM_BUFFER
+            })
+            .await?;
         let res = match self.remote.store.get_opts(key, GetOptions::default()).await {
             Ok(r) => r,
             // Listed with zero bytes but no object of that name: a folder
@@ -638,14 +654,17 @@ impl Mirror {
                 spec
             }
         };
-        if res.meta.size < self.options.large_file_threshold {
-            let _share = self.budget.take(res.meta.size).await?;
+        // An object rewritten larger since the listing is streamed: its
+        // memory stays that of a stream (the chunk in hand and the
+        // writer's batches), whatever its size.
+        let result = if buffered && res.meta.size <= object.size {
             let bytes = res.bytes().await.map_err(|e| remote_err("get", key, e))?;
             transfer::write_files(writer, key, vec![(path.clone(), spec, bytes)]).await
         } else {
-            let _share = self.budget.take(transfer::STREAM_BUFFER).await?;
             transfer::write_stream(writer, key, path, &spec, res.into_stream()).await
-        }
+        };
+        drop(share);
+        result
     }
 }
 

@@ -70,7 +70,7 @@ const READ_AHEAD: usize = 8;
 /// A pack index larger than this is not read (one of
 /// [`MAX_PACK_BLOBS`](crate::manifest::MAX_PACK_BLOBS) blobs is about 7 MiB).
 const MAX_INDEX_BYTES: u64 = 16 << 20;
-/// Pack indexes read at once.
+/// Pack indexes read at once (memory: each up to [`MAX_INDEX_BYTES`]).
 const INDEX_LOADS: usize = 4;
 /// Recent pack indexes considered per push.
 const MAX_FRESH_INDEXES: usize = 4096;
@@ -322,7 +322,9 @@ impl Snapshots {
                     Err(e) => Err(e),
                 }
             })
-            .buffer_unordered(INDEX_LOADS.min(self.options.concurrency));
+            // Narrower than the request budget: bounds the index bytes
+            // held at once (INDEX_LOADS × MAX_INDEX_BYTES).
+            .buffer_unordered(INDEX_LOADS.min(self.remote.requests));
         let limit = usize::try_from(self.options.max_entries).unwrap_or(usize::MAX);
         while let Some(loaded) = loads.next().await {
             let (name, index) = loaded?;
@@ -656,7 +658,7 @@ impl Snapshots {
                     Err(e) => Err(remote_err("head", &key, e)),
                 }
             })
-            .buffer_unordered(self.options.concurrency)
+            .buffer_unordered(self.remote.requests)
             .try_filter_map(|m| async move { Ok(m) })
             .try_collect()
             .await?;
@@ -740,7 +742,9 @@ impl Snapshots {
                 let bytes = source.read_all(&path, &meta).await?;
                 Ok::<_, BackendError>((meta.hash, bytes, share))
             })
-            .buffered(READ_AHEAD.min(self.options.concurrency).max(1));
+            // Bounds the files read ahead of the packer (memory; they
+            // make no requests).
+            .buffered(READ_AHEAD.min(self.remote.requests).max(1));
         let max_in_flight = self.options.parts_in_flight.max(1);
         let mut error = None;
         loop {
@@ -867,6 +871,8 @@ impl Snapshots {
                     },
                 ))
             })
+            // Bounds memory, not requests: each file holds its parts in
+            // flight (its ByteBudget share) until it is complete.
             .buffer_unordered(2)
             .collect()
             .await;
@@ -985,7 +991,7 @@ impl Snapshots {
                     }
                 }
             })
-            .buffer_unordered(self.options.concurrency)
+            .buffer_unordered(self.remote.requests)
             .try_collect::<Vec<()>>()
             .await?;
 
@@ -1030,7 +1036,7 @@ impl Snapshots {
                 let writer = &writer;
                 async move { self.restore_unit(writer, &pack, items).await }
             })
-            .buffer_unordered(self.options.concurrency)
+            .buffer_unordered(self.remote.requests)
             .try_collect::<Vec<()>>()
             .await?;
         let writer = Arc::into_inner(writer).ok_or_else(|| {
@@ -1158,16 +1164,25 @@ impl Snapshots {
             .enumerate()
             .map(|(pos, h)| (h.id, pos))
             .collect();
-        // Listings are streamed: memory does not grow with their length.
+        // A listing holds a request permit while it is read (see
+        // `Remote::with_request_budget`): each is collected — only the
+        // names that matter, one short record each — and dropped before
+        // any other request.
         let dir = self.remote.key("snapshots")?;
-        let mut listed = self.remote.store.list(Some(&dir));
+        let listed: Vec<(String, Path, i64)> = self
+            .remote
+            .store
+            .list(Some(&dir))
+            .map_err(|e| remote_err("list", &dir, e))
+            .try_filter_map(|o| async move {
+                let id = o.location.filename().unwrap_or("").to_owned();
+                Ok(is_snapshot_id(&id)
+                    .then(|| (id, o.location, o.last_modified.timestamp_millis())))
+            })
+            .try_collect()
+            .await?;
         let mut ids = Vec::new();
-        while let Some(o) = listed.next().await {
-            let o = o.map_err(|e| remote_err("list", &dir, e))?;
-            let id = o.location.filename().unwrap_or("").to_owned();
-            if !is_snapshot_id(&id) {
-                continue;
-            }
+        for (id, location, last_modified) in listed {
             let drop = match options.keep_last {
                 None => false,
                 Some(keep) => match chain.get(&id) {
@@ -1176,12 +1191,12 @@ impl Snapshots {
                     Some(pos) => *pos >= keep.max(1),
                     // Not in the chain: a lost race or an interrupted push;
                     // young ones may still be about to become head.
-                    None => o.last_modified.timestamp_millis() <= cutoff,
+                    None => last_modified <= cutoff,
                 },
             };
             if drop {
                 if !options.dry_run {
-                    self.remote.delete(&o.location).await?;
+                    self.remote.delete(&location).await?;
                 }
                 report.snapshots_deleted.push(id);
             } else {
@@ -1201,8 +1216,8 @@ impl Snapshots {
             })?;
             referenced.extend(m.blob_locations().map(|(_, l)| l.pack.clone()));
         }
-        drop(listed);
         let dir = self.remote.key("packs")?;
+        let mut doomed: Vec<(String, Path, u64)> = Vec::new();
         let mut packs = self.remote.store.list(Some(&dir));
         while let Some(p) = packs.next().await {
             let p = p.map_err(|e| remote_err("list", &dir, e))?;
@@ -1215,14 +1230,18 @@ impl Snapshots {
             } else if p.last_modified.timestamp_millis() > cutoff {
                 report.packs_kept_young += 1;
             } else {
-                if !options.dry_run {
-                    // The index first: nobody reuses a pack that is going.
-                    self.remote.delete(&self.index_key(&id)?).await?;
-                    self.remote.delete(&p.location).await?;
-                }
-                report.packs_deleted += 1;
-                report.bytes_deleted = report.bytes_deleted.saturating_add(p.size);
+                doomed.push((id, p.location, p.size));
             }
+        }
+        drop(packs);
+        for (id, location, size) in doomed {
+            if !options.dry_run {
+                // The index first: nobody reuses a pack that is going.
+                self.remote.delete(&self.index_key(&id)?).await?;
+                self.remote.delete(&location).await?;
+            }
+            report.packs_deleted += 1;
+            report.bytes_deleted = report.bytes_deleted.saturating_add(size);
         }
         if !options.dry_run
             && let Some(n) = HEADS.newest(&self.remote).await?

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use object_store::limit::LimitStore;
 use object_store::path::Path;
 use object_store::{
     ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
@@ -25,9 +26,33 @@ pub(crate) struct Remote {
     /// local filesystem store). Starts true for unknown stores and turns
     /// false the first time a store refuses metadata.
     pub attributes: Arc<std::sync::atomic::AtomicBool>,
+    /// The request budget: at most this many requests to `store` at once,
+    /// from every stream together (see [`Remote::with_request_budget`]).
+    pub requests: usize,
 }
 
 impl Remote {
+    /// Puts `store` behind one request budget of `requests` (object_store's
+    /// [`LimitStore`]): every request of both layouts and of the head
+    /// protocol takes a permit, however many streams issue them, so two
+    /// operations at once (a push and a retirement, a restore and a push)
+    /// still send at most `requests`. Streams of requests run
+    /// `buffer_unordered(self.requests)`: as wide as the budget, so the
+    /// budget is the only limit; a narrower width is kept only where it
+    /// bounds memory, and says so.
+    ///
+    /// A listing holds a permit until its stream is dropped, and a `GET`
+    /// until its body is read or dropped: never wait for another request
+    /// (or for [`ByteBudget`](crate::transfer::ByteBudget) memory) while
+    /// holding either, or a budget of 1 deadlocks. Collect the listing
+    /// first; take memory before the `GET`.
+    pub fn with_request_budget(mut self, requests: usize) -> Self {
+        let requests = requests.max(1);
+        self.store = Arc::new(LimitStore::new(Arc::clone(&self.store), requests));
+        self.requests = requests;
+        self
+    }
+
     /// The key `prefix/<rel>`; `rel` is `/`-separated, its segments raw.
     pub fn key(&self, rel: &str) -> Result<Path, BackendError> {
         let full = if self.prefix.as_ref().is_empty() {
@@ -380,6 +405,7 @@ pub(crate) fn build(url: &RemoteUrl, options: &BackendOptions) -> Result<Remote,
         prefix,
         describe: redacted,
         attributes: Arc::new(attributes.into()),
+        requests: options.concurrency,
     })
 }
 
@@ -436,6 +462,7 @@ mod tests {
             prefix: Path::parse(prefix).unwrap(),
             describe: "memory".into(),
             attributes: Arc::new(true.into()),
+            requests: 8,
         }
     }
 

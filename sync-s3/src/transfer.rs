@@ -311,8 +311,16 @@ pub(crate) async fn write_files(
     let object = object.clone();
     tokio::task::spawn_blocking(move || {
         for (path, spec, bytes) in files {
-            w.write_file(&path, &spec, &bytes[..])
+            // Straight from the downloaded bytes: `write_file` would copy
+            // them through a fresh 256 KiB buffer, zeroed for each file
+            // (measured: the largest CPU cost of a mirror restore of
+            // 10,000 × 4 KiB files).
+            let mut file = w
+                .begin_file(&path, &spec)
                 .map_err(|e| restore_err(&object, e))?;
+            file.write_chunk(&bytes)
+                .map_err(|e| restore_err(&object, e))?;
+            file.commit().map_err(|e| restore_err(&object, e))?;
         }
         Ok(())
     })

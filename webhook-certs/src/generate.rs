@@ -338,22 +338,7 @@ fn validate_label(what: &'static str, value: &str) -> Result<String> {
 }
 
 fn label_problem(label: &str) -> Option<&'static str> {
-    if label.is_empty() {
-        return Some("empty");
-    }
-    if label.len() > 63 {
-        return Some("longer than 63 characters");
-    }
-    if !label
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Some("only lowercase letters, digits and '-' are allowed");
-    }
-    if label.starts_with('-') || label.ends_with('-') {
-        return Some("must start and end with a letter or digit");
-    }
-    None
+    dns1123::label(label).err().map(dns1123::Problem::reason)
 }
 
 /// A DNS name: dot-separated labels, lowercased, at most 253 characters, an

@@ -3,10 +3,13 @@
 //! just before the first write of a head or mirror index generation
 //! (another writer acting at the worst moment). It can also list S3
 //! "folder markers" (`dir/`, zero bytes), which object_store reports as
-//! `dir` and which no object_store store can create.
+//! `dir` and which no object_store store can create. It counts the
+//! requests in flight (a listing until its stream is dropped, a `GET`
+//! until its body is), and the most at once.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,8 +20,8 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
 
 /// See the module docs.
@@ -27,6 +30,58 @@ pub struct Interposer {
     delay: Duration,
     hook: Mutex<Option<BoxFuture<'static, ()>>>,
     markers: Vec<Path>,
+    flight: Arc<Flight>,
+}
+
+/// Requests in flight now, and the most at once.
+#[derive(Debug, Default)]
+struct Flight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// One request in flight, until dropped.
+struct InFlight(Arc<Flight>);
+
+impl InFlight {
+    fn new(flight: &Arc<Flight>) -> Self {
+        let now = flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+        flight.peak.fetch_max(now, Ordering::SeqCst);
+        InFlight(Arc::clone(flight))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts each part of a multipart upload as one request.
+#[derive(Debug)]
+struct CountedUpload {
+    inner: Box<dyn MultipartUpload>,
+    flight: Arc<Flight>,
+}
+
+#[async_trait]
+impl MultipartUpload for CountedUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let part = self.inner.put_part(data);
+        let flight = Arc::clone(&self.flight);
+        Box::pin(async move {
+            let _in_flight = InFlight::new(&flight);
+            part.await
+        })
+    }
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let _in_flight = InFlight::new(&self.flight);
+        self.inner.complete().await
+    }
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let _in_flight = InFlight::new(&self.flight);
+        self.inner.abort().await
+    }
 }
 
 impl Interposer {
@@ -37,6 +92,7 @@ impl Interposer {
             delay,
             hook: Mutex::new(None),
             markers: Vec::new(),
+            flight: Arc::default(),
         })
     }
 
@@ -49,6 +105,7 @@ impl Interposer {
             delay: Duration::ZERO,
             hook: Mutex::new(None),
             markers,
+            flight: Arc::default(),
         })
     }
 
@@ -56,6 +113,11 @@ impl Interposer {
     /// `/.tether/mirror/…`), once.
     pub fn before_next_generation(&self, hook: BoxFuture<'static, ()>) {
         *self.hook.lock().unwrap() = Some(hook);
+    }
+
+    /// The most requests that were in flight at once so far.
+    pub fn peak_in_flight(&self) -> usize {
+        self.flight.peak.load(Ordering::SeqCst)
     }
 
     async fn wait(&self) {
@@ -85,6 +147,7 @@ impl ObjectStore for Interposer {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        let _in_flight = InFlight::new(&self.flight);
         self.wait().await;
         let key = location.as_ref();
         if key.contains("/heads/") || key.contains("/.tether/mirror/") {
@@ -100,22 +163,40 @@ impl ObjectStore for Interposer {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let _in_flight = InFlight::new(&self.flight);
         self.wait().await;
-        self.inner.put_multipart_opts(location, opts).await
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(CountedUpload {
+            inner,
+            flight: Arc::clone(&self.flight),
+        }))
     }
     async fn get_opts(
         &self,
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        let in_flight = InFlight::new(&self.flight);
         self.wait().await;
-        self.inner.get_opts(location, options).await
+        let mut r = self.inner.get_opts(location, options).await?;
+        // The body is part of the request.
+        if let GetResultPayload::Stream(body) = r.payload {
+            r.payload = GetResultPayload::Stream(
+                body.map(move |chunk| {
+                    let _ = &in_flight;
+                    chunk
+                })
+                .boxed(),
+            );
+        }
+        Ok(r)
     }
     async fn get_ranges(
         &self,
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
+        let _in_flight = InFlight::new(&self.flight);
         self.wait().await;
         self.inner.get_ranges(location, ranges).await
     }
@@ -125,11 +206,16 @@ impl ObjectStore for Interposer {
     ) -> BoxStream<'static, object_store::Result<Path>> {
         let inner = Arc::clone(&self.inner);
         let delay = self.delay;
+        let in_flight = InFlight::new(&self.flight);
         stream::once(async move {
             tokio::time::sleep(delay).await;
             inner.delete_stream(locations)
         })
         .flatten()
+        .map(move |r| {
+            let _ = &in_flight;
+            r
+        })
         .boxed()
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -150,15 +236,21 @@ impl ObjectStore for Interposer {
             })
             .collect();
         let prefix = prefix.cloned();
+        let in_flight = InFlight::new(&self.flight);
         stream::once(async move {
             tokio::time::sleep(delay).await;
             inner.list(prefix.as_ref())
         })
         .flatten()
         .chain(stream::iter(markers))
+        .map(move |r| {
+            let _ = &in_flight;
+            r
+        })
         .boxed()
     }
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        let _in_flight = InFlight::new(&self.flight);
         self.wait().await;
         self.inner.list_with_delimiter(prefix).await
     }
@@ -168,6 +260,7 @@ impl ObjectStore for Interposer {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        let _in_flight = InFlight::new(&self.flight);
         self.wait().await;
         self.inner.copy_opts(from, to, options).await
     }
