@@ -1,16 +1,19 @@
-//! From a URL to a [`Backend`]: git remotes go to `sync-git`, everything
-//! else to `sync-s3` (object stores).
+//! From a URL to a [`Backend`]: [`remote_spec::RemoteSpec::parse`] decides
+//! the family (the same parser the admission webhook uses, so a URL the
+//! webhook admits is one the sidecar runs), then git remotes go to
+//! `sync-git` and object stores to `sync-s3`.
 //!
-//! Git remotes are `ssh://`, `git://`, `http(s)://….git`, `file:///….git`
-//! and any `git+` URL (see [`sync_git::is_git_url`]); `s3://`, `gs://`,
-//! `az://`, `file:///dir` and `memory://` are object stores. Credentials
-//! come from the environment or from files, never from the URL (both
-//! backends refuse URLs that carry them).
+//! Git remotes are `ssh://`, `git://`, `http(s)://….git`, `file:///….git`,
+//! any `git+` URL and any `http(s)://` or `file://` URL with `?branch=`;
+//! `s3://`, `gs://`, `az://`, `file:///dir` and `memory://` are object
+//! stores; a bare `https://host/path` is refused as ambiguous. Credentials
+//! come from the environment or from files, never from the URL.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use remote_spec::{RemoteSpec, Scheme};
 use sync_core::Backend;
 
 use crate::error::CliError;
@@ -38,42 +41,52 @@ pub struct RemoteOptions {
 }
 
 /// Which backend crate a URL belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteFamily {
-    /// `sync-git`.
-    Git,
-    /// `sync-s3`.
-    ObjectStore,
-}
+pub use remote_spec::Family as RemoteFamily;
 
-/// Classifies `url` (pure).
-pub fn family(url: &str) -> RemoteFamily {
-    let lower = url.trim().to_ascii_lowercase();
-    let base = lower.split('?').next().unwrap_or("");
-    if sync_git::is_git_url(url)
-        || (lower.starts_with("file://") && lower.contains("branch="))
-        || base.ends_with(".git/")
-    {
-        RemoteFamily::Git
-    } else {
-        RemoteFamily::ObjectStore
+/// Parses and checks `url` as `tether` does before building a backend
+/// (pure: no network, no file, no environment): a path where a URL belongs
+/// gets the `file://` spelling; then the shared parser; then the chosen
+/// backend's own reading of the spec. Every refusal is a usage error (exit
+/// 2) with one line that never contains a credential.
+pub fn check(url: &str) -> Result<RemoteSpec, CliError> {
+    // A path where a URL belongs (`--to /tmp/x`, `--to ./store`).
+    let trimmed = url.trim();
+    if !trimmed.contains("://") && (trimmed.starts_with('/') || trimmed.starts_with('.')) {
+        let absolute = std::path::absolute(trimmed).unwrap_or_else(|_| trimmed.into());
+        return Err(CliError::usage(format!(
+            "{trimmed:?} is a path, not a remote URL: use file://{} (a local store), or s3://, gs://, az://, a git URL",
+            absolute.display()
+        )));
     }
+    let spec = RemoteSpec::parse(url).map_err(CliError::usage)?;
+    match spec.family() {
+        RemoteFamily::Git => {
+            sync_git::GitRemote::from_spec(&spec).map_err(CliError::usage)?;
+        }
+        RemoteFamily::ObjectStore => {
+            sync_s3::config::RemoteUrl::from_spec(&spec).map_err(CliError::usage)?;
+        }
+    }
+    Ok(spec)
 }
 
 /// Why an `s3://` remote cannot authenticate, judged from the environment
 /// (pure: `var` looks a variable up). `None` when credentials are present,
 /// another mechanism is configured, or the URL asks for no signing.
 pub fn missing_s3_credentials(
-    url: &str,
+    spec: &RemoteSpec,
     allow_instance: bool,
     var: impl Fn(&str) -> Option<String>,
 ) -> Option<String> {
-    let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("s3://") || lower.starts_with("s3a://")) {
+    if spec.scheme() != Scheme::S3 {
         return None;
     }
     let set = |name: &str| var(name).is_some_and(|v| !v.trim().is_empty());
-    if lower.contains("skip_signature=true") || lower.contains("skip_signature=1") {
+    if spec
+        .param("skip_signature")
+        .and_then(remote_spec::parse_bool)
+        .unwrap_or(false)
+    {
         return None;
     }
     match (set("AWS_ACCESS_KEY_ID"), set("AWS_SECRET_ACCESS_KEY")) {
@@ -123,25 +136,15 @@ pub fn open_backend(
     options: &RemoteOptions,
     state_dir: &Path,
 ) -> Result<Arc<dyn Backend>, CliError> {
-    // A path where a URL belongs (`--to /tmp/x`, `--to ./store`).
-    let trimmed = url.trim();
-    if !trimmed.contains("://") && (trimmed.starts_with('/') || trimmed.starts_with('.')) {
-        let absolute = std::path::absolute(trimmed).unwrap_or_else(|_| trimmed.into());
-        return Err(CliError::usage(format!(
-            "{trimmed:?} is a path, not a remote URL: use file://{} (a local store), or s3://, gs://, az://, a git URL",
-            absolute.display()
-        )));
-    }
-    match family(url) {
+    let spec = check(url)?;
+    match spec.family() {
         RemoteFamily::Git => {
             let mut git = sync_git::GitOptions::new(state_dir.join("git"))
                 .author(&options.git_author_name, &options.git_author_email);
             if let Some(t) = options.request_timeout {
                 git.request_timeout = t;
             }
-            let lower = url.to_ascii_lowercase();
-            let ssh = lower.starts_with("ssh://") || lower.starts_with("git+ssh://");
-            if ssh {
+            if spec.scheme() == Scheme::GitSsh {
                 if let Some(key) = &options.ssh_key_file {
                     check_readable("ssh key file", key)?;
                 }
@@ -170,10 +173,8 @@ pub fn open_backend(
             Ok(Arc::new(backend))
         }
         RemoteFamily::ObjectStore => {
-            // A bad URL is reported before missing credentials.
-            sync_s3::config::RemoteUrl::parse(url).map_err(scheme_hint)?;
             if let Some(problem) =
-                missing_s3_credentials(url, options.allow_instance_credentials, |n| {
+                missing_s3_credentials(&spec, options.allow_instance_credentials, |n| {
                     std::env::var(n).ok()
                 })
             {
@@ -183,19 +184,10 @@ pub fn open_backend(
             if let Some(t) = options.request_timeout {
                 s3.request_timeout = t;
             }
-            let backend = sync_s3::ObjectStoreBackend::from_url(url, s3).map_err(scheme_hint)?;
+            let backend =
+                sync_s3::ObjectStoreBackend::from_url(url, s3).map_err(CliError::usage)?;
             Ok(Arc::new(backend))
         }
-    }
-}
-
-fn scheme_hint(e: sync_s3::ConfigError) -> CliError {
-    match e {
-        sync_s3::ConfigError::UnsupportedScheme(scheme) => CliError::usage(format!(
-            "unsupported remote scheme {scheme:?}: use file:///dir, s3://, gs://, az://, memory://, \
-             or a git remote (ssh://, https://….git, git://, file:///….git)"
-        )),
-        other => CliError::usage(other),
     }
 }
 
@@ -219,12 +211,20 @@ mod tests {
             ("az://container/prefix", ObjectStore),
             ("memory://test", ObjectStore),
         ] {
-            assert_eq!(family(url), want, "{url}");
+            assert_eq!(check(url).map(|s| s.family()).ok(), Some(want), "{url}");
         }
+        let e = check("https://gitea.example/me/notes")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("git+https://"), "{e}");
     }
 
     #[test]
     fn s3_credentials_are_required_unless_another_way_is_set() {
+        let missing_s3_credentials = |url: &str, allow, var| {
+            let spec = RemoteSpec::parse(url).unwrap();
+            missing_s3_credentials(&spec, allow, var)
+        };
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |n: &str| {
                 pairs

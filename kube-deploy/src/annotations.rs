@@ -342,7 +342,10 @@ impl TetherRequest {
             })
             .transpose()?;
         if credentials_secret.is_some()
-            && matches!(remote_kind, RemoteKind::File | RemoteKind::GitDaemon)
+            && matches!(
+                remote_kind,
+                RemoteKind::File | RemoteKind::GitDaemon | RemoteKind::GitFile
+            )
         {
             return Err(AnnotationError::new(
                 CREDENTIALS_SECRET,

@@ -290,7 +290,7 @@ pub fn credential_env(kind: RemoteKind, secret: &str) -> Vec<EnvVar> {
         )],
         RemoteKind::GitSsh => vec![env("TETHER_SSH_KEY_FILE", &file("ssh-privatekey"))],
         RemoteKind::GitHttps => vec![env("TETHER_TOKEN_FILE", &file("token"))],
-        RemoteKind::File | RemoteKind::GitDaemon => Vec::new(),
+        RemoteKind::File | RemoteKind::GitDaemon | RemoteKind::GitFile => Vec::new(),
     }
 }
 

@@ -8,6 +8,7 @@
 //! enough to refuse what the API server or the kubelet would refuse later,
 //! where the error would be far harder to trace back to an annotation.
 
+use remote_spec::{RemoteSpec, Scheme};
 use url::Url;
 
 /// Characters refused in every annotation value: control characters (newline,
@@ -348,10 +349,13 @@ pub enum RemoteKind {
     Azure,
     /// `ssh://…` git remote (credentials from an SSH private key file).
     GitSsh,
-    /// `https://…` git remote (credentials from a token file).
+    /// `https://….git`, `git+https://…` (and plain http) git remote
+    /// (credentials from a token file).
     GitHttps,
     /// `git://…` (anonymous git daemon).
     GitDaemon,
+    /// `file:///….git` git repository (a directory visible to the containers).
+    GitFile,
 }
 
 impl RemoteKind {
@@ -362,66 +366,44 @@ impl RemoteKind {
 
     /// True for git remotes, which accept `?branch=`.
     pub fn is_git(self) -> bool {
-        matches!(self, Self::GitSsh | Self::GitHttps | Self::GitDaemon)
+        matches!(
+            self,
+            Self::GitSsh | Self::GitHttps | Self::GitDaemon | Self::GitFile
+        )
     }
 }
 
-/// Parses and checks a remote URL: a scheme tether supports, no embedded
-/// password or token (a user name is allowed only for `ssh://`, where it is
-/// the login such as `git`), no fragment, and only the query parameters
-/// tether reads (`branch` for git, `layout=mirror|snapshots` for object
-/// stores). Error messages never echo the URL, which may hold a secret.
+/// Parses and checks a remote URL with [`remote_spec::RemoteSpec::parse`],
+/// the parser the sidecar and the `tether` command use, so admission says
+/// yes exactly when the sidecar will run the URL (scheme and family, the
+/// `https://` rule, credentials, parameters and their values). The one
+/// extra refusal: `memory://`, which lives inside one process. Error
+/// messages never echo the URL, which may hold a secret.
 pub fn remote_url(value: &str) -> Result<(Url, RemoteKind), String> {
-    if let Some(c) = forbidden_character(value) {
-        return Err(format!("contains a {}", describe_char(c)));
-    }
-    let url = Url::parse(value).map_err(|e| format!("is not a URL ({e})"))?;
-    let kind = match url.scheme() {
-        "file" => RemoteKind::File,
-        "s3" => RemoteKind::S3,
-        "gs" => RemoteKind::Gcs,
-        "az" => RemoteKind::Azure,
-        "ssh" => RemoteKind::GitSsh,
-        "https" => RemoteKind::GitHttps,
-        "git" => RemoteKind::GitDaemon,
+    let spec = RemoteSpec::parse(value).map_err(|e| e.to_string())?;
+    let kind = match spec.scheme() {
+        Scheme::File => RemoteKind::File,
+        Scheme::S3 => RemoteKind::S3,
+        Scheme::Gcs => RemoteKind::Gcs,
+        Scheme::Azure => RemoteKind::Azure,
+        Scheme::GitSsh => RemoteKind::GitSsh,
+        Scheme::GitHttps | Scheme::GitHttp => RemoteKind::GitHttps,
+        Scheme::GitDaemon => RemoteKind::GitDaemon,
+        Scheme::GitFile => RemoteKind::GitFile,
+        Scheme::Memory => {
+            return Err(
+                "memory:// lives inside one process and cannot keep a pod's data: use s3://, gs://, az://, file:///dir or a git remote"
+                    .into(),
+            );
+        }
         other => {
             return Err(format!(
-                "has unsupported scheme {other:?} (use file, s3, gs, az, ssh, https or git)"
+                "names a {} remote, which pods do not support",
+                other.name()
             ));
         }
     };
-    if url.password().is_some() || (!url.username().is_empty() && kind != RemoteKind::GitSsh) {
-        return Err(
-            "embeds credentials; put them in the Secret named by the credentials-secret annotation"
-                .into(),
-        );
-    }
-    if url.fragment().is_some() {
-        return Err("has a #fragment, which tether does not use".into());
-    }
-    if kind != RemoteKind::File && url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host or bucket".into());
-    }
-    for (key, value) in url.query_pairs() {
-        match key.as_ref() {
-            "branch" if kind.is_git() => {
-                if value.is_empty() {
-                    return Err("has an empty ?branch=".into());
-                }
-            }
-            "layout" if kind.is_object_store() => {
-                if value != "mirror" && value != "snapshots" {
-                    return Err("has ?layout= other than mirror or snapshots".into());
-                }
-            }
-            key => {
-                let allowed = if kind.is_git() { "branch" } else { "layout" };
-                return Err(format!(
-                    "has query parameter {key:?}, which tether does not read (allowed: {allowed})"
-                ));
-            }
-        }
-    }
+    let url = Url::parse(value).map_err(|e| format!("is not a URL ({e})"))?;
     Ok((url, kind))
 }
 
@@ -533,5 +515,22 @@ mod tests {
         assert!(remote_url("s3://b/p\nx").is_err());
         assert!(remote_url("not a url").is_err());
         assert!(remote_url("s3:///nobucket").is_err());
+        // The same parser as the sidecar: a bare https URL is ambiguous
+        // (the sidecar refused it while admission said yes), git+ and
+        // file://…?branch= are git, several parameters are fine.
+        assert!(remote_url("https://gitea.example/me/notes").is_err());
+        assert_eq!(
+            remote_url("git+https://gitea.example/me/notes").map(|r| r.1),
+            Ok(RemoteKind::GitHttps)
+        );
+        assert_eq!(
+            remote_url("file:///srv/notes?branch=main").map(|r| r.1),
+            Ok(RemoteKind::GitFile)
+        );
+        assert!(
+            remote_url("s3://b/p?layout=mirror&endpoint=http://127.0.0.1:8333&allow_http=true")
+                .is_ok()
+        );
+        assert!(remote_url("memory://t").is_err());
     }
 }

@@ -1,51 +1,42 @@
-//! Git remote URLs: which ones tether accepts, how the branch is chosen, and
-//! how to tell a git URL from other backends' URLs.
+//! Git remote URLs: which transport git uses and which branch tether pushes.
 //!
-//! Accepted forms (the query `?branch=NAME` is optional, default `main`):
+//! The URL itself is parsed by [`remote_spec::RemoteSpec::parse`], the one
+//! parser every tether program shares (the CLI, the admission webhook and
+//! the object-store backend use it too, so they agree on what is a git
+//! URL). Accepted forms (the query `?branch=NAME` is optional, default
+//! `main`):
 //!
 //! * `ssh://[user@]host[:port]/path/repo.git`
 //! * `https://host/path/repo.git`, `http://host/path/repo.git`
 //! * `git://host[:port]/path/repo.git`
 //! * `file:///path/repo.git`
-//! * the same with a `git+` prefix (`git+https://…`), which makes any of
-//!   them unambiguous for [`is_git_url`].
+//! * the same with a `git+` prefix (`git+https://host/path`), needed when
+//!   the path does not end in `.git`: a bare `https://host/path` is refused
+//!   as ambiguous (see remote-spec's docs).
 //!
-//! Passwords in the URL are refused: credentials come from a token file or
-//! an environment variable (see [`GitOptions`](crate::GitOptions)), so the
-//! URL can be logged, shown in errors and passed on a command line as is.
+//! Passwords and (except for ssh's login) user names in the URL are
+//! refused: credentials come from a token file or an environment variable
+//! (see [`GitOptions`](crate::GitOptions)), so the URL can be logged, shown
+//! in errors and passed on a command line as is.
 
 use std::fmt;
 
-use gix::bstr::ByteSlice;
+use remote_spec::{Family, RemoteSpec, Scheme};
 
 /// Why a git URL or option set is unusable. Never contains a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The URL could not be parsed.
-    #[error("invalid git URL {url:?}: {reason}")]
-    InvalidUrl {
-        /// The URL (any password removed).
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The URL scheme is not one tether's git backend speaks.
+    /// The URL is refused by the shared remote parser (syntax, scheme,
+    /// parameters, credentials in the URL).
+    #[error(transparent)]
+    Remote(#[from] remote_spec::SpecError),
+    /// The URL names an object store, not a git repository.
     #[error(
-        "unsupported git URL scheme {scheme:?} in {url:?} (use ssh://, https://, http://, git:// or file://)"
+        "{url} is not a git remote (use ssh://, https://….git, git+https://…, git:// or file:///….git)"
     )]
-    UnsupportedScheme {
-        /// The scheme found.
-        scheme: String,
-        /// The URL.
-        url: String,
-    },
-    /// The URL carries a password or token.
-    #[error(
-        "the git URL {url:?} contains a password; put the token in a file or an environment variable instead (token_file / token_env)"
-    )]
-    CredentialsInUrl {
-        /// The URL with the password replaced by `***`.
+    NotGit {
+        /// The redacted URL.
         url: String,
     },
     /// The branch name is not a valid git branch name.
@@ -55,14 +46,6 @@ pub enum ConfigError {
         branch: String,
         /// Why git would refuse it.
         reason: String,
-    },
-    /// An unknown query parameter.
-    #[error("unknown parameter {name:?} in git URL {url:?} (only `branch` is understood)")]
-    UnknownParameter {
-        /// The parameter.
-        name: String,
-        /// The URL.
-        url: String,
     },
     /// An ssh remote needs a known_hosts file (host keys are always checked).
     #[error(
@@ -109,17 +92,6 @@ pub enum RemoteKind {
 }
 
 impl RemoteKind {
-    fn from_scheme(s: &str) -> Option<Self> {
-        match s {
-            "ssh" => Some(RemoteKind::Ssh),
-            "https" => Some(RemoteKind::Https),
-            "http" => Some(RemoteKind::Http),
-            "git" => Some(RemoteKind::Git),
-            "file" => Some(RemoteKind::File),
-            _ => None,
-        }
-    }
-
     /// True for `http://` and `https://`.
     pub fn is_http(self) -> bool {
         matches!(self, RemoteKind::Http | RemoteKind::Https)
@@ -141,67 +113,31 @@ pub const DEFAULT_BRANCH: &str = "main";
 impl GitRemote {
     /// Parses a URL in one of the forms listed in the module docs.
     pub fn parse(input: &str) -> Result<Self, ConfigError> {
-        let trimmed = input.trim();
-        let without_prefix = trimmed.strip_prefix("git+").unwrap_or(trimmed);
-        let (base, query) = match without_prefix.split_once('?') {
-            Some((b, q)) => (b, Some(q)),
-            None => (without_prefix, None),
+        Self::from_spec(&RemoteSpec::parse(input)?)
+    }
+
+    /// The git remote of a parsed URL; refuses object-store URLs.
+    pub fn from_spec(spec: &RemoteSpec) -> Result<Self, ConfigError> {
+        let not_git = || ConfigError::NotGit {
+            url: spec.to_string(),
         };
-        let shown = redact_url(base);
-        let parsed =
-            gix::url::parse(base.as_bytes().as_bstr()).map_err(|e| ConfigError::InvalidUrl {
-                url: shown.clone(),
-                reason: e.to_string(),
-            })?;
-        if parsed.password().is_some() {
-            return Err(ConfigError::CredentialsInUrl { url: shown });
-        }
-        let scheme = parsed.scheme.as_str().to_owned();
-        let kind = match RemoteKind::from_scheme(&scheme) {
-            // scp-like `user@host:path` parses as ssh but has no `://`.
-            Some(RemoteKind::Ssh) if !base.contains("://") => {
-                return Err(ConfigError::InvalidUrl {
-                    url: shown,
-                    reason: "scp-like addresses are not accepted; write ssh://user@host/path"
-                        .into(),
-                });
-            }
-            Some(k) => k,
-            None => {
-                return Err(ConfigError::UnsupportedScheme { scheme, url: shown });
-            }
+        let kind = match spec.scheme() {
+            Scheme::GitSsh => RemoteKind::Ssh,
+            Scheme::GitHttps => RemoteKind::Https,
+            Scheme::GitHttp => RemoteKind::Http,
+            Scheme::GitDaemon => RemoteKind::Git,
+            Scheme::GitFile => RemoteKind::File,
+            _ => return Err(not_git()),
         };
-        if kind != RemoteKind::File && parsed.host().is_none_or(str::is_empty) {
-            return Err(ConfigError::InvalidUrl {
-                url: shown,
-                reason: "no host".into(),
-            });
-        }
-        if parsed.path.is_empty() || parsed.path == "/" {
-            return Err(ConfigError::InvalidUrl {
-                url: shown,
-                reason: "no repository path".into(),
-            });
-        }
-        let mut branch = DEFAULT_BRANCH.to_owned();
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "branch" => branch = v.to_owned(),
-                other => {
-                    return Err(ConfigError::UnknownParameter {
-                        name: other.to_owned(),
-                        url: shown,
-                    });
-                }
-            }
-        }
-        validate_branch(&branch)?;
+        let (Some(url), Some(branch)) = (spec.git_url(), spec.branch()) else {
+            return Err(not_git());
+        };
+        validate_branch(branch)?;
         Ok(GitRemote {
-            url: base.to_owned(),
+            url: url.to_owned(),
             kind,
-            branch,
-            user: parsed.user().map(str::to_owned),
+            branch: branch.to_owned(),
+            user: spec.user().map(str::to_owned),
         })
     }
 
@@ -239,24 +175,16 @@ impl fmt::Display for GitRemote {
 
 /// Checks a branch name with git's rules (`git check-ref-format --branch`).
 pub fn validate_branch(branch: &str) -> Result<(), ConfigError> {
-    let err = |reason: String| ConfigError::InvalidBranch {
+    remote_spec::check_branch(branch).map_err(|reason| ConfigError::InvalidBranch {
         branch: branch.to_owned(),
         reason,
-    };
-    if branch.is_empty() {
-        return Err(err("empty".into()));
-    }
-    if branch.starts_with('-') {
-        return Err(err("starts with '-'".into()));
-    }
-    gix::validate::reference::name(format!("refs/heads/{branch}").as_str().into())
-        .map(|_| ())
-        .map_err(|e| err(e.to_string()))
+    })
 }
 
-/// True when `s` looks like a git remote rather than another backend's URL:
-/// `git://`, `ssh://` and any `git+…` URL always; `http(s)://` and `file://`
-/// when the repository path ends in `.git` (before any `?query`).
+/// True when `s` is a git remote rather than another backend's URL (by
+/// [`RemoteSpec::parse`]'s rules): `git://`, `ssh://` and any `git+…` URL;
+/// `http(s)://` and `file://` when the repository path ends in `.git` or
+/// the URL has a `?branch=`. False for anything the parser refuses.
 ///
 /// ```
 /// use sync_git::is_git_url;
@@ -267,15 +195,7 @@ pub fn validate_branch(branch: &str) -> Result<(), ConfigError> {
 /// assert!(!is_git_url("https://s3.example.com/bucket"));
 /// ```
 pub fn is_git_url(s: &str) -> bool {
-    let s = s.trim();
-    let lower = s.to_ascii_lowercase();
-    if lower.starts_with("git+") || lower.starts_with("git://") || lower.starts_with("ssh://") {
-        return true;
-    }
-    let base = lower.split('?').next().unwrap_or("");
-    let path_is_repo = base.trim_end_matches('/').ends_with(".git");
-    (base.starts_with("https://") || base.starts_with("http://") || base.starts_with("file://"))
-        && path_is_repo
+    RemoteSpec::parse(s).is_ok_and(|spec| spec.family() == Family::Git)
 }
 
 /// `scheme://user:secret@host/…` → `scheme://user:***@host/…`, for messages.
@@ -332,31 +252,37 @@ mod tests {
     #[test]
     fn refuses_passwords_and_never_echoes_them() {
         let err = GitRemote::parse("https://me:hunter2@example.com/x.git").unwrap_err();
-        assert!(matches!(err, ConfigError::CredentialsInUrl { .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Remote(remote_spec::SpecError::Password)
+        ));
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(err.to_string().contains("me:***@example.com"), "{err}");
+        assert!(err.to_string().contains("password"), "{err}");
     }
 
     #[test]
     fn refuses_bad_schemes_branches_and_parameters() {
         assert!(matches!(
             GitRemote::parse("s3://bucket/x").unwrap_err(),
-            ConfigError::UnsupportedScheme { .. }
+            ConfigError::NotGit { .. }
         ));
-        for bad in ["a..b", "-x", "a b", "x.lock", "a~1", "", "a:b", "/a"] {
+        for bad in ["a..b", "-x", "a%20b", "x.lock", "a~1", "", "a:b", "/a"] {
             let url = format!("git://h/x.git?branch={bad}");
+            let err = GitRemote::parse(&url).unwrap_err();
+            assert!(err.to_string().contains("branch"), "{bad:?}: {err}");
             assert!(
-                matches!(
-                    GitRemote::parse(&url).unwrap_err(),
-                    ConfigError::InvalidBranch { .. }
-                ),
-                "{bad:?} accepted"
+                validate_branch(&bad.replace("%20", " ")).is_err(),
+                "{bad:?}"
             );
         }
         assert!(matches!(
             GitRemote::parse("git://h/x.git?depth=1").unwrap_err(),
-            ConfigError::UnknownParameter { .. }
+            ConfigError::Remote(remote_spec::SpecError::UnknownParameter { .. })
         ));
+        // A bare https URL is ambiguous (object store or forge): refused
+        // with the spelling to use.
+        let err = GitRemote::parse("https://gitea.example/me/notes").unwrap_err();
+        assert!(err.to_string().contains("git+https://"), "{err}");
         assert!(GitRemote::parse("git@example.com:me/x.git").is_err());
         assert!(GitRemote::parse("https:///x.git").is_err());
     }
@@ -371,6 +297,7 @@ mod tests {
             "https://h/x.git",
             "http://h/x.git/",
             "file:///srv/x.git?branch=b",
+            "file:///srv/x?branch=b",
         ] {
             assert!(is_git_url(yes), "{yes}");
         }

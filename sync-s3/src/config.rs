@@ -12,6 +12,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use object_store::ObjectStoreScheme;
+use object_store::path::Path;
+use remote_spec::{Family, RemoteSpec, Scheme, limits};
+
 /// How checkpoints are laid out in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
@@ -52,25 +56,26 @@ impl fmt::Display for Layout {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The URL does not parse.
+    /// The URL is refused by the shared remote parser (syntax, scheme,
+    /// parameters, credentials in the URL).
+    #[error(transparent)]
+    Remote(#[from] remote_spec::SpecError),
+    /// The URL's path is not a usable object-store prefix.
     #[error("invalid remote URL {url}: {reason}")]
     InvalidUrl {
-        /// The URL without query values or user information.
+        /// The redacted URL.
         url: String,
         /// What is wrong.
         reason: String,
     },
-    /// The scheme is not one of s3, gs, az, file, memory.
-    #[error("unsupported remote scheme {0:?} (expected s3, gs, az, file or memory)")]
+    /// The URL names a git remote (or nothing this backend serves).
+    #[error(
+        "{0} is not an object store (expected s3://, gs://, az://, file:///dir or memory://); git remotes go to the git backend"
+    )]
     UnsupportedScheme(String),
-    /// A query parameter or store option is not known.
+    /// A store option is not known to the store.
     #[error("unknown remote parameter {0:?}")]
     UnknownParameter(String),
-    /// A credential was put in the URL.
-    #[error(
-        "remote parameter {0:?} looks like a credential; credentials are read from the environment or passed as store options, never from the URL"
-    )]
-    CredentialInUrl(String),
     /// A parameter has an unusable value.
     #[error("remote parameter {name}: {reason}")]
     InvalidValue {
@@ -218,10 +223,13 @@ impl BackendOptions {
                 reason: reason.into(),
             })
         };
-        if self.concurrency == 0 || self.concurrency > 1024 {
+        let within = |n: usize, r: std::ops::RangeInclusive<u64>| {
+            u64::try_from(n).is_ok_and(|n| r.contains(&n))
+        };
+        if !within(self.concurrency, limits::CONCURRENCY) {
             return bad("concurrency", "must be between 1 and 1024");
         }
-        if self.pack_size < 64 << 10 || self.pack_size > 1 << 30 {
+        if !within(self.pack_size, limits::PACK_SIZE) {
             return bad("pack_size", "must be between 64 KiB and 1 GiB");
         }
         // S3 refuses parts under 5 MiB (except the last).
@@ -234,10 +242,10 @@ impl BackendOptions {
         if self.parts_in_flight == 0 {
             return bad("parts_in_flight", "must be positive");
         }
-        if self.max_buffered_bytes < 1 << 20 || self.max_buffered_bytes > u32::MAX as usize {
+        if !within(self.max_buffered_bytes, limits::MAX_BUFFERED_BYTES) {
             return bad("max_buffered_bytes", "must be between 1 MiB and 4 GiB - 1");
         }
-        if self.max_entries == 0 {
+        if !limits::MAX_ENTRIES.contains(&self.max_entries) {
             return bad("max_entries", "must be positive");
         }
         Ok(())
@@ -297,20 +305,10 @@ pub struct RemoteUrl {
     redacted: String,
 }
 
-/// Query parameters that name credentials: refused in URLs.
-const SECRET_HINTS: &[&str] = &[
-    "key",
-    "secret",
-    "token",
-    "password",
-    "sas",
-    "credential",
-    "signature",
-];
-
 impl RemoteUrl {
     /// Parses `s3://bucket/prefix?layout=mirror&endpoint=http://127.0.0.1:8333&allow_http=true`
-    /// and the like.
+    /// and the like: [`RemoteSpec::parse`] (the rules every tether program
+    /// shares), then [`RemoteUrl::from_spec`].
     ///
     /// ```
     /// use sync_s3::config::{Layout, RemoteUrl, StoreKind};
@@ -321,79 +319,50 @@ impl RemoteUrl {
     /// assert!(RemoteUrl::parse("s3://work/x?secret_access_key=abc").is_err());
     /// ```
     pub fn parse(input: &str) -> Result<RemoteUrl, ConfigError> {
-        let url = url::Url::parse(input).map_err(|e| ConfigError::InvalidUrl {
-            url: redact_raw(input),
-            reason: e.to_string(),
-        })?;
-        let redacted = redact(&url);
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(ConfigError::CredentialInUrl("user information".into()));
+        Self::from_spec(&RemoteSpec::parse(input)?)
+    }
+
+    /// The object-store settings of a parsed remote: which store (scheme
+    /// and bucket from `object_store`'s own [`ObjectStoreScheme`]), which
+    /// prefix, and the URL's parameters as store settings and options.
+    pub fn from_spec(spec: &RemoteSpec) -> Result<RemoteUrl, ConfigError> {
+        let redacted = spec.to_string();
+        if spec.family() != Family::ObjectStore {
+            return Err(ConfigError::UnsupportedScheme(redacted));
         }
-        let host = url.host_str().unwrap_or("").to_owned();
-        let path = percent_decode(url.path()).map_err(|reason| ConfigError::InvalidUrl {
+        let bad_prefix = |e: object_store::path::Error| ConfigError::InvalidUrl {
             url: redacted.clone(),
-            reason,
-        })?;
-        let need_host = |what: &str| -> Result<String, ConfigError> {
-            if host.is_empty() {
-                Err(ConfigError::InvalidUrl {
+            reason: format!("bad prefix: {e}"),
+        };
+        let (kind, prefix) = if spec.scheme() == Scheme::Memory {
+            // object_store reads `memory://` without a host only; tether's
+            // test URLs name a store (`memory://name/prefix`).
+            let joined = format!("{}/{}", spec.host(), spec.prefix());
+            let prefix = Path::parse(joined.trim_matches('/')).map_err(bad_prefix)?;
+            (StoreKind::Memory, prefix)
+        } else {
+            // The spec has checked the segments already; what is left here
+            // is object_store's own view of the path (one line, no query).
+            let (scheme, path) =
+                ObjectStoreScheme::parse(spec.url()).map_err(|e| ConfigError::InvalidUrl {
                     url: redacted.clone(),
-                    reason: format!("missing {what} name"),
-                })
-            } else {
-                Ok(host.clone())
+                    reason: format!("bad prefix: {e}"),
+                })?;
+            let bucket = spec.host().to_owned();
+            match scheme {
+                ObjectStoreScheme::AmazonS3 => (StoreKind::S3 { bucket }, path),
+                ObjectStoreScheme::GoogleCloudStorage => (StoreKind::Gcs { bucket }, path),
+                ObjectStoreScheme::MicrosoftAzure => (StoreKind::Azure { container: bucket }, path),
+                ObjectStoreScheme::Local => {
+                    let dir = std::path::Path::new("/").join(path.as_ref());
+                    (StoreKind::File { dir }, Path::default())
+                }
+                _ => return Err(ConfigError::UnsupportedScheme(redacted)),
             }
         };
-        let (kind, prefix) = match url.scheme() {
-            "s3" | "s3a" => (
-                StoreKind::S3 {
-                    bucket: need_host("bucket")?,
-                },
-                path.trim_matches('/').to_owned(),
-            ),
-            "gs" => (
-                StoreKind::Gcs {
-                    bucket: need_host("bucket")?,
-                },
-                path.trim_matches('/').to_owned(),
-            ),
-            "az" | "azure" => (
-                StoreKind::Azure {
-                    container: need_host("container")?,
-                },
-                path.trim_matches('/').to_owned(),
-            ),
-            "file" => {
-                if !host.is_empty() && host != "localhost" {
-                    return Err(ConfigError::InvalidUrl {
-                        url: redacted,
-                        reason: "file URLs must be file:///absolute/path".into(),
-                    });
-                }
-                let dir = std::path::PathBuf::from(&path);
-                if !dir.is_absolute() || path.split('/').any(|c| c == "..") {
-                    return Err(ConfigError::InvalidUrl {
-                        url: redacted,
-                        reason: "file URLs need an absolute path without `..`".into(),
-                    });
-                }
-                (StoreKind::File { dir }, String::new())
-            }
-            "memory" => {
-                let joined = format!("{host}{path}");
-                (StoreKind::Memory, joined.trim_matches('/').to_owned())
-            }
-            other => return Err(ConfigError::UnsupportedScheme(other.to_owned())),
-        };
-        if !prefix.is_empty() {
-            object_store::path::Path::parse(&prefix).map_err(|e| ConfigError::InvalidUrl {
-                url: redacted.clone(),
-                reason: format!("bad prefix: {e}"),
-            })?;
-        }
         let mut out = RemoteUrl {
             kind,
-            prefix,
+            prefix: prefix.to_string(),
             layout: None,
             store_settings: Vec::new(),
             concurrency: None,
@@ -403,67 +372,51 @@ impl RemoteUrl {
             max_manifest_bytes: None,
             redacted,
         };
-        for (name, value) in url.query_pairs() {
-            let name = name.into_owned();
-            let value = value.into_owned();
-            let lower = name.to_ascii_lowercase();
-            match lower.as_str() {
+        for (name, value) in spec.params() {
+            let name = *name;
+            let number = |v: &str| -> Result<u64, ConfigError> {
+                v.parse().map_err(|_| ConfigError::InvalidValue {
+                    name: name.into(),
+                    reason: format!("{v:?} is not a number"),
+                })
+            };
+            let boolean = |v: &str| -> Result<String, ConfigError> {
+                remote_spec::parse_bool(v)
+                    .map(|b| b.to_string())
+                    .ok_or_else(|| ConfigError::InvalidValue {
+                        name: name.into(),
+                        reason: format!("{v:?} is not true or false"),
+                    })
+            };
+            match name {
                 "layout" => out.layout = Some(value.parse()?),
-                "concurrency" => {
-                    out.concurrency =
-                        Some(value.parse().map_err(|_| ConfigError::InvalidValue {
-                            name,
-                            reason: format!("{value:?} is not a number"),
-                        })?)
-                }
-                "pack_size" => out.pack_size = Some(parse_size(&name, &value)?),
-                "max_buffered_bytes" => out.max_buffered_bytes = Some(parse_size(&name, &value)?),
+                "concurrency" => out.concurrency = Some(to_usize(name, number(value)?)?),
+                "pack_size" => out.pack_size = Some(parse_size(name, value)?),
+                "max_buffered_bytes" => out.max_buffered_bytes = Some(parse_size(name, value)?),
                 "max_manifest_bytes" => {
-                    out.max_manifest_bytes = Some(parse_size(&name, &value)? as u64)
+                    out.max_manifest_bytes = Some(size_u64(name, value)?);
                 }
-                "max_entries" => {
-                    out.max_entries =
-                        Some(value.parse().map_err(|_| ConfigError::InvalidValue {
-                            name,
-                            reason: format!("{value:?} is not a number"),
-                        })?)
+                "max_entries" => out.max_entries = Some(number(value)?),
+                "endpoint" | "region" | "virtual_hosted_style" | "skip_signature" => {
+                    let key = store_key(&out.kind, name)?;
+                    let value = if name == "endpoint" || name == "region" {
+                        value.clone()
+                    } else {
+                        boolean(value)?
+                    };
+                    out.store_settings.push((key, value));
                 }
-                "endpoint" | "endpoint_url" => {
-                    url::Url::parse(&value).map_err(|e| ConfigError::InvalidValue {
-                        name: name.clone(),
-                        reason: format!("not a URL: {e}"),
-                    })?;
-                    out.store_settings
-                        .push((store_key(&out.kind, "endpoint")?, value))
-                }
-                "region" => out
+                "allow_http" => out
                     .store_settings
-                    .push((store_key(&out.kind, "region")?, value)),
-                "allow_http" => {
-                    parse_bool(&name, &value)?;
-                    out.store_settings.push(("allow_http".into(), value))
-                }
-                "virtual_hosted_style" | "virtual_hosted_style_request" => {
-                    parse_bool(&name, &value)?;
-                    out.store_settings
-                        .push((store_key(&out.kind, "virtual_hosted_style")?, value))
-                }
-                "skip_signature" => {
-                    parse_bool(&name, &value)?;
-                    out.store_settings
-                        .push((store_key(&out.kind, "skip_signature")?, value))
-                }
-                _ if SECRET_HINTS.iter().any(|h| lower.contains(h)) => {
-                    return Err(ConfigError::CredentialInUrl(name));
-                }
-                _ => return Err(ConfigError::UnknownParameter(name)),
+                    .push(("allow_http".into(), boolean(value)?)),
+                other => return Err(ConfigError::UnknownParameter(other.into())),
             }
         }
         Ok(out)
     }
 
     /// The URL as it is safe to show: scheme, bucket, prefix and the
-    /// non-secret parameters.
+    /// parameters (an endpoint as scheme, host and port only).
     pub fn redacted(&self) -> &str {
         &self.redacted
     }
@@ -490,120 +443,23 @@ fn store_key(kind: &StoreKind, setting: &str) -> Result<String, ConfigError> {
     Ok(key.into())
 }
 
-fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
-    match value {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(ConfigError::InvalidValue {
-            name: name.into(),
-            reason: format!("{value:?} is not true or false"),
-        }),
-    }
-}
-
-/// Parses `8388608`, `8M`, `8MiB`, `512k`, `1G`.
-pub fn parse_size(name: &str, value: &str) -> Result<usize, ConfigError> {
-    let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: usize = num.parse().map_err(|_| ConfigError::InvalidValue {
+fn to_usize(name: &str, n: u64) -> Result<usize, ConfigError> {
+    usize::try_from(n).map_err(|_| ConfigError::InvalidValue {
         name: name.into(),
-        reason: format!("{value:?} is not a size"),
-    })?;
-    let mul: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        _ => {
-            return Err(ConfigError::InvalidValue {
-                name: name.into(),
-                reason: format!("{value:?}: unknown unit"),
-            });
-        }
-    };
-    n.checked_mul(mul).ok_or_else(|| ConfigError::InvalidValue {
-        name: name.into(),
-        reason: format!("{value:?} is too large"),
+        reason: format!("{n} is too large for this machine"),
     })
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "bad percent-encoding in path".to_string())?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "path is not UTF-8".to_string())
+fn size_u64(name: &str, value: &str) -> Result<u64, ConfigError> {
+    remote_spec::parse_size(value).map_err(|reason| ConfigError::InvalidValue {
+        name: name.into(),
+        reason,
+    })
 }
 
-/// `scheme://host/path` plus the values of non-secret parameters only.
-fn redact(url: &url::Url) -> String {
-    let mut out = format!(
-        "{}://{}{}",
-        url.scheme(),
-        url.host_str().unwrap_or(""),
-        url.path()
-    );
-    let shown: Vec<String> = url
-        .query_pairs()
-        .map(|(k, v)| {
-            let lower = k.to_ascii_lowercase();
-            let public = matches!(
-                lower.as_str(),
-                "layout"
-                    | "region"
-                    | "allow_http"
-                    | "concurrency"
-                    | "pack_size"
-                    | "virtual_hosted_style"
-                    | "virtual_hosted_style_request"
-                    | "skip_signature"
-            );
-            if public {
-                format!("{k}={v}")
-            } else if lower == "endpoint" || lower == "endpoint_url" {
-                let ep = url::Url::parse(&v)
-                    .map(|u| {
-                        format!(
-                            "{}://{}{}",
-                            u.scheme(),
-                            u.host_str().unwrap_or(""),
-                            u.port().map(|p| format!(":{p}")).unwrap_or_default()
-                        )
-                    })
-                    .unwrap_or_else(|_| "<invalid>".into());
-                format!("{k}={ep}")
-            } else {
-                format!("{k}=<hidden>")
-            }
-        })
-        .collect();
-    if !shown.is_empty() {
-        out.push('?');
-        out.push_str(&shown.join("&"));
-    }
-    out
-}
-
-/// Redaction for a string that is not even a URL: keep the scheme only.
-fn redact_raw(input: &str) -> String {
-    match input.split_once("://") {
-        Some((scheme, _)) if scheme.len() < 16 => format!("{scheme}://…"),
-        _ => "<unparsable URL>".into(),
-    }
+/// Parses `8388608`, `8M`, `8MiB`, `512k`, `1G` ([`remote_spec::parse_size`]).
+pub fn parse_size(name: &str, value: &str) -> Result<usize, ConfigError> {
+    to_usize(name, size_u64(name, value)?)
 }
 
 #[cfg(test)]
@@ -697,6 +553,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("SUPERSECRET"), "{e}");
+    }
+
+    #[test]
+    fn the_shared_parser_decides_and_values_are_normalised() {
+        // `yes` used to reach the store as "yes", which it read as false.
+        let u = RemoteUrl::parse("s3://b/p?allow_http=yes").unwrap();
+        assert_eq!(u.store_settings, vec![("allow_http".into(), "true".into())]);
+        assert!(matches!(
+            RemoteUrl::parse("ssh://h/x.git"),
+            Err(ConfigError::UnsupportedScheme(_))
+        ));
+        let e = RemoteUrl::parse("https://h/bucket")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s3://BUCKET/PREFIX?endpoint=https://h"), "{e}");
+        assert!(RemoteUrl::parse("file:///x?allow_http=true").is_err());
+        assert!(RemoteUrl::parse("s3://b/p?concurrency=0").is_err());
+        let u = RemoteUrl::parse("file://localhost/srv/x/").unwrap();
+        assert_eq!(
+            u.kind,
+            StoreKind::File {
+                dir: "/srv/x".into()
+            }
+        );
     }
 
     #[test]
