@@ -144,6 +144,10 @@ pub fn open_backend(
             if let Some(t) = options.request_timeout {
                 git.request_timeout = t;
             }
+            // Checked (a number in range) by the parse above.
+            if let Some(n) = spec.param("max_entries").and_then(|v| v.parse().ok()) {
+                git.max_entries = n;
+            }
             if spec.scheme() == Scheme::GitSsh {
                 if let Some(key) = &options.ssh_key_file {
                     check_readable("ssh key file", key)?;

@@ -478,3 +478,34 @@ fn git_restore_accepts_an_abbreviated_commit_id() {
         "7 to 40 hexadecimal",
     );
 }
+
+/// A git tree larger than `max_entries` is refused with the parameter that
+/// raises the limit, and the parameter on the git URL does raise it.
+#[test]
+fn git_max_entries_is_named_and_can_be_raised() {
+    let sb = Sandbox::new();
+    let ok = std::process::Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(sb.path("r.git"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return;
+    }
+    std::fs::create_dir(sb.path("w")).unwrap();
+    for i in 0..5 {
+        std::fs::write(sb.path(&format!("w/f{i}.txt")), format!("{i}")).unwrap();
+    }
+    let url = sb.url("r.git");
+    let out = sb.run(&["sync", "w", "--to", &url, "--state-dir", "s", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let small = format!("{url}?max_entries=3");
+    let out = sb.run(&["restore", "a", "--from", &small, "--state-dir", "ra"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("?max_entries=N"), "{}", stderr(&out));
+    assert!(!sb.path("a/f0.txt").exists());
+    let large = format!("{url}?max_entries=100");
+    let out = sb.run(&["restore", "b", "--from", &large, "--state-dir", "rb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(sb.path("b/f4.txt")).unwrap(), "4");
+}

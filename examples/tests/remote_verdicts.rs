@@ -76,6 +76,8 @@ fn table() -> Vec<(&'static str, Option<RemoteFamily>)> {
         ("https://gitea.example/me/notes?branch=main", Some(Git)),
         ("file:///srv/notes.git", Some(Git)),
         ("file:///srv/notes?branch=main", Some(Git)),
+        ("file:///srv/notes.git?max_entries=2000000", Some(Git)),
+        ("ssh://git@host/notes.git?max_entries=0", None),
         ("git+file:///srv/notes", Some(Git)),
         // The case that crash-looped pods: admitted, refused by the sidecar.
         ("https://gitea.example/me/notes", None),

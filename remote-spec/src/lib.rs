@@ -49,7 +49,8 @@
 //!
 //! # Parameters
 //!
-//! Git remotes take `branch` (a valid git branch name; default `main`).
+//! Git remotes take `branch` (a valid git branch name; default `main`) and
+//! `max_entries` (the most tree entries a restore or history expands).
 //! Object stores take `layout` (`mirror` or `snapshots`), `concurrency`,
 //! `pack_size`, `max_buffered_bytes`, `max_entries`, `max_manifest_bytes`;
 //! S3, GCS and Azure also `endpoint`, `allow_http` and `skip_signature`;
@@ -127,7 +128,7 @@ const STORE_PARAMS: &[&str] = &[
 ];
 const CLOUD_PARAMS: &[&str] = &["endpoint", "allow_http", "skip_signature"];
 const S3_PARAMS: &[&str] = &["region", "virtual_hosted_style"];
-const GIT_PARAMS: &[&str] = &["branch"];
+const GIT_PARAMS: &[&str] = &["branch", "max_entries"];
 
 impl Scheme {
     /// The backend family.

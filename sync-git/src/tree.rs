@@ -160,7 +160,7 @@ impl<'r> TreeReader<'r> {
             return Err(BackendError::InvalidRemote {
                 object: format!("tree {root}"),
                 reason: format!(
-                    "expands to more than {} entries, the most tether reads (max_entries); refusing it",
+                    "expands to more than {} entries, the most tether reads; refusing it (if the tree is genuine, raise the limit with ?max_entries=N on the remote URL)",
                     self.max_entries
                 ),
             });
