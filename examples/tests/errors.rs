@@ -509,3 +509,52 @@ fn git_max_entries_is_named_and_can_be_raised() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(sb.path("b/f4.txt")).unwrap(), "4");
 }
+
+#[test]
+fn a_remote_url_pointed_at_the_wrong_place_is_named() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path("w")).unwrap();
+    std::fs::write(sb.path("w/f"), "x").unwrap();
+    let store = sb.path("store");
+    let url = |layout: &str| format!("file://{}?layout={layout}", store.display());
+    // A mirror pushed here; a snapshots URL on it is refused by name.
+    let out = sb.run(&["sync", "w", "--to", &url("mirror"), "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    check(
+        &sb,
+        &["restore", "r", "--from", &url("snapshots")],
+        2,
+        "holds a mirror",
+    );
+    check(
+        &sb,
+        &["sync", "w", "--to", &url("snapshots"), "--once"],
+        2,
+        "holds a mirror",
+    );
+    assert!(
+        !store.join("config").exists(),
+        "a refused push wrote a marker"
+    );
+    // Someone else's files, no marker: refused for snapshots, not "empty".
+    let other = sb.path("other");
+    std::fs::create_dir_all(other.join("data")).unwrap();
+    std::fs::write(other.join("data/x.csv"), "1,2").unwrap();
+    let other_url = format!("file://{}", other.display());
+    check(
+        &sb,
+        &["restore", "r2", "--from", &other_url],
+        2,
+        "no tether repository marker (first keys: data/)",
+    );
+    // Nothing at all: a fresh location, exit 0, said so.
+    let out = sb.run(&[
+        "restore",
+        "r3",
+        "--from",
+        &format!("file://{}", sb.path("none").display()),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(said.contains("a fresh location"), "{said}");
+}

@@ -52,7 +52,8 @@
 //! Git remotes take `branch` (a valid git branch name; default `main`) and
 //! `max_entries` (the most tree entries a restore or history expands).
 //! Object stores take `layout` (`mirror` or `snapshots`), `concurrency`,
-//! `pack_size`, `max_buffered_bytes`, `max_entries`, `max_manifest_bytes`;
+//! `pack_size`, `max_buffered_bytes`, `max_entries`, `max_manifest_bytes`,
+//! `single_writer` (`true` or `false`);
 //! S3, GCS and Azure also `endpoint`, `allow_http` and `skip_signature`;
 //! S3 also `region` and `virtual_hosted_style`. Anything else is refused.
 //!
@@ -125,6 +126,7 @@ const STORE_PARAMS: &[&str] = &[
     "max_buffered_bytes",
     "max_entries",
     "max_manifest_bytes",
+    "single_writer",
 ];
 const CLOUD_PARAMS: &[&str] = &["endpoint", "allow_http", "skip_signature"];
 const S3_PARAMS: &[&str] = &["region", "virtual_hosted_style"];
@@ -698,7 +700,7 @@ fn check_value(name: &'static str, value: &str) -> Result<(), SpecError> {
             name,
             reason: format!("{value:?} is not a valid git branch name ({reason})"),
         })?,
-        "allow_http" | "virtual_hosted_style" | "skip_signature" => {
+        "allow_http" | "virtual_hosted_style" | "skip_signature" | "single_writer" => {
             parse_bool(value).ok_or_else(|| SpecError::InvalidValue {
                 name,
                 reason: format!("{value:?} is not true or false"),

@@ -167,6 +167,12 @@ pub struct BackendOptions {
     /// such packs once they are older than its `min_age` (default 1 hour),
     /// which must stay well above this.
     pub reuse_window: Duration,
+    /// The URL's `single_writer=true`: accept a store that does not enforce
+    /// create-if-absent (`If-None-Match`) when the repository marker is
+    /// first written (default false: such a store is refused, since two
+    /// writers could then overwrite each other's heads). Declare it only
+    /// when one writer ever uses the prefix.
+    pub single_writer: bool,
 }
 
 impl Default for BackendOptions {
@@ -187,6 +193,7 @@ impl Default for BackendOptions {
             request_retry_timeout: Duration::from_secs(15),
             request_timeout: Duration::from_secs(120),
             reuse_window: crate::REUSE_WINDOW,
+            single_writer: false,
         }
     }
 }
@@ -210,6 +217,7 @@ impl fmt::Debug for BackendOptions {
             .field("request_retry_timeout", &self.request_retry_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("reuse_window", &self.reuse_window)
+            .field("single_writer", &self.single_writer)
             .finish()
     }
 }
@@ -302,6 +310,8 @@ pub struct RemoteUrl {
     pub max_entries: Option<u64>,
     /// `?max_manifest_bytes=`, if given (a size like `pack_size`).
     pub max_manifest_bytes: Option<u64>,
+    /// `?single_writer=true|false`, if given.
+    pub single_writer: Option<bool>,
     redacted: String,
 }
 
@@ -370,6 +380,7 @@ impl RemoteUrl {
             max_buffered_bytes: None,
             max_entries: None,
             max_manifest_bytes: None,
+            single_writer: None,
             redacted,
         };
         for (name, value) in spec.params() {
@@ -397,6 +408,7 @@ impl RemoteUrl {
                     out.max_manifest_bytes = Some(size_u64(name, value)?);
                 }
                 "max_entries" => out.max_entries = Some(number(value)?),
+                "single_writer" => out.single_writer = Some(boolean(value)? == "true"),
                 "endpoint" | "region" | "virtual_hosted_style" | "skip_signature" => {
                     let key = store_key(&out.kind, name)?;
                     let value = if name == "endpoint" || name == "region" {

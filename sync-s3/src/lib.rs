@@ -120,6 +120,7 @@ mod decode;
 pub mod fuzzing;
 mod heads;
 pub mod manifest;
+mod marker;
 mod mirror;
 mod snapshots;
 mod store;
@@ -153,6 +154,11 @@ pub struct ObjectStoreBackend {
     remote: Remote,
     layout: Layout,
     inner: LayoutImpl,
+    /// The URL's `single_writer`, for creating the marker.
+    single_writer: bool,
+    /// The repository marker once it has been seen (`marker` module); until
+    /// then every operation checks the prefix first.
+    opened: tokio::sync::Mutex<Option<marker::Opened>>,
 }
 
 impl ObjectStoreBackend {
@@ -185,6 +191,9 @@ impl ObjectStoreBackend {
         }
         if let Some(n) = parsed.max_manifest_bytes {
             options.max_manifest_bytes = n;
+        }
+        if let Some(b) = parsed.single_writer {
+            options.single_writer = b;
         }
         options.validate()?;
         let mut remote = store::build(&parsed, &options)?;
@@ -222,6 +231,7 @@ impl ObjectStoreBackend {
         // layouts, the head protocol and any tool given `store()`.
         let remote = remote.with_request_budget(options.concurrency);
         let layout = options.layout;
+        let single_writer = options.single_writer;
         let inner = match layout {
             Layout::Mirror => LayoutImpl::Mirror(mirror::Mirror::new(remote.clone(), options)),
             Layout::Snapshots => {
@@ -232,7 +242,33 @@ impl ObjectStoreBackend {
             remote,
             layout,
             inner,
+            single_writer,
+            opened: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Checks what the prefix holds before the first operation on it (the
+    /// `marker` module): a fresh location, a repository of this layout and
+    /// version, or an error naming what is there instead. With `write`, a
+    /// prefix without a marker gets one (after checking that the store
+    /// enforces create-if-absent). Once a marker is seen it is not read
+    /// again by this backend.
+    async fn open(&self, write: bool) -> Result<marker::Opened, BackendError> {
+        let mut known = self.opened.lock().await;
+        if let Some(opened) = *known {
+            return Ok(opened);
+        }
+        let mut opened = marker::open(&self.remote, self.layout).await?;
+        if write && !matches!(opened, marker::Opened::Marked { .. }) {
+            opened = marker::create(&self.remote, self.layout, self.single_writer).await?;
+        }
+        if let marker::Opened::Marked { single_writer } = opened {
+            if single_writer {
+                tracing::warn!(remote = %self.remote.describe, "this repository was created with single_writer=true (its store does not enforce create-if-absent): a second writer on it can lose checkpoints");
+            }
+            *known = Some(opened);
+        }
+        Ok(opened)
     }
 
     /// The most file content transfers held in memory at once since this
@@ -278,6 +314,7 @@ impl ObjectStoreBackend {
     /// Run prune when no push has been running for longer than `min_age`
     /// (a push that long is rare: the engine splits big checkpoints).
     pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport, BackendError> {
+        self.open(false).await?;
         match &self.inner {
             LayoutImpl::Snapshots(s) => s.prune(options).await,
             LayoutImpl::Mirror(_) => Err(BackendError::Unsupported {
@@ -304,6 +341,9 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn head(&self) -> Result<Option<RemoteHead>, BackendError> {
+        if self.open(false).await? == marker::Opened::Fresh {
+            return Ok(None);
+        }
         match &self.inner {
             LayoutImpl::Mirror(m) => m.head().await,
             LayoutImpl::Snapshots(s) => s.head().await,
@@ -316,6 +356,7 @@ impl Backend for ObjectStoreBackend {
         source: &Source,
     ) -> Result<PushReceipt, BackendError> {
         let started = std::time::Instant::now();
+        self.open(true).await?;
         let r = match &self.inner {
             LayoutImpl::Mirror(m) => m.push(checkpoint, source).await,
             LayoutImpl::Snapshots(s) => s.push(checkpoint, source).await,
@@ -338,6 +379,7 @@ impl Backend for ObjectStoreBackend {
         dest: &FsPath,
         options: &RestoreOptions,
     ) -> Result<RestoreReport, BackendError> {
+        self.open(false).await?;
         match &self.inner {
             LayoutImpl::Mirror(m) => m.restore(dest, options).await,
             LayoutImpl::Snapshots(s) => s.restore(dest, options).await,
@@ -345,6 +387,9 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
+        if self.layout == Layout::Snapshots && self.open(false).await? == marker::Opened::Fresh {
+            return Ok(Vec::new());
+        }
         match &self.inner {
             LayoutImpl::Mirror(_) => Err(BackendError::Unsupported {
                 backend: self.describe(),

@@ -59,7 +59,7 @@ pub async fn restore_into(
 pub fn summary(restored: &Restored, remote: &str, dir: &Path) -> String {
     match restored {
         Restored::EmptyRemote => format!(
-            "{remote} is empty; nothing to restore into {}",
+            "{remote} is empty (a fresh location: nothing has been pushed there yet); nothing to restore into {}",
             dir.display()
         ),
         Restored::Done(r) => {

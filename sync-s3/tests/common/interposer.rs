@@ -31,6 +31,9 @@ pub struct Interposer {
     hook: Mutex<Option<BoxFuture<'static, ()>>>,
     markers: Vec<Path>,
     flight: Arc<Flight>,
+    /// Writes every create-if-absent as an overwrite, as a store or gateway
+    /// that ignores `If-None-Match` does.
+    ignore_create: bool,
 }
 
 /// Requests in flight now, and the most at once.
@@ -93,6 +96,20 @@ impl Interposer {
             hook: Mutex::new(None),
             markers: Vec::new(),
             flight: Arc::default(),
+            ignore_create: false,
+        })
+    }
+
+    /// Wraps `inner` as a store that ignores create-if-absent: every
+    /// `PutMode::Create` overwrites whatever is there.
+    pub fn ignoring_create_if_absent(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
+        Arc::new(Interposer {
+            inner,
+            delay: Duration::ZERO,
+            hook: Mutex::new(None),
+            markers: Vec::new(),
+            flight: Arc::default(),
+            ignore_create: true,
         })
     }
 
@@ -106,6 +123,7 @@ impl Interposer {
             hook: Mutex::new(None),
             markers,
             flight: Arc::default(),
+            ignore_create: false,
         })
     }
 
@@ -145,8 +163,11 @@ impl ObjectStore for Interposer {
         &self,
         location: &Path,
         payload: PutPayload,
-        opts: PutOptions,
+        mut opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if self.ignore_create && opts.mode == object_store::PutMode::Create {
+            opts.mode = object_store::PutMode::Overwrite;
+        }
         let _in_flight = InFlight::new(&self.flight);
         self.wait().await;
         let key = location.as_ref();
