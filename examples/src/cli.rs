@@ -215,6 +215,17 @@ pub struct SyncArgs {
     /// restored size and mtime. Reads the whole tree at every start.
     #[arg(long, env = "TETHER_VERIFY_HASHES")]
     pub verify_hashes: bool,
+    /// The mass-delete guard: when one checkpoint would delete more than
+    /// this of the remote's files — a share (`50%`, and always more than
+    /// 100 files) or a count (`1000`) — its deletes are held back (logged,
+    /// in /metrics and /readyz) while everything else is still pushed,
+    /// until the files come back or --allow-mass-delete confirms them.
+    #[arg(long, env = "TETHER_MAX_DELETE", value_parser = parse_max_delete, default_value = "50%", value_name = "N|P%")]
+    pub max_delete: sync_core::DeleteGuard,
+    /// Push deletes however many files they remove (confirms a mass
+    /// delete the guard held back; see --max-delete).
+    #[arg(long, env = "TETHER_ALLOW_MASS_DELETE")]
+    pub allow_mass_delete: bool,
     /// Git commit author.
     #[command(flatten)]
     pub author: GitAuthorArgs,
@@ -480,6 +491,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e} (expected a duration like 25s, 2m, 500ms)"))
 }
 
+/// `--max-delete`: see [`sync_core::DeleteGuard`]'s `FromStr`.
+fn parse_max_delete(s: &str) -> Result<sync_core::DeleteGuard, String> {
+    s.parse()
+}
+
 fn parse_existing(s: &str) -> Result<sync_core::ExistingPolicy, String> {
     s.parse()
 }
@@ -574,6 +590,30 @@ mod tests {
         let cli = Cli::try_parse_from(argv.iter().map(String::as_str).chain(["--namespace", "x"]))
             .unwrap();
         assert!(matches!(cli.command, Command::Webhook(_)));
+    }
+
+    #[test]
+    fn max_delete_takes_a_share_or_a_count() {
+        let parse = |extra: &[&str]| {
+            let argv = ["tether", "sync", "/w"].iter().chain(extra).copied();
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Sync(s) => s,
+                _ => panic!("not sync"),
+            }
+        };
+        let s = parse(&[]);
+        assert_eq!(s.max_delete, sync_core::DeleteGuard::default());
+        assert!(!s.allow_mass_delete);
+        let s = parse(&["--max-delete", "20%", "--allow-mass-delete"]);
+        assert_eq!(s.max_delete.max_percent, 20);
+        assert_eq!(s.max_delete.min_files, 100);
+        assert!(s.allow_mass_delete);
+        let s = parse(&["--max-delete", "1000"]);
+        assert_eq!(
+            (s.max_delete.min_files, s.max_delete.max_percent),
+            (1000, 0)
+        );
+        assert!(Cli::try_parse_from(["tether", "sync", "d", "--max-delete", "101%"]).is_err());
     }
 
     #[test]

@@ -96,6 +96,12 @@ pub fn readiness(health: &Health, now: SystemTime, unready_after: Duration) -> R
             None => "first push not done yet".into(),
         });
     }
+    if status.withheld_deletes > 0 {
+        return Err(format!(
+            "{} deletes held back by the mass-delete guard: restore the files, or confirm with --allow-mass-delete",
+            status.withheld_deletes
+        ));
+    }
     if let Some(since) = status.failing_since {
         let failing = now.duration_since(since).unwrap_or_default();
         if failing > unready_after {
@@ -138,6 +144,7 @@ struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     ready: Gauge,
     permanent_error: Gauge,
+    withheld_deletes: Gauge,
 }
 
 impl Metrics {
@@ -159,6 +166,7 @@ impl Metrics {
             last_success: Gauge::default(),
             ready: Gauge::default(),
             permanent_error: Gauge::default(),
+            withheld_deletes: Gauge::default(),
         };
         registry.register(
             "pending_paths",
@@ -210,6 +218,11 @@ impl Metrics {
             "1 while pushes fail with an error retrying will not fix (credentials, a missing bucket or repository): see the log",
             m.permanent_error.clone(),
         );
+        registry.register(
+            "deletes_withheld",
+            "Deletes held back by the mass-delete guard (--max-delete): restore the files or confirm with --allow-mass-delete",
+            m.withheld_deletes.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -254,6 +267,8 @@ impl Monitor {
         let old = h.status.take().unwrap_or_default();
         let m = &self.metrics;
         m.pending.set(status.pending_paths as i64);
+        m.withheld_deletes
+            .set(i64::try_from(status.withheld_deletes).unwrap_or(i64::MAX));
         m.permanent_error
             .set(i64::from(status.last_error_permanent));
         grow(
@@ -456,6 +471,22 @@ mod tests {
             ..syncing(Status::default(), true)
         };
         assert!(readiness(&stopping, now, t).is_err());
+    }
+
+    #[test]
+    fn held_back_deletes_make_the_sidecar_unready_at_once() {
+        let now = SystemTime::now();
+        let held = Status {
+            scanned: true,
+            pending_paths: 300,
+            withheld_deletes: 300,
+            last_success: Some(now),
+            oldest_unsaved_change: Some(now),
+            ..Status::default()
+        };
+        let why = readiness(&syncing(held, true), now, Duration::from_secs(60)).unwrap_err();
+        assert!(why.contains("300 deletes held back"), "{why}");
+        assert!(why.contains("--allow-mass-delete"), "{why}");
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub const HTTP_PORT: &str = "tether.dev/http-port";
 /// pod's own init containers: `last` (default: after them, because they may
 /// prepare the volume or the network) or `first`.
 pub const INIT_POSITION: &str = "tether.dev/init-position";
+/// `"true"`: the sidecar pushes deletes however many files they remove
+/// (`--allow-mass-delete`, confirming what the mass-delete guard held back);
+/// `"false"` (default): the guard holds back a checkpoint that would delete
+/// more than half of the remote's files (and more than 100).
+pub const ALLOW_MASS_DELETE: &str = "tether.dev/allow-mass-delete";
 /// Written by the injector: `injected` once a pod carries tether.
 pub const STATUS: &str = "tether.dev/status";
 /// Written by the injector: JSON listing everything it added or changed
@@ -88,6 +93,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     GRACE_SECONDS,
     HTTP_PORT,
     INIT_POSITION,
+    ALLOW_MASS_DELETE,
     STATUS,
     CHANGES,
 ];
@@ -182,6 +188,8 @@ pub struct TetherRequest {
     pub http_port: Option<u16>,
     /// Where the init containers go.
     pub init_position: InitPosition,
+    /// [`ALLOW_MASS_DELETE`] is `"true"`.
+    pub allow_mass_delete: bool,
     /// Whether the pod carries the opt-in label (the webhook only sees pods
     /// that do).
     pub labelled: bool,
@@ -420,6 +428,17 @@ impl TetherRequest {
             }
         };
 
+        let allow_mass_delete = match get(ALLOW_MASS_DELETE) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(AnnotationError::new(
+                    ALLOW_MASS_DELETE,
+                    "must be \"true\" (push deletes however many files they remove) or \"false\"",
+                ));
+            }
+        };
+
         Ok(AnnotationVerdict::Requested(Box::new(TetherRequest {
             remote,
             remote_kind,
@@ -433,6 +452,7 @@ impl TetherRequest {
             grace_seconds,
             http_port,
             init_position,
+            allow_mass_delete,
             labelled,
         })))
     }
@@ -560,6 +580,7 @@ mod tests {
             (vec![(REMOTE, "git://h/r"), (LAYOUT, "mirror")], LAYOUT),
             (vec![(CREDENTIALS_SECRET, "Bad_Name")], CREDENTIALS_SECRET),
             (vec![(IGNORE_FILE, "../../etc/shadow")], IGNORE_FILE),
+            (vec![(ALLOW_MASS_DELETE, "yes")], ALLOW_MASS_DELETE),
             (vec![(CPU_LIMIT, "lots")], CPU_LIMIT),
             (vec![(MEMORY_REQUEST, "-1Gi")], MEMORY_REQUEST),
             (vec![(SIDECAR_MODE, "sometimes")], SIDECAR_MODE),

@@ -132,6 +132,8 @@ pub struct PodPlan {
     pub grace_seconds: u32,
     /// Port of the sidecar's HTTP endpoints.
     pub http_port: u16,
+    /// The sidecar pushes mass deletes (`TETHER_ALLOW_MASS_DELETE`).
+    pub allow_mass_delete: bool,
 }
 
 /// The container security context shared by both tether containers. It
@@ -310,6 +312,9 @@ fn common_env(plan: &PodPlan) -> Vec<EnvVar> {
             &format!("{}/{ignore}", plan.sync_dir),
         ));
     }
+    if plan.allow_mass_delete {
+        vars.push(env("TETHER_ALLOW_MASS_DELETE", "true"));
+    }
     if let Some(secret) = &plan.credentials_secret {
         vars.extend(credential_env(plan.remote_kind, secret));
     }
@@ -478,6 +483,7 @@ mod tests {
             mode: SidecarMode::Native,
             grace_seconds: 20,
             http_port: 9477,
+            allow_mass_delete: false,
         }
     }
 
@@ -547,6 +553,13 @@ mod tests {
             key.and_then(|v| v.secret_key_ref).map(|r| r.name),
             Some("alice-s3".to_owned())
         );
+
+        assert!(!env.iter().any(|e| e.name == "TETHER_ALLOW_MASS_DELETE"));
+        let mut p = plan();
+        p.allow_mass_delete = true;
+        let env = sync_container(&p).env.unwrap_or_default();
+        let allow = env.iter().find(|e| e.name == "TETHER_ALLOW_MASS_DELETE");
+        assert_eq!(allow.and_then(|e| e.value.as_deref()), Some("true"));
 
         let mut p = plan();
         p.mode = SidecarMode::Container;

@@ -471,6 +471,7 @@ fn resolve(
         mode,
         grace_seconds: request.grace_seconds.unwrap_or(config.grace_seconds),
         http_port,
+        allow_mass_delete: request.allow_mass_delete,
     };
     Ok(Resolved {
         plan,

@@ -41,6 +41,13 @@
 //!   [`Status::last_success`] it tells how long changes have waited without
 //!   any push succeeding, which is what readiness should judge (a hanging
 //!   remote completes no push and fails none).
+//! * **Mass deletes**: a checkpoint that would delete more of the remote's
+//!   files than [`EngineConfig::delete_guard`] allows (default: more than
+//!   100 and more than half) has its deletes held back; everything else is
+//!   pushed. They stay held ([`Status::withheld_deletes`], one ERROR line
+//!   when the number changes, [`FlushError::MassDelete`] for a flush) until
+//!   the files come back (each held path is looked at again at every
+//!   checkpoint) or the engine runs without the guard.
 //! * **Shutdown**: [`EngineHandle::shutdown`] pushes everything pending until a
 //!   deadline. The deadline covers whatever is in flight when it passes: a
 //!   push (its future is dropped, which aborts its requests), change
@@ -63,7 +70,7 @@ use crate::detect::{self, DirtySet};
 use crate::entry::Meta;
 use crate::index::{Index, IndexError};
 use crate::path::RelPath;
-use crate::policy::{Decision, Pending, Policy};
+use crate::policy::{Decision, DeleteGuard, Pending, Policy};
 use crate::rules::{IgnoreConfig, IgnoreRules, RulesError};
 use crate::source::Source;
 use crate::state::{StateDir, StateError};
@@ -131,6 +138,9 @@ pub struct EngineConfig {
     /// How the remote is named in the state directory's owner file (see
     /// [`state`](crate::state)); default: [`Backend::describe`].
     pub remote: Option<String>,
+    /// The mass-delete guard (default on, [`DeleteGuard::default`]);
+    /// `None` pushes every delete.
+    pub delete_guard: Option<DeleteGuard>,
 }
 
 impl EngineConfig {
@@ -146,6 +156,7 @@ impl EngineConfig {
             use_inotify: true,
             verify_hashes: false,
             remote: None,
+            delete_guard: Some(DeleteGuard::default()),
         }
     }
 }
@@ -216,6 +227,19 @@ pub enum FlushError {
     /// full or read-only state directory); it is pushed again.
     #[error("pushed, but the index could not be written: {0}")]
     Index(#[source] Arc<IndexError>),
+    /// Everything else was pushed, but deletes are held back by the
+    /// mass-delete guard ([`EngineConfig::delete_guard`]).
+    #[error(
+        "{deletes} deletes held back: they would remove {files_deleted} of the {files} files on the remote, more than the mass-delete guard allows"
+    )]
+    MassDelete {
+        /// Paths whose deletes are held back.
+        deletes: usize,
+        /// Files among them.
+        files_deleted: u64,
+        /// Files the remote holds (as this writer knows it).
+        files: u64,
+    },
 }
 
 impl FlushError {
@@ -271,6 +295,9 @@ pub struct Status {
     /// Pushes that succeeded but whose record in the index could not be
     /// written (state directory full or read-only); they are pushed again.
     pub index_write_failures: u64,
+    /// Deletes held back by the mass-delete guard (also counted in
+    /// `pending_paths`); 0 when none are.
+    pub withheld_deletes: usize,
 }
 
 impl Default for Status {
@@ -295,6 +322,7 @@ impl Default for Status {
             oldest_unsaved_change: None,
             source_changed: 0,
             index_write_failures: 0,
+            withheld_deletes: 0,
         }
     }
 }
@@ -524,6 +552,9 @@ impl Engine {
             unsaved_since: None,
             probe_at: None,
             local_failure: false,
+            delete_guard: config.delete_guard,
+            withheld: Checkpoint::new(),
+            withheld_logged: 0,
             policy: config.policy,
             poll_interval: config.poll_interval,
             retry_max: retry.max_delay,
@@ -726,6 +757,12 @@ struct Runner {
     /// The last failure was local (the index), so probing the remote says
     /// nothing.
     local_failure: bool,
+    /// See [`EngineConfig::delete_guard`].
+    delete_guard: Option<DeleteGuard>,
+    /// Deletes held back by the guard.
+    withheld: Checkpoint,
+    /// How many were held back when that was last logged.
+    withheld_logged: usize,
 }
 
 /// What a push attempt came to.
@@ -912,13 +949,18 @@ impl Runner {
             }
             self.in_flight = 0;
         }
+        self.guard_deletes().await;
         self.startup = false;
         if self.pending.is_empty() {
             self.retry_at = None;
             let had_held = !self.held.is_empty();
             self.release_held(true);
             if !had_held {
-                self.answer_flush(Ok(()));
+                let answer = match self.withheld_error() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                };
+                self.answer_flush(answer);
             }
             self.update_status(|_| {});
             return true;
@@ -1207,7 +1249,11 @@ impl Runner {
             }
         });
         if self.pending.is_empty() && self.held.is_empty() {
-            self.answer_flush(Ok(()));
+            let answer = match self.withheld_error() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+            self.answer_flush(answer);
         }
     }
 
@@ -1328,14 +1374,104 @@ impl Runner {
         }
     }
 
+    /// Applies the mass-delete guard to the pending checkpoint: held-back
+    /// deletes whose path exists again are dropped (the file came back;
+    /// change detection has seen it), the rest rejoin the pending deletes,
+    /// and if together they trip the guard they are all held back again.
+    async fn guard_deletes(&mut self) {
+        let Some(guard) = self.delete_guard else {
+            return;
+        };
+        if !self.withheld.is_empty() {
+            let withheld = std::mem::take(&mut self.withheld);
+            let root = self.root.clone();
+            // Stat the held-back paths off the async workers.
+            let still_gone = blocking(move || {
+                let mut gone = Checkpoint::new();
+                for p in withheld.deletes() {
+                    if std::fs::symlink_metadata(p.to_path(&root)).is_err() {
+                        gone.delete(p.clone());
+                    }
+                }
+                gone
+            })
+            .await
+            .unwrap_or_default();
+            // Older than anything pending: a newer change to a path wins.
+            let newer = std::mem::replace(&mut self.pending, still_gone);
+            self.pending.merge(newer);
+        }
+        let (files_deleted, files) = {
+            let index = self.index.lock();
+            let deleted = self
+                .pending
+                .deletes()
+                .filter(|p| index.get(p).is_some_and(|m| m.as_file().is_some()))
+                .count() as u64;
+            let files = if deleted > guard.min_files {
+                index.iter().filter(|(_, m)| m.as_file().is_some()).count() as u64
+            } else {
+                0
+            };
+            (deleted, files)
+        };
+        if guard.trips(files_deleted, files) {
+            let held: Vec<RelPath> = self.pending.deletes().cloned().collect();
+            for p in held {
+                self.pending.remove(&p);
+                self.withheld.delete(p);
+            }
+        }
+        let n = self.withheld.len();
+        if n != self.withheld_logged {
+            if n > 0 {
+                tracing::error!(
+                    remote = %self.backend.describe(),
+                    deletes = n,
+                    files_deleted,
+                    files,
+                    "mass-delete guard: holding back {n} deletes ({files_deleted} of the {files} files on the remote); everything else is still pushed. Restore the files, or confirm the deletes by running without the guard"
+                );
+            } else {
+                tracing::info!(remote = %self.backend.describe(), "mass-delete guard: no deletes held back any more");
+            }
+            self.withheld_logged = n;
+        }
+        self.update_status(|_| {});
+    }
+
+    /// The flush answer while deletes are held back.
+    fn withheld_error(&self) -> Option<FlushError> {
+        if self.withheld.is_empty() {
+            return None;
+        }
+        let index = self.index.lock();
+        let files_deleted = self
+            .withheld
+            .deletes()
+            .filter(|p| index.get(p).is_some_and(|m| m.as_file().is_some()))
+            .count() as u64;
+        let files = index.iter().filter(|(_, m)| m.as_file().is_some()).count() as u64;
+        Some(FlushError::MassDelete {
+            deletes: self.withheld.len(),
+            files_deleted,
+            files,
+        })
+    }
+
     fn update_status(&mut self, f: impl FnOnce(&mut Status)) {
-        let unsaved = !self.pending.is_empty() || self.in_flight > 0 || !self.held.is_empty();
+        let unsaved = !self.pending.is_empty()
+            || self.in_flight > 0
+            || !self.held.is_empty()
+            || !self.withheld.is_empty();
         if !unsaved {
             self.unsaved_since = None;
         }
         let mut s = self.status.lock();
         f(&mut s);
-        s.pending_paths = self.pending.len() + self.in_flight + self.held.len();
+        s.withheld_deletes = self.withheld.len();
+        s.pending_paths =
+            self.pending.len() + self.in_flight + self.held.len() + self.withheld.len();
         s.oldest_unsaved_change = self.unsaved_since;
     }
 
@@ -1345,6 +1481,7 @@ impl Runner {
         };
         let mut unsaved: Vec<RelPath> = self.pending.paths().cloned().collect();
         unsaved.extend(self.held.iter().cloned());
+        unsaved.extend(self.withheld.paths().cloned());
         let dirty = self.watcher.take_dirty();
         let rescan_pending = dirty.rescan;
         unsaved.extend(dirty.paths);

@@ -93,7 +93,7 @@ pub use entry::{ContentHash, DEFAULT_DIR_MODE, Entry, FileMeta, Meta, PERMISSION
 pub use index::Index;
 pub use index::IndexError;
 pub use path::{PathError, RelPath, is_repository_component};
-pub use policy::Policy;
+pub use policy::{DeleteGuard, Policy};
 pub use restore::{ExistingPolicy, RestoreOptions, RestoreProgress, RestoreReport};
 pub use rules::{IgnoreConfig, IgnoreRules};
 pub use source::Source;

@@ -7,6 +7,8 @@
 //! pushed at once, an explicit flush goes now, and after a failed push the
 //! next try waits for the retry time. `Policy::take_batch` splits a large
 //! checkpoint so one push carries at most so many files and bytes.
+//! `DeleteGuard::trips` decides when a checkpoint deletes so much of the
+//! remote that a person should confirm it first.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,74 @@ impl Default for Policy {
             max_batch_files: 10_000,
             max_batch_bytes: 1 << 30,
         }
+    }
+}
+
+/// The mass-delete guard: a checkpoint that would delete more than
+/// `min_files` files **and** more than `max_percent` % of the files the
+/// remote holds is not pushed as it is; the engine holds its deletes back
+/// (and pushes everything else) until the files come back or the guard is
+/// turned off. This is what protects a remote from a volume that failed to
+/// mount (an empty directory beside an existing index) and from an
+/// accidental `rm -rf`.
+///
+/// The default, 100 files and 50 %, lets every ordinary clean-up through.
+/// A plain count is `max_percent: 0`: more than `min_files` deletes trip
+/// it whatever the remote holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteGuard {
+    /// Deleting up to this many files never trips the guard (default 100).
+    pub min_files: u64,
+    /// Deleting up to this share of the remote's files never trips it
+    /// (percent, default 50; 100 or more: only `min_files` counts, and only
+    /// when it is exceeded by deleting everything).
+    pub max_percent: u8,
+}
+
+impl Default for DeleteGuard {
+    fn default() -> Self {
+        DeleteGuard {
+            min_files: 100,
+            max_percent: 50,
+        }
+    }
+}
+
+impl DeleteGuard {
+    /// True when deleting `deletes` of the `files` files the remote holds is
+    /// more than this guard lets through.
+    pub fn trips(&self, deletes: u64, files: u64) -> bool {
+        let share = u128::from(deletes) * 100 > u128::from(files) * u128::from(self.max_percent);
+        deletes > self.min_files && share
+    }
+}
+
+impl std::str::FromStr for DeleteGuard {
+    type Err = String;
+
+    /// `P%` (a share of the remote's files, 0–100, with the default floor
+    /// of 100 files) or `N` (a count: more than `N` deletes trip it).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            let max_percent: u8 = p
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| format!("{t:?} is not a percentage from 0% to 100%"))?;
+            return Ok(DeleteGuard {
+                max_percent,
+                ..DeleteGuard::default()
+            });
+        }
+        let min_files: u64 = t
+            .parse()
+            .map_err(|_| format!("{t:?} is not a count (1000) or a percentage (50%)"))?;
+        Ok(DeleteGuard {
+            min_files,
+            max_percent: 0,
+        })
     }
 }
 
@@ -145,6 +215,44 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_delete_guard_trips_above_both_limits_only() {
+        let g = DeleteGuard::default();
+        // Both "more than 100" and "more than half" are needed.
+        assert!(!g.trips(100, 150), "100 files is not more than 100");
+        assert!(g.trips(101, 150));
+        assert!(!g.trips(101, 202), "exactly half is not more than half");
+        assert!(g.trips(102, 202));
+        assert!(!g.trips(5_000, 10_000));
+        assert!(g.trips(5_001, 10_000));
+        assert!(!g.trips(50, 50), "a small tree may be emptied");
+        assert!(g.trips(u64::MAX, u64::MAX), "no overflow");
+        // A plain count.
+        let count = DeleteGuard {
+            min_files: 1_000,
+            max_percent: 0,
+        };
+        assert!(!count.trips(1_000, 1_000_000));
+        assert!(count.trips(1_001, 1_000_000));
+        // 100 %: only deleting more than everything, i.e. never.
+        let all = DeleteGuard {
+            min_files: 0,
+            max_percent: 100,
+        };
+        assert!(!all.trips(10, 10));
+    }
+
+    #[test]
+    fn a_delete_guard_is_a_share_or_a_count() {
+        let g: DeleteGuard = "20%".parse().unwrap();
+        assert_eq!((g.min_files, g.max_percent), (100, 20));
+        let g: DeleteGuard = " 1000 ".parse().unwrap();
+        assert_eq!((g.min_files, g.max_percent), (1000, 0));
+        for bad in ["101%", "-1", "half", "5.5%", "", "%"] {
+            assert!(bad.parse::<DeleteGuard>().is_err(), "{bad}");
+        }
+    }
     use crate::entry::{ContentHash, FileMeta, Meta};
     use crate::path::RelPath;
 

@@ -849,3 +849,122 @@ async fn repeated_writes_to_a_dirty_file_extend_the_quiet_period() {
     let r = h.shutdown(Duration::from_secs(5)).await;
     assert!(r.flushed, "{r:?}");
 }
+
+/// Copies every file of `from` into `to` (same relative paths).
+fn copy_tree(from: &Path, to: &Path) {
+    let mut files = Vec::new();
+    walk(from, from, &mut files);
+    for (rel, content) in files {
+        let p = to.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_directory_pushes_no_deletes_until_it_is_repopulated() {
+    let f = fx();
+    for i in 0..300 {
+        f.write(&format!("d{}/f{i}", i % 3), format!("{i}").as_bytes());
+    }
+    let h = f.start(100).await;
+    settle(&h).await;
+    h.shutdown(Duration::from_secs(5)).await;
+    let saved = f.tmp.path().join("saved");
+    copy_tree(&f.root, &saved);
+
+    // The volume "failed to mount": the same directory, empty, beside the
+    // existing index. One new file is written meanwhile.
+    fs::remove_dir_all(&f.root).unwrap();
+    fs::create_dir(&f.root).unwrap();
+    f.write("new.txt", b"still saved");
+    let pushes_before = f.backend.pushes().len();
+    let h = f.start(100).await;
+    let s = wait_for(&h, "deletes held back", |s| {
+        s.scanned && s.withheld_deletes > 0 && s.pending_paths == s.withheld_deletes
+    })
+    .await;
+    // 300 files and their 3 directories.
+    assert_eq!(s.withheld_deletes, 303, "{s:#?}");
+    let err = h.flush().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FlushError::MassDelete {
+                deletes: 303,
+                files_deleted: 300,
+                files: 301
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("mass-delete guard"), "{err}");
+    // Everything else was pushed; no delete reached the remote.
+    let pushes = f.backend.pushes();
+    assert!(pushes[pushes_before..].iter().all(|p| p.deletes.is_empty()));
+    let remote = f.remote_files();
+    assert_eq!(
+        remote.len(),
+        301,
+        "the remote keeps all 300 and the new file"
+    );
+    assert!(remote.contains(&("new.txt".into(), b"still saved".to_vec())));
+
+    // Repopulated (the volume mounts after all): nothing is deleted, the
+    // guard lets go.
+    copy_tree(&saved, &f.root);
+    let s = wait_for(&h, "guard released", |s| {
+        s.withheld_deletes == 0 && s.pending_paths == 0
+    })
+    .await;
+    assert_eq!(s.withheld_deletes, 0);
+    h.flush().await.unwrap();
+    let pushes = f.backend.pushes();
+    assert!(pushes[pushes_before..].iter().all(|p| p.deletes.is_empty()));
+    assert_eq!(f.remote_files(), f.local_files());
+    let report = h.shutdown(Duration::from_secs(5)).await;
+    assert!(report.flushed, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mass_deletes_are_pushed_without_the_guard_and_small_ones_always() {
+    let f = fx();
+    for i in 0..200 {
+        f.write(&format!("f{i:03}"), format!("{i}").as_bytes());
+    }
+    let h = f.start(100).await;
+    settle(&h).await;
+    // 90 deletes: below the 100-file floor, pushed at once.
+    for i in 0..90 {
+        fs::remove_file(f.root.join(format!("f{i:03}"))).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while f.remote_files().len() != 110 {
+        assert!(Instant::now() < deadline, "90 deletes never pushed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 110 − 5 = 105 deletes of 110 files: held back …
+    for i in 90..195 {
+        fs::remove_file(f.root.join(format!("f{i:03}"))).unwrap();
+    }
+    wait_for(&h, "deletes held back", |s| s.withheld_deletes == 105).await;
+    assert!(matches!(
+        h.flush().await,
+        Err(FlushError::MassDelete { deletes: 105, .. })
+    ));
+    let report = h.shutdown(Duration::from_secs(5)).await;
+    assert!(!report.flushed);
+    assert_eq!(report.unsaved.len(), 105, "{report:?}");
+    assert_eq!(f.remote_files().len(), 110);
+    // … and pushed by an engine run without the guard (the user confirmed).
+    let mut config = f.config(100);
+    config.delete_guard = None;
+    let h = Engine::start(config, Arc::new(f.backend.clone()))
+        .await
+        .unwrap();
+    wait_for(&h, "deletes pushed", |s| s.scanned && s.pending_paths == 0).await;
+    h.flush().await.unwrap();
+    assert_eq!(f.remote_files(), f.local_files());
+    assert_eq!(f.remote_files().len(), 5);
+    h.shutdown(Duration::from_secs(5)).await;
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use sync_core::{
-    Engine, EngineConfig, IgnoreConfig, Policy, RestoreOptions, ShutdownReport, Status,
+    Engine, EngineConfig, FlushError, IgnoreConfig, Policy, RestoreOptions, ShutdownReport, Status,
 };
 
 use super::restore::{restore_into, summary};
@@ -45,6 +45,7 @@ pub fn engine_config(
         config.poll_interval = interval;
     }
     config.verify_hashes = args.verify_hashes;
+    config.delete_guard = (!args.allow_mass_delete).then_some(args.max_delete);
     config
 }
 
@@ -141,6 +142,14 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     if args.once {
         tokio::select! {
             flushed = engine.flush() => {
+                if let Err(e @ FlushError::MassDelete { .. }) = &flushed {
+                    // Everything else is pushed; the deletes wait for a person.
+                    let _ = engine.shutdown(Duration::ZERO).await;
+                    return Err(CliError::usage(format!(
+                        "{e}; nothing else is pending. If the files were deleted on purpose, run again with --allow-mass-delete (or raise --max-delete); if not, restore them: `tether restore {} --from URL --existing keep-newer`",
+                        args.dir.display()
+                    )));
+                }
                 if let Err(e) = &flushed {
                     let status = engine.status();
                     if status.last_error_permanent {
@@ -193,6 +202,9 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
                     first_done = true;
                     match result {
                         Ok(()) => monitor.mark_initialized(),
+                        // Everything but the held-back deletes is pushed:
+                        // the first round is done; /readyz says why not ready.
+                        Err(FlushError::MassDelete { .. }) => monitor.mark_initialized(),
                         // (The engine logged the failure.)
                         Err(e) => tracing::debug!(error = %e, "first push failed; retrying"),
                     }
