@@ -72,6 +72,7 @@ pub mod index;
 pub mod path;
 pub mod policy;
 pub mod restore;
+pub mod retention;
 pub mod rules;
 pub(crate) mod scan;
 pub mod source;
