@@ -532,13 +532,24 @@ mod tests {
 
     /// The stored bytes (zstd frames, plaintext repository) of the
     /// directory nodes a one-file edit writes: file `file` of directory
-    /// `dir` in a tree of 50 directories × 200 files of 2 KiB, paged with
-    /// `key`. Returns (tag, canonical bytes, stored bytes) per node.
-    fn p8_edit(key: &BoundaryKey, dir: usize, file: usize) -> Vec<(char, usize, usize)> {
+    /// `dir` in a tree of `ndirs` directories × `nfiles` files of 2 KiB,
+    /// paged with `key`. Returns (tag, canonical bytes, stored bytes) per
+    /// node.
+    fn p8_edit(
+        key: &BoundaryKey,
+        (ndirs, nfiles): (u64, u64),
+        dir: usize,
+        file: usize,
+    ) -> Vec<(char, usize, usize)> {
         let limits = Limits::default();
+        // Zero-padded to the widest index, so names sort like their numbers.
+        let (fw, dw) = (
+            (nfiles - 1).to_string().len(),
+            (ndirs - 1).to_string().len(),
+        );
         let dir_files = |d: u64| -> Vec<Entry> {
-            (0..200)
-                .map(|i| file_entry(format!("notebook-{i:03}.ipynb"), d * 200 + i))
+            (0..nfiles)
+                .map(|i| file_entry(format!("notebook-{i:0fw$}.ipynb"), d * nfiles + i))
                 .collect()
         };
         let tree = |dirs: &[Vec<Entry>]| -> (Vec<DirTree>, DirTree) {
@@ -550,7 +561,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, s)| Entry {
-                    name: format!("project-{i:02}"),
+                    name: format!("project-{i:0dw$}"),
                     kind: EntryKind::Dir {
                         mode: 0o755,
                         subtree: s.root,
@@ -560,7 +571,7 @@ mod tests {
             let root = build_dir(&root_entries, key, None, &limits).unwrap();
             (subs, root)
         };
-        let mut dirs: Vec<Vec<Entry>> = (0..50).map(dir_files).collect();
+        let mut dirs: Vec<Vec<Entry>> = (0..ndirs).map(dir_files).collect();
         let (subs0, root0) = tree(&dirs);
         let before: HashSet<NodeId> = subs0.iter().chain([&root0]).flat_map(ids).collect();
         // Edit one file: new content (+1 line), in a new pack, new mtime.
@@ -600,7 +611,7 @@ mod tests {
         for r in 0u8..16 {
             let key = BoundaryKey::plaintext(&[r; 16]);
             let (dir, file) = (usize::from(r) * 3 % 50, usize::from(r) * 37 % 200);
-            let written = p8_edit(&key, dir, file);
+            let written = p8_edit(&key, (50, 200), dir, file);
             let total: usize = written.iter().map(|w| w.2).sum();
             let shape: Vec<String> = written
                 .iter()
@@ -626,5 +637,28 @@ mod tests {
         // FORMAT.md estimates ≈ 5,000 bytes of nodes (leaf 3,000 + branch
         // 300 + root 1,700); restic's whole edit is 16.5 KB.
         assert!(totals[totals.len() - 1] <= 8_000, "{totals:?}");
+    }
+
+    /// P8 at 100,000 files, both shapes FORMAT.md estimates: 50 directories
+    /// of 2,000 and 500 of 200 (4 repository ids each; `--nocapture`).
+    #[test]
+    fn p8_at_100k_files() {
+        for shape in [(50u64, 2000u64), (500, 200)] {
+            let mut totals = Vec::new();
+            for r in 0u8..4 {
+                let key = BoundaryKey::plaintext(&[r; 16]);
+                let dir = (usize::from(r) * 13 + 5) % shape.0 as usize;
+                let file = (usize::from(r) * 377 + 11) % shape.1 as usize;
+                let written = p8_edit(&key, shape, dir, file);
+                totals.push(written.iter().map(|w| w.2).sum::<usize>());
+                assert!(written.len() <= 8, "{written:?}");
+            }
+            let mean = totals.iter().sum::<usize>() / totals.len();
+            println!(
+                "P8 node bytes, {} directories × {} files: {totals:?}, mean {mean}",
+                shape.0, shape.1
+            );
+            assert!(totals.iter().all(|&t| t <= 12_000), "{totals:?}");
+        }
     }
 }
