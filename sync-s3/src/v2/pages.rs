@@ -47,6 +47,13 @@ impl std::fmt::Debug for BoundaryKey {
     }
 }
 
+impl Drop for BoundaryKey {
+    fn drop(&mut self) {
+        // In an encrypted repository a subkey of the master secret.
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl BoundaryKey {
     /// A plaintext repository's: `derive_key("tether 2026-11-30 v2 page boundary", repo_id)`.
     pub(crate) fn plaintext(repo_id: &[u8; 16]) -> Self {
