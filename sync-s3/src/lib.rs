@@ -125,6 +125,10 @@ mod mirror;
 mod snapshots;
 mod store;
 mod transfer;
+// Snapshots format v2 (issue 17, FORMAT.md): its codecs land before the push
+// and restore code that will use them, so nothing outside `v2` calls them yet.
+#[allow(dead_code)]
+mod v2;
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
