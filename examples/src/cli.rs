@@ -68,6 +68,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List the checkpoints a remote keeps (snapshots layout, git).
     History(HistoryArgs),
+    /// Write one file of a remote's newest (or `--at`) state to stdout,
+    /// verified against its recorded hash first.
+    Cat(CatArgs),
     /// Create, publish and show the admission webhook's TLS certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -253,6 +256,29 @@ pub struct RestoreArgs {
     #[arg(long, env = "TETHER_EXISTING", value_name = "POLICY", default_value = "keep-newer",
           value_parser = parse_existing)]
     pub existing: sync_core::ExistingPolicy,
+    /// Restore only this file or directory (a path inside DIR, as
+    /// `tether history`'s remote holds it); repeat for more. Nothing else
+    /// in DIR is touched, and the index is left as it is.
+    #[arg(long = "path", value_name = "PATH", value_parser = parse_rel_path)]
+    pub paths: Vec<sync_core::RelPath>,
+    /// Remote options.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// `tether cat`.
+#[derive(Debug, Clone, Args)]
+pub struct CatArgs {
+    /// The file, as a path inside the synced directory (`notebooks/a.ipynb`).
+    #[arg(value_parser = parse_rel_path)]
+    pub path: sync_core::RelPath,
+    /// Remote URL (see `tether sync --help`).
+    #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
+    pub from: String,
+    /// Read it from this snapshot or commit (see `tether history`) instead
+    /// of the newest.
+    #[arg(long, env = "TETHER_RESTORE_AT", value_name = "ID")]
+    pub at: Option<String>,
     /// Remote options.
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -494,6 +520,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `--max-delete`: see [`sync_core::DeleteGuard`]'s `FromStr`.
 fn parse_max_delete(s: &str) -> Result<sync_core::DeleteGuard, String> {
     s.parse()
+}
+
+/// A path inside the synced directory: relative, no `..`, no `//`.
+fn parse_rel_path(s: &str) -> Result<sync_core::RelPath, String> {
+    sync_core::RelPath::new(s.trim_end_matches('/'))
+        .map_err(|e| format!("{s:?} is not a path inside the directory: {e}"))
 }
 
 fn parse_existing(s: &str) -> Result<sync_core::ExistingPolicy, String> {

@@ -81,6 +81,46 @@ pub struct RestoreOptions {
     pub existing: ExistingPolicy,
     /// Live counters for a progress bar, updated as entries are written.
     pub progress: Option<Arc<RestoreProgress>>,
+    /// Restore only these paths and what lies below them (empty: the whole
+    /// state). Nothing else in the destination is touched, not even the
+    /// modes of the selected paths' parent directories; a selected path the
+    /// state does not hold is [`BackendError::NotFound`](crate::BackendError::NotFound).
+    pub paths: Vec<RelPath>,
+}
+
+impl RestoreOptions {
+    /// True when `path` is to be restored ([`RestoreOptions::paths`]).
+    pub fn selects(&self, path: &RelPath) -> bool {
+        self.paths.is_empty() || self.paths.iter().any(|p| path.starts_with(p))
+    }
+
+    /// Checks that every selected path is in `listing` (the whole state's
+    /// paths): the first one that is not becomes a
+    /// [`BackendError::NotFound`](crate::BackendError::NotFound) naming it
+    /// and `state` (a snapshot or commit, as the user would name it).
+    pub fn check_selected<'a>(
+        &self,
+        listing: impl IntoIterator<Item = &'a RelPath>,
+        state: &str,
+    ) -> Result<(), crate::BackendError> {
+        if self.paths.is_empty() {
+            return Ok(());
+        }
+        let mut found = vec![false; self.paths.len()];
+        for path in listing {
+            for (i, p) in self.paths.iter().enumerate() {
+                if path.starts_with(p) {
+                    found[i] = true;
+                }
+            }
+        }
+        match found.iter().position(|f| !f) {
+            Some(i) => Err(crate::BackendError::NotFound {
+                what: format!("path {} in {state}", self.paths[i]),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Live counters of a running restore, shared with whoever draws progress.

@@ -287,11 +287,18 @@ pub enum SeedError {
 ///
 /// Holding `state` guarantees the index is the directory's and no engine
 /// uses it meanwhile. The index is written off the async workers.
+///
+/// A subpath restore ([`RestoreOptions::paths`]) leaves the index as it
+/// is: it says nothing about the rest of the directory, and the next sync
+/// compares the restored files with the index like any local edit.
 pub async fn restore_and_seed(
     backend: &dyn Backend,
     state: &StateDir,
     options: &RestoreOptions,
 ) -> Result<Restored, SeedError> {
+    if !options.paths.is_empty() {
+        return Ok(Restored::Done(backend.restore(state.dir(), options).await?));
+    }
     let restored = if options.at.is_none() && backend.head().await?.is_none() {
         Restored::EmptyRemote
     } else {

@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
                 deletes_and_renames,
                 idempotent_push,
                 restore_policies,
+                subpath_restore,
                 modes_round_trip,
                 special_mode_bits_are_not_restored,
                 repository_directories_are_not_restored,

@@ -1068,8 +1068,17 @@ impl Backend for GitBackend {
         let settings = WriterSettings::from(options);
         let runner = self.runner.clone();
         let max_entries = self.max_entries;
+        let selection = options.clone();
         self.blocking(move |repo| {
-            restore_commit(repo, &runner, target, &dest, settings, max_entries)
+            restore_commit(
+                repo,
+                &runner,
+                target,
+                &dest,
+                settings,
+                max_entries,
+                &selection,
+            )
         })
         .await
     }
@@ -1157,8 +1166,10 @@ fn restore_commit(
     dest: &Path,
     settings: WriterSettings,
     max_entries: u64,
+    selection: &RestoreOptions,
 ) -> Result<RestoreReport, BackendError> {
     let Some(commit) = commit else {
+        selection.check_selected([], "the remote (nothing pushed yet)")?;
         let writer = RestoreWriter::open(dest, settings)?;
         return Ok(writer.finish(None)?);
     };
@@ -1197,10 +1208,15 @@ fn restore_commit(
         items.push((name, kind, entry));
     }
     let plan = RestorePlan::validate(items.iter().map(|(n, k, _)| (n.as_str(), *k)), &object)?;
+    selection.check_selected(&plan.paths, &object)?;
     let writer = RestoreWriter::open(dest, settings)?;
     // Git trees do not record blob sizes; the total counts entries only.
-    writer.expect_total(plan.paths.len() as u64, 0);
+    let selected = plan.paths.iter().filter(|p| selection.selects(p)).count();
+    writer.expect_total(selected as u64, 0);
     for (path, (_, kind, entry)) in plan.paths.iter().zip(&items) {
+        if !selection.selects(path) {
+            continue;
+        }
         match kind {
             PlanKind::Dir => writer.create_dir(
                 path,

@@ -444,10 +444,19 @@ impl Mirror {
             "{index_object} and the objects under {}",
             self.remote.describe
         );
-        RestorePlan::validate(names.iter().map(|(n, k)| (n.as_str(), *k)), &described)?;
+        let plan = RestorePlan::validate(names.iter().map(|(n, k)| (n.as_str(), *k)), &described)?;
+        options.check_selected(&plan.paths, &self.remote.describe)?;
         // Every name once more: not kept through the downloads.
-        let total = names.len() as u64;
+        let total = plan.paths.iter().filter(|p| options.selects(p)).count() as u64;
+        drop(plan);
         drop(names);
+        // A subpath restore: only what lies at or under the selected paths.
+        let selected = |name: &str| RelPath::new(name).is_ok_and(|p| options.selects(&p));
+        let objects: Vec<ObjectMeta> = objects
+            .into_iter()
+            .filter(|o| self.remote.relative(&o.location).is_some_and(selected))
+            .collect();
+        let markers: Vec<RelPath> = markers.into_iter().filter(|m| options.selects(m)).collect();
         let writer = Arc::new(RestoreWriter::open(dest, options)?);
         writer.expect_total(
             total,
@@ -465,7 +474,9 @@ impl Mirror {
                 .entries
                 .iter()
                 .filter(|(n, e)| {
-                    !matches!(e.meta, Meta::File(_)) && !object_names.contains(n.as_str())
+                    !matches!(e.meta, Meta::File(_))
+                        && !object_names.contains(n.as_str())
+                        && selected(n)
                 })
                 .map(|(n, e)| {
                     Ok((

@@ -905,6 +905,7 @@ impl Snapshots {
                 Some((_, m)) => m,
                 None => {
                     // Nothing was ever pushed: an empty restore.
+                    options.check_selected([], &self.remote.describe)?;
                     let writer = RestoreWriter::open(dest, options)?;
                     return Ok(writer.finish(None)?);
                 }
@@ -922,12 +923,25 @@ impl Snapshots {
             }),
             &object,
         )?;
+        options.check_selected(&plan.paths, &format!("snapshot {}", manifest.id))?;
         let writer = Arc::new(RestoreWriter::open(dest, options)?);
-        writer.expect_total(manifest.entries.len() as u64, manifest.bytes);
         // Directories, symlinks and the should-write decisions: one
         // blocking pass (stat calls, no network).
-        let items: Vec<(RelPath, ManifestEntry)> =
-            plan.paths.into_iter().zip(manifest.entries).collect();
+        let items: Vec<(RelPath, ManifestEntry)> = plan
+            .paths
+            .into_iter()
+            .zip(manifest.entries)
+            .filter(|(path, _)| options.selects(path))
+            .collect();
+        if options.paths.is_empty() {
+            writer.expect_total(items.len() as u64, manifest.bytes);
+        } else {
+            let bytes = items
+                .iter()
+                .filter_map(|(_, e)| e.meta.as_file().map(|f| f.size))
+                .fold(0u64, u64::saturating_add);
+            writer.expect_total(items.len() as u64, bytes);
+        }
         let w = Arc::clone(&writer);
         let wanted: Vec<WantedFile> =
             tokio::task::spawn_blocking(move || -> Result<_, BackendError> {

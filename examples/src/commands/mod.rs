@@ -10,6 +10,7 @@ use crate::cli::{Cli, Command, GitAuthorArgs, RemoteArgs};
 use crate::error::CliError;
 use crate::paths::{self, BaseDirs};
 
+pub mod cat;
 pub mod certs;
 pub mod history;
 pub mod kube;
@@ -22,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Sync(args) => sync::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::History(args) => history::run(args).await,
+        Command::Cat(args) => cat::run(args).await,
         Command::Certs(cmd) => certs::run(cmd).await,
         Command::Webhook(args) => kube::webhook(args).await,
         Command::Manifests(cmd) => kube::manifests(cmd),
@@ -86,7 +88,7 @@ pub fn open_workspace(
     })
 }
 
-fn absolute(p: &Path) -> Result<PathBuf, CliError> {
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf, CliError> {
     if p.is_absolute() {
         return Ok(p.to_owned());
     }

@@ -45,6 +45,11 @@ pub async fn restore_into(
             "{} is not empty and --existing is fail: use --existing keep-newer (keep newer local files) or --existing overwrite",
             d.display()
         )),
+        SeedError::Backend(BackendError::NotFound { what }) if what.starts_with("path ") => {
+            CliError::runtime(format!(
+                "{remote} has no {what}: restore the whole state into an empty directory to see what it holds"
+            ))
+        }
         SeedError::Backend(BackendError::NotFound { what }) if options.at.is_some() => {
             CliError::usage(format!(
                 "{remote} has no {what}: `tether history --from URL` lists the ids it keeps"
@@ -93,6 +98,7 @@ pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
     let options = RestoreOptions {
         at: args.at.clone(),
         existing: args.existing,
+        paths: args.paths.clone(),
         ..Default::default()
     };
     let mut signals = super::StopSignals::new()?;

@@ -28,11 +28,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tempfile::TempDir;
 
-use crate::backend::{Backend, Capabilities, PushReceipt};
+use crate::backend::{Backend, BackendError, Capabilities, PushReceipt};
 use crate::checkpoint::Checkpoint;
 use crate::detect::{DirtySet, detect};
 use crate::entry::{ContentHash, LocalKind, LocalStat};
 use crate::index::Index;
+use crate::path::RelPath;
 use crate::restore::{ExistingPolicy, RestoreOptions};
 use crate::rules::IgnoreRules;
 use crate::source::Source;
@@ -442,6 +443,104 @@ pub async fn restore_policies(fixture: &dyn Fixture) {
     assert_eq!(fs::read(dest.join("local-only.txt")).expect("read"), b"l");
 }
 
+/// A subpath restore ([`RestoreOptions::paths`]) writes the selected
+/// paths and what lies below them, and touches nothing else: not other
+/// files, not local-only files, not the mode of a selected path's parent.
+/// A path the state does not hold is `NotFound`, naming it.
+pub async fn subpath_restore(fixture: &dyn Fixture) {
+    use std::os::unix::fs::PermissionsExt;
+    let backend = fixture.fresh().await;
+    let mut w = Workbench::new(Arc::clone(&backend));
+    w.write("work/nb/a.ipynb", b"remote a");
+    w.write("work/nb/deep/b.txt", b"remote b");
+    w.write("work/other.txt", b"remote other");
+    w.write("top.txt", b"remote top");
+    w.sync().await;
+    let dest = w.tmp.path().join("dest");
+    fs::create_dir_all(dest.join("work/nb")).expect("mkdir");
+    fs::write(dest.join("work/nb/a.ipynb"), b"broken a").expect("write");
+    fs::write(dest.join("work/nb/local.txt"), b"local").expect("write");
+    fs::write(dest.join("work/other.txt"), b"local other").expect("write");
+    fs::write(dest.join("top.txt"), b"local top").expect("write");
+    fs::set_permissions(dest.join("work"), fs::Permissions::from_mode(0o750)).expect("chmod");
+    let only = |paths: &[&str]| RestoreOptions {
+        existing: ExistingPolicy::Overwrite,
+        paths: paths
+            .iter()
+            .map(|p| RelPath::new(*p).expect("path"))
+            .collect(),
+        ..Default::default()
+    };
+    backend
+        .restore(&dest, &only(&["work/nb"]))
+        .await
+        .unwrap_or_else(|e| panic!("{}: subpath restore: {e}", backend.describe()));
+    let read = |p: &str| fs::read(dest.join(p)).expect("read");
+    assert_eq!(
+        read("work/nb/a.ipynb"),
+        b"remote a",
+        "{}",
+        backend.describe()
+    );
+    assert_eq!(read("work/nb/deep/b.txt"), b"remote b");
+    assert_eq!(read("work/nb/local.txt"), b"local");
+    assert_eq!(
+        read("work/other.txt"),
+        b"local other",
+        "{}: restored outside the path",
+        backend.describe()
+    );
+    assert_eq!(read("top.txt"), b"local top");
+    let mode = fs::metadata(dest.join("work"))
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(
+        mode,
+        0o750,
+        "{}: the parent's mode was changed",
+        backend.describe()
+    );
+
+    // One file, into an empty directory: its parents are created.
+    let single = w.tmp.path().join("single");
+    backend
+        .restore(&single, &only(&["work/other.txt"]))
+        .await
+        .expect("one file");
+    assert_eq!(
+        fs::read(single.join("work/other.txt")).expect("read"),
+        b"remote other"
+    );
+    assert!(!single.join("top.txt").exists());
+    assert!(!single.join("work/nb").exists());
+
+    // A path that is not there: NotFound, naming it; nothing written.
+    let none = w.tmp.path().join("none");
+    let err = backend
+        .restore(&none, &only(&["work/nb", "work/missing.txt"]))
+        .await
+        .expect_err("a missing path must be refused");
+    assert!(
+        matches!(err, BackendError::NotFound { .. })
+            && err.to_string().contains("work/missing.txt"),
+        "{}: {err}",
+        backend.describe()
+    );
+    assert!(
+        !none.join("work").exists(),
+        "{}: wrote before refusing",
+        backend.describe()
+    );
+    // A prefix of a name is not a path: `work/n` does not select `work/nb`.
+    let err = backend
+        .restore(&none, &only(&["work/n"]))
+        .await
+        .expect_err("a partial name selects nothing");
+    assert!(matches!(err, BackendError::NotFound { .. }), "{err}");
+}
+
 /// The hostile cases every backend must refuse.
 pub fn hostile_cases(outside: &Path) -> Vec<Hostile> {
     vec![
@@ -780,6 +879,7 @@ pub async fn run_all(fixture: &dyn Fixture) {
     deletes_and_renames(fixture).await;
     idempotent_push(fixture).await;
     restore_policies(fixture).await;
+    subpath_restore(fixture).await;
     hostile_state_is_refused(fixture).await;
     modes_round_trip(fixture).await;
     special_mode_bits_are_not_restored(fixture).await;

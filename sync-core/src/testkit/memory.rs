@@ -330,12 +330,16 @@ impl Backend for MemoryBackend {
             }),
             "memory state",
         )?;
+        options.check_selected(&plan.paths, "memory state")?;
         let writer = RestoreWriter::open(dest, options)?;
         writer.expect_total(
             entries.len() as u64,
             entries.iter().map(|(_, m, _)| m.size()).sum(),
         );
         for (path, (_, meta, blob)) in plan.paths.iter().zip(&entries) {
+            if !options.selects(path) {
+                continue;
+            }
             match meta {
                 Meta::Dir { mode } => writer.create_dir(path, *mode)?,
                 Meta::Symlink { target } => writer.create_symlink(path, target)?,
