@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! prefix/<path>                                 the file's bytes; object metadata
-//!                                               tether-blake3, tether-mode, tether-mtime-ns
-//!                                               (where the store keeps metadata)
+//!                                               tetherblake3, tethermode, tethermtimens
+//!                                               (where the store keeps metadata; read
+//!                                               also: the legacy tether-blake3, …)
 //! prefix/.tether/mirror/00000000000000000007    MirrorIndex: every path's Meta and the
 //!                                               ETag its object had when tether wrote it
 //! prefix/.tether/mirror-floor/00000000000000004 empty: generations below 4 are retired
