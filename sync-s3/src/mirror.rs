@@ -112,6 +112,16 @@ pub(crate) fn decode_index_entries(
         .collect())
 }
 
+/// Whether two ETags (both present) name the same object version. Azure
+/// quotes the ETag in `PUT` and `HEAD` answers (`"0x8DC…"`) but not in
+/// listings (`0x8DC…`), so the quotes are not part of the comparison.
+fn same_etag(a: Option<&str>, b: Option<&str>) -> bool {
+    fn bare(t: &str) -> &str {
+        t.trim_matches('"')
+    }
+    matches!((a, b), (Some(a), Some(b)) if !bare(a).is_empty() && bare(a) == bare(b))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct IndexEntry {
     #[serde(flatten)]
@@ -505,7 +515,9 @@ impl Mirror {
             let rel = self.remote.relative(&o.location).unwrap_or_default();
             let path = RelPath::new(rel).map_err(|_| bad_name(rel))?;
             let known = index.entries.get(rel).and_then(|e| match &e.meta {
-                Meta::File(f) if f.size == o.size && e.etag.is_some() && e.etag == o.e_tag => {
+                Meta::File(f)
+                    if f.size == o.size && same_etag(e.etag.as_deref(), o.e_tag.as_deref()) =>
+                {
                     Some(FileSpec::from(f))
                 }
                 _ => None,
@@ -712,5 +724,15 @@ mod tests {
         d.delete(a);
         apply(&mut index, &d, &BTreeMap::new());
         assert_eq!(index.entries.keys().collect::<Vec<_>>(), ["d"]);
+    }
+
+    #[test]
+    fn etags_compare_without_quotes() {
+        assert!(same_etag(Some("\"0x8DC1\""), Some("0x8DC1")));
+        assert!(same_etag(Some("\"abc\""), Some("\"abc\"")));
+        assert!(!same_etag(Some("\"abc\""), Some("abd")));
+        assert!(!same_etag(None, Some("abc")));
+        assert!(!same_etag(Some("\"\""), Some("")));
+        assert!(!same_etag(None, None));
     }
 }
