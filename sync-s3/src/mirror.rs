@@ -14,7 +14,7 @@
 //! then uploads, then writes the next index generation (create-if-absent,
 //! so two writers re-read and merge instead of overwriting each other's
 //! index). A restore lists the objects: an object whose ETag matches the
-//! index uses the index's mode, mtime and hash (verified while writing, no
+//! index (quotes aside: Azure lists ETags unquoted) uses the index's mode, mtime and hash (verified while writing, no
 //! extra request); any other object (written by another tool, or by a push
 //! that failed before its index) uses its own object metadata, or a plain
 //! 0644 file with the object's time when the store keeps none. Directories
