@@ -6,7 +6,7 @@
 # directory with `npm install --prefix`: no global install) and a venv with
 # the Azure SDK for Python (azure-storage-blob, pinned) if they are missing,
 # starts `azurite-blob` (the Blob service only) on a free port of
-# 127.0.0.1 with its data under $TETHER_TESTBED_DIR/azurite, waits for it,
+# 127.0.0.1 with fresh data under $TETHER_TESTBED_DIR/azurite, waits for it,
 # creates the container the tests use with the well-known emulator account
 # (`devstoreaccount1`) and writes $TETHER_TESTBED_DIR/azurite.env:
 #   AZURITE_BLOB_STORAGE_URL     http://127.0.0.1:PORT (object_store reads it
@@ -92,6 +92,9 @@ start() {
   stop_pid
   pick_ports "$work/ports" 1
   port=${ports[0]}
+  # Tests take unique prefixes and need nothing from an earlier run; a
+  # fresh data directory keeps the large-file tests' blobs from piling up.
+  rm -rf "$work/data"
   mkdir -p "$work/data"
   # setsid: the server outlives this script and is not in its process group.
   setsid "$prefix/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" \
