@@ -1,5 +1,6 @@
-//! A mirror object's own metadata (`tether-blake3`, `tether-mode`,
-//! `tether-mtime-ns`), used for objects the index does not describe.
+//! A mirror object's own metadata (`tetherblake3`, `tethermode`,
+//! `tethermtimens`; the legacy hyphenated names go through the same parser),
+//! used for objects the index does not describe.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -22,8 +22,8 @@ pub fn mirror_index(
 }
 
 /// Reads a file's mode, time and hash from an object's metadata
-/// (`tether-blake3`, `tether-mode`, `tether-mtime-ns`; `None` leaves the
-/// key out) as a mirror restore does for objects the index does not describe.
+/// (the current names `tetherblake3`, `tethermode`, `tethermtimens`;
+/// `None` leaves the key out) as a mirror restore does for objects the index does not describe.
 pub fn mirror_object_metadata(
     hash: Option<&str>,
     mode: Option<&str>,
@@ -32,9 +32,9 @@ pub fn mirror_object_metadata(
 ) -> Option<FileSpec> {
     let mut attributes = Attributes::new();
     for (key, value) in [
-        (crate::transfer::ATTR_HASH, hash),
-        (crate::transfer::ATTR_MODE, mode),
-        (crate::transfer::ATTR_MTIME, mtime_ns),
+        (crate::transfer::ATTR_NAMES.hash, hash),
+        (crate::transfer::ATTR_NAMES.mode, mode),
+        (crate::transfer::ATTR_NAMES.mtime_ns, mtime_ns),
     ] {
         if let Some(v) = value {
             attributes.insert(

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! prefix/<path>                                 the file's bytes; object metadata
-//!                                               tether-blake3, tether-mode, tether-mtime-ns
-//!                                               (where the store keeps metadata)
+//!                                               tetherblake3, tethermode, tethermtimens
+//!                                               (where the store keeps metadata; read
+//!                                               also: the legacy tether-blake3, …)
 //! prefix/.tether/mirror/00000000000000000007    MirrorIndex: every path's Meta and the
 //!                                               ETag its object had when tether wrote it
 //! prefix/.tether/mirror-floor/00000000000000004 empty: generations below 4 are retired
@@ -13,7 +14,7 @@
 //! then uploads, then writes the next index generation (create-if-absent,
 //! so two writers re-read and merge instead of overwriting each other's
 //! index). A restore lists the objects: an object whose ETag matches the
-//! index uses the index's mode, mtime and hash (verified while writing, no
+//! index (quotes aside: Azure lists ETags unquoted) uses the index's mode, mtime and hash (verified while writing, no
 //! extra request); any other object (written by another tool, or by a push
 //! that failed before its index) uses its own object metadata, or a plain
 //! 0644 file with the object's time when the store keeps none. Directories
@@ -109,6 +110,16 @@ pub(crate) fn decode_index_entries(
         .into_iter()
         .map(|(name, e)| (name, e.meta, e.etag))
         .collect())
+}
+
+/// Whether two ETags (both present) name the same object version. Azure
+/// quotes the ETag in `PUT` and `HEAD` answers (`"0x8DC…"`) but not in
+/// listings (`0x8DC…`), so the quotes are not part of the comparison.
+fn same_etag(a: Option<&str>, b: Option<&str>) -> bool {
+    fn bare(t: &str) -> &str {
+        t.trim_matches('"')
+    }
+    matches!((a, b), (Some(a), Some(b)) if !bare(a).is_empty() && bare(a) == bare(b))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -515,7 +526,9 @@ impl Mirror {
             let rel = self.remote.relative(&o.location).unwrap_or_default();
             let path = RelPath::new(rel).map_err(|_| bad_name(rel))?;
             let known = index.entries.get(rel).and_then(|e| match &e.meta {
-                Meta::File(f) if f.size == o.size && e.etag.is_some() && e.etag == o.e_tag => {
+                Meta::File(f)
+                    if f.size == o.size && same_etag(e.etag.as_deref(), o.e_tag.as_deref()) =>
+                {
                     Some(FileSpec::from(f))
                 }
                 _ => None,
@@ -722,5 +735,15 @@ mod tests {
         d.delete(a);
         apply(&mut index, &d, &BTreeMap::new());
         assert_eq!(index.entries.keys().collect::<Vec<_>>(), ["d"]);
+    }
+
+    #[test]
+    fn etags_compare_without_quotes() {
+        assert!(same_etag(Some("\"0x8DC1\""), Some("0x8DC1")));
+        assert!(same_etag(Some("\"abc\""), Some("\"abc\"")));
+        assert!(!same_etag(Some("\"abc\""), Some("abd")));
+        assert!(!same_etag(None, Some("abc")));
+        assert!(!same_etag(Some("\"\""), Some("")));
+        assert!(!same_etag(None, None));
     }
 }

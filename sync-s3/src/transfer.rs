@@ -29,37 +29,65 @@ use sync_core::{BackendError, FileMeta, RelPath, Source};
 
 use crate::store::{Remote, remote_err};
 
-/// Object metadata keys of the mirror layout (`x-amz-meta-tether-hash`…).
-pub(crate) const ATTR_HASH: &str = "tether-blake3";
-/// Permission bits, octal.
-pub(crate) const ATTR_MODE: &str = "tether-mode";
-/// Modification time, nanoseconds since the epoch.
-pub(crate) const ATTR_MTIME: &str = "tether-mtime-ns";
+/// Object metadata names of the mirror layout, as written: the content's
+/// BLAKE3 hash (hex), the permission bits (octal) and the modification time
+/// (nanoseconds since the epoch). Only lowercase ASCII letters and digits:
+/// Azure requires C# identifiers (no `-`), S3 and GCS lowercase names
+/// anyway, and HTTP proxies such as nginx drop request headers containing
+/// `_` by default (`underscores_in_headers off`). They travel as
+/// `x-amz-meta-tetherblake3`, `x-goog-meta-tetherblake3`,
+/// `x-ms-meta-tetherblake3`.
+pub(crate) const ATTR_NAMES: AttrNames = AttrNames {
+    hash: "tetherblake3",
+    mode: "tethermode",
+    mtime_ns: "tethermtimens",
+};
+/// The names earlier tether versions wrote (refused by Azure, fine on S3 and GCS):
+/// still read, so existing S3 and GCS mirrors restore with their metadata.
+pub(crate) const LEGACY_ATTR_NAMES: AttrNames = AttrNames {
+    hash: "tether-blake3",
+    mode: "tether-mode",
+    mtime_ns: "tether-mtime-ns",
+};
 
-/// The attributes describing `meta`.
+/// One set of the three metadata names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttrNames {
+    pub hash: &'static str,
+    pub mode: &'static str,
+    pub mtime_ns: &'static str,
+}
+
+/// The attributes describing `meta` (the current names only).
 pub(crate) fn file_attributes(meta: &FileMeta) -> Attributes {
     let mut a = Attributes::new();
     a.insert(
-        Attribute::Metadata(ATTR_HASH.into()),
+        Attribute::Metadata(ATTR_NAMES.hash.into()),
         AttributeValue::from(meta.hash.to_hex()),
     );
     a.insert(
-        Attribute::Metadata(ATTR_MODE.into()),
+        Attribute::Metadata(ATTR_NAMES.mode.into()),
         AttributeValue::from(format!("{:o}", meta.mode)),
     );
     a.insert(
-        Attribute::Metadata(ATTR_MTIME.into()),
+        Attribute::Metadata(ATTR_NAMES.mtime_ns.into()),
         AttributeValue::from(meta.mtime_ns.to_string()),
     );
     a
 }
 
-/// Reads a [`FileSpec`] back from object attributes, where present.
+/// Reads a [`FileSpec`] back from object attributes, where present: the
+/// current names when they make a complete, valid set, else the legacy
+/// names (an object pushed by an older tether), else `None`.
 pub(crate) fn spec_from_attributes(a: &Attributes, size: u64) -> Option<FileSpec> {
+    spec_from_names(a, size, ATTR_NAMES).or_else(|| spec_from_names(a, size, LEGACY_ATTR_NAMES))
+}
+
+fn spec_from_names(a: &Attributes, size: u64, names: AttrNames) -> Option<FileSpec> {
     let get = |k: &'static str| a.get(&Attribute::Metadata(k.into())).map(|v| v.as_ref());
-    let hash = sync_core::ContentHash::from_hex(get(ATTR_HASH)?)?;
-    let mode = u32::from_str_radix(get(ATTR_MODE)?, 8).ok()? & 0o7777;
-    let mtime_ns = get(ATTR_MTIME)?.parse::<i64>().ok()?;
+    let hash = sync_core::ContentHash::from_hex(get(names.hash)?)?;
+    let mode = u32::from_str_radix(get(names.mode)?, 8).ok()? & 0o7777;
+    let mtime_ns = get(names.mtime_ns)?.parse::<i64>().ok()?;
     Some(FileSpec {
         mode,
         mtime_ns: Some(mtime_ns),
@@ -414,5 +442,74 @@ mod tests {
         let spec = spec_from_attributes(&a, 3).unwrap();
         assert_eq!(spec, FileSpec::from(&meta));
         assert!(spec_from_attributes(&Attributes::new(), 3).is_none());
+    }
+
+    /// Valid Azure metadata names (C# identifiers), lowercase (S3 and GCS
+    /// fold case), no `_` (dropped by nginx-style proxies by default).
+    #[test]
+    fn attribute_names_are_valid_everywhere() {
+        let a = file_attributes(&FileMeta {
+            size: 0,
+            mtime_ns: 0,
+            mode: 0o644,
+            hash: sync_core::ContentHash::of(b""),
+        });
+        let mut n = 0;
+        for (k, _) in a.iter() {
+            let Attribute::Metadata(name) = k else {
+                panic!("not user metadata: {k:?}")
+            };
+            n += 1;
+            assert!(
+                name.starts_with(|c: char| c.is_ascii_lowercase())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+                "{name} is not lowercase letters and digits"
+            );
+        }
+        assert_eq!(n, 3);
+    }
+
+    /// Objects pushed before the rename carry only the legacy names; a
+    /// complete current set wins over the legacy one.
+    #[test]
+    fn legacy_names_are_read_and_current_names_preferred() {
+        let old = FileMeta {
+            size: 3,
+            mtime_ns: 1_600_000_000_000_000_000,
+            mode: 0o600,
+            hash: sync_core::ContentHash::of(b"old"),
+        };
+        let new = FileMeta {
+            size: 3,
+            mtime_ns: 1_700_000_000_000_000_000,
+            mode: 0o755,
+            hash: sync_core::ContentHash::of(b"new"),
+        };
+        let mut legacy = Attributes::new();
+        for (k, v) in [
+            (LEGACY_ATTR_NAMES.hash, old.hash.to_hex()),
+            (LEGACY_ATTR_NAMES.mode, format!("{:o}", old.mode)),
+            (LEGACY_ATTR_NAMES.mtime_ns, old.mtime_ns.to_string()),
+        ] {
+            legacy.insert(Attribute::Metadata(k.into()), AttributeValue::from(v));
+        }
+        assert_eq!(spec_from_attributes(&legacy, 3), Some(FileSpec::from(&old)));
+        let mut both = legacy.clone();
+        for (k, v) in file_attributes(&new).iter() {
+            both.insert(k.clone(), v.clone());
+        }
+        assert_eq!(spec_from_attributes(&both, 3), Some(FileSpec::from(&new)));
+        // An incomplete current set does not hide a complete legacy one.
+        let mut partial = legacy;
+        partial.insert(
+            Attribute::Metadata(ATTR_NAMES.hash.into()),
+            AttributeValue::from(new.hash.to_hex()),
+        );
+        assert_eq!(
+            spec_from_attributes(&partial, 3),
+            Some(FileSpec::from(&old))
+        );
     }
 }

@@ -25,9 +25,7 @@ use sync_core::{Backend, BackendError, RestoreOptions, Source};
 use sync_s3::{BackendOptions, Layout, ObjectStoreBackend, PruneOptions};
 
 fn stores() -> Vec<Store> {
-    let mut v = vec![Store::Memory, Store::File];
-    v.extend(Store::s3());
-    v
+    common::all_stores()
 }
 
 async fn count(b: &ObjectStoreBackend, dir: &str) -> usize {
@@ -405,11 +403,24 @@ async fn mirror_objects_are_plain_files_with_metadata() {
         let got = b.store().get(&k).await.unwrap();
         let attrs = got.attributes.clone();
         assert_eq!(&got.bytes().await.unwrap()[..], b"hello");
-        if !matches!(store, Store::File) {
-            let hash = attrs
-                .get(&object_store::Attribute::Metadata("tether-blake3".into()))
-                .map(|v| v.as_ref().to_owned());
-            assert_eq!(hash, Some(sync_core::ContentHash::of(b"hello").to_hex()));
+        if store.keeps_metadata() {
+            let get = |name: &'static str| {
+                attrs
+                    .get(&object_store::Attribute::Metadata(name.into()))
+                    .map(|v| v.as_ref().to_owned())
+            };
+            let [hash, mode, mtime] = common::METADATA_NAMES;
+            assert_eq!(
+                get(hash),
+                Some(sync_core::ContentHash::of(b"hello").to_hex()),
+                "{}",
+                b.describe()
+            );
+            assert!(get(mode).is_some() && get(mtime).is_some(), "{attrs:?}");
+            // Only the current names are written.
+            for old in common::LEGACY_METADATA_NAMES {
+                assert_eq!(get(old), None, "{}", b.describe());
+            }
         }
         // Deletes propagate.
         std::fs::remove_file(w.src.join("notes/a b [1].txt")).unwrap();
@@ -431,6 +442,93 @@ async fn mirror_objects_are_plain_files_with_metadata() {
         let err = b.push(&c, &Source::new(&w.src)).await.unwrap_err();
         assert!(err.to_string().contains(".tether"), "{err}");
         assert!(b.history(1).await.is_err());
+    }
+}
+
+/// A mirror pushed by an earlier tether carries `tether-blake3`,
+/// `tether-mode`, `tether-mtime-ns` (S3, GCS; Azure never accepted them):
+/// such an object, with no index describing it, still restores with its
+/// mode and time. And when both sets are there, the current names win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_objects_with_legacy_metadata_names_restore_with_them() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let stores: Vec<Store> = stores()
+        .into_iter()
+        .filter(|s| matches!(s, Store::S3 { .. } | Store::Memory))
+        .collect();
+    for store in stores {
+        let f = StoreFixture::new(store, Layout::Mirror);
+        let b = f.backend(&unique("legacy-meta"));
+        let mut old = common::file_meta(b"old");
+        old.mode = 0o600;
+        old.mtime_ns = 1_500_000_000_123_456_789;
+        common::put_with_metadata_named(
+            &b,
+            "old.txt",
+            Bytes::from_static(b"old"),
+            &old,
+            common::LEGACY_METADATA_NAMES,
+        )
+        .await;
+        // Both sets, disagreeing: the current one is used.
+        let mut both = common::file_meta(b"both");
+        both.mode = 0o640;
+        both.mtime_ns = 1_600_000_000_000_000_000;
+        let k = key(&b, "both.txt");
+        let mut attributes = object_store::Attributes::new();
+        for (names, mode, mtime) in [
+            (
+                common::LEGACY_METADATA_NAMES,
+                0o755,
+                1_400_000_000_000_000_000i64,
+            ),
+            (common::METADATA_NAMES, both.mode, both.mtime_ns),
+        ] {
+            for (n, v) in
+                names
+                    .into_iter()
+                    .zip([both.hash.to_hex(), format!("{mode:o}"), mtime.to_string()])
+            {
+                attributes.insert(
+                    object_store::Attribute::Metadata(n.into()),
+                    object_store::AttributeValue::from(v),
+                );
+            }
+        }
+        b.store()
+            .put_opts(
+                &k,
+                PutPayload::from_static(b"both"),
+                PutOptions {
+                    attributes,
+                    ..PutOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        let dest = f.tmp.path().join(unique("dest"));
+        b.restore(&dest, &RestoreOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", b.describe()));
+        for (name, content, meta) in [("old.txt", &b"old"[..], &old), ("both.txt", b"both", &both)]
+        {
+            let path = dest.join(name);
+            assert_eq!(std::fs::read(&path).unwrap(), content);
+            let m = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                m.permissions().mode() & 0o7777,
+                meta.mode,
+                "{}: {name}",
+                b.describe()
+            );
+            let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+            assert_eq!(
+                mtime_ns,
+                i128::from(meta.mtime_ns),
+                "{}: {name}",
+                b.describe()
+            );
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! sync-core's backend conformance suite, for both layouts, against
-//! SeaweedFS (the test bed's real S3 server), `file://` and `memory://`.
+//! SeaweedFS (the test bed's real S3 server), Azurite (the Azure Blob
+//! emulator), `file://` and `memory://`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,6 +16,14 @@ sync_core::conformance_suite!(
 sync_core::conformance_suite!(
     s3_mirror,
     Store::s3().map(|s| StoreFixture::new(s, Layout::Mirror))
+);
+sync_core::conformance_suite!(
+    azure_snapshots,
+    Store::azure().map(|s| StoreFixture::new(s, Layout::Snapshots))
+);
+sync_core::conformance_suite!(
+    azure_mirror,
+    Store::azure().map(|s| StoreFixture::new(s, Layout::Mirror))
 );
 sync_core::conformance_suite!(
     file_snapshots,

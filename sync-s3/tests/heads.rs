@@ -31,6 +31,7 @@ use sync_s3::{BackendOptions, Layout, ObjectStoreBackend};
 fn stores() -> Vec<Store> {
     let mut v = vec![Store::Memory];
     v.extend(Store::s3());
+    v.extend(Store::azure());
     v
 }
 

@@ -20,9 +20,7 @@ use sync_core::{Backend, BackendError, Meta, RestoreOptions};
 use sync_s3::{BackendOptions, Layout};
 
 fn stores() -> Vec<Store> {
-    let mut v = vec![Store::Memory, Store::File];
-    v.extend(Store::s3());
-    v
+    common::all_stores()
 }
 
 /// Restores into `<tmp>/case/dest` and checks that nothing appeared next to

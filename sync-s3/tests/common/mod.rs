@@ -1,6 +1,7 @@
-//! Fixtures shared by sync-s3's integration tests: the three stores
-//! (SeaweedFS over S3, `file://`, `memory://`) in both layouts, and helpers
-//! that write raw objects in the backend's storage format.
+//! Fixtures shared by sync-s3's integration tests: the four stores
+//! (SeaweedFS over S3, Azurite over Azure Blob, `file://`, `memory://`) in
+//! both layouts, and helpers that write raw objects in the backend's
+//! storage format.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -29,6 +30,10 @@ pub enum Store {
         secret_key: String,
         bucket: String,
     },
+    /// Azurite from the test bed (object_store's emulator mode: the
+    /// well-known `devstoreaccount1` account and key, the endpoint from
+    /// `AZURITE_BLOB_STORAGE_URL`, which object_store reads itself).
+    Azure { container: String },
     /// A local directory.
     File,
     /// Process memory.
@@ -45,6 +50,27 @@ impl Store {
             bucket: testbed_var("TETHER_TEST_S3_BUCKET")?,
         })
     }
+
+    /// The Azurite test bed, or `None` (test skipped) when it is not running.
+    pub fn azure() -> Option<Store> {
+        testbed_var("AZURITE_BLOB_STORAGE_URL")?;
+        Some(Store::Azure {
+            container: testbed_var("TETHER_TEST_AZURE_CONTAINER")?,
+        })
+    }
+
+    /// Whether objects keep user metadata (everything but `file://`).
+    pub fn keeps_metadata(&self) -> bool {
+        !matches!(self, Store::File)
+    }
+}
+
+/// Memory and `file://`, plus SeaweedFS and Azurite when the test bed runs.
+pub fn all_stores() -> Vec<Store> {
+    let mut v = vec![Store::Memory, Store::File];
+    v.extend(Store::s3());
+    v.extend(Store::azure());
+    v
 }
 
 /// A unique name for a remote prefix.
@@ -101,6 +127,10 @@ impl StoreFixture {
                     self.layout
                 )
             }
+            Store::Azure { container } => {
+                options.store_options = vec![("azure_storage_use_emulator".into(), "true".into())];
+                format!("az://{container}/{name}?layout={}", self.layout)
+            }
             Store::File => format!(
                 "file://{}?layout={}",
                 self.tmp.path().join(name).display(),
@@ -145,17 +175,37 @@ pub async fn put_raw(b: &ObjectStoreBackend, rel: &str, bytes: impl Into<Bytes>)
         .unwrap_or_else(|e| panic!("put {key}: {e}"));
 }
 
+/// The mirror layout's object metadata names, as tether writes them.
+pub const METADATA_NAMES: [&str; 3] = ["tetherblake3", "tethermode", "tethermtimens"];
+/// The names earlier versions wrote (still read; Azure refuses them).
+pub const LEGACY_METADATA_NAMES: [&str; 3] = ["tether-blake3", "tether-mode", "tether-mtime-ns"];
+
 /// Writes `bytes` at `prefix/rel` with the mirror layout's object metadata
 /// for `meta` (mode exactly as given).
 pub async fn put_with_metadata(b: &ObjectStoreBackend, rel: &str, bytes: Bytes, meta: &FileMeta) {
+    put_with_metadata_named(b, rel, bytes, meta, METADATA_NAMES).await;
+}
+
+/// [`put_with_metadata`] under the metadata names `names` (hash, mode,
+/// mtime).
+pub async fn put_with_metadata_named(
+    b: &ObjectStoreBackend,
+    rel: &str,
+    bytes: Bytes,
+    meta: &FileMeta,
+    names: [&str; 3],
+) {
     use object_store::{Attribute, AttributeValue, Attributes, ObjectStore as _, PutOptions};
     let mut attributes = Attributes::new();
-    for (k, v) in [
-        ("tether-blake3", meta.hash.to_hex()),
-        ("tether-mode", format!("{:o}", meta.mode)),
-        ("tether-mtime-ns", meta.mtime_ns.to_string()),
-    ] {
-        attributes.insert(Attribute::Metadata(k.into()), AttributeValue::from(v));
+    for (k, v) in names.into_iter().zip([
+        meta.hash.to_hex(),
+        format!("{:o}", meta.mode),
+        meta.mtime_ns.to_string(),
+    ]) {
+        attributes.insert(
+            Attribute::Metadata(k.to_owned().into()),
+            AttributeValue::from(v),
+        );
     }
     let key = key(b, rel);
     b.store()
@@ -323,7 +373,7 @@ impl Fixture for StoreFixture {
                             // The object's own metadata says the same as
                             // the index (which names no ETag, so the
                             // restore reads the metadata).
-                            (Meta::File(f), Store::S3 { .. } | Store::Memory) => {
+                            (Meta::File(f), s) if s.keeps_metadata() => {
                                 put_with_metadata(&b, name, c.clone(), f).await;
                             }
                             _ => put_raw(&b, name, c.clone()).await,
