@@ -591,8 +591,9 @@ impl UserKey {
                 )))))
             }
             (UserKey::Passphrase(pass), Kdf::Argon2id { .. }) => {
-                let (m_kib, t, p) = kdf.check(slot)?;
-                let params = Params::new(m_kib, t, p, Some(32)).map_err(KeyError::Argon2)?;
+                let Some(params) = kdf.check(slot)? else {
+                    return Ok(None);
+                };
                 let mut out = Zeroizing::new([0u8; 32]);
                 Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                     .hash_password_into(pass, salt, out.as_mut_slice())
@@ -640,12 +641,13 @@ pub(crate) enum Kdf {
 }
 
 impl Kdf {
-    /// Argon2id's parameters as Argon2 takes them, refused as hostile above
-    /// the bounds (so an open never allocates more than 256 MiB or runs
-    /// more than 10 passes). `Raw` passes trivially.
-    fn check(&self, slot: &str) -> Result<(u32, u32, u32), KeyError> {
+    /// Argon2id's parameters as Argon2 takes them (`None` for `Raw`),
+    /// refused as hostile above the bounds (so an open never allocates more
+    /// than 256 MiB or runs more than 10 passes) and as malformed below
+    /// Argon2's minimums. Allocates nothing, runs nothing.
+    fn check(&self, slot: &str) -> Result<Option<Params>, KeyError> {
         match *self {
-            Kdf::Raw {} => Ok((0, 0, 0)),
+            Kdf::Raw {} => Ok(None),
             Kdf::Argon2id { m_kib, t, p } => {
                 let hostile = || KeyError::HostileKdf {
                     slot: slot.to_owned(),
@@ -656,11 +658,17 @@ impl Kdf {
                 if m_kib > ARGON2_MAX_M_KIB || t > ARGON2_MAX_T || p > ARGON2_MAX_P {
                     return Err(hostile());
                 }
-                Ok((
+                let params = Params::new(
                     u32::try_from(m_kib).map_err(|_| hostile())?,
                     u32::try_from(t).map_err(|_| hostile())?,
                     u32::try_from(p).map_err(|_| hostile())?,
-                ))
+                    Some(32),
+                )
+                .map_err(|e| KeyError::SlotMalformed {
+                    slot: slot.to_owned(),
+                    reason: format!("Argon2id parameters: {e}"),
+                })?;
+                Ok(Some(params))
             }
         }
     }
@@ -1501,6 +1509,15 @@ mod tests {
             };
             let r = open_master(&[slot.clone(), hostile], &REPO, &pass);
             assert!(matches!(r, Err(KeyError::HostileKdf { m_kib: m, .. }) if m == m_kib));
+        }
+        // Below Argon2's minimums: malformed, refused by the parser too.
+        for (m_kib, t, p) in [(7u64, 1u64, 1u64), (64, 0, 1), (64, 1, 0)] {
+            let mut h = v.clone();
+            h["kdf"] = serde_json::json!({"alg": "argon2id", "m_kib": m_kib, "t": t, "p": p});
+            assert!(
+                matches!(reparse(&h), Err(KeyError::SlotMalformed { .. })),
+                "{h}"
+            );
         }
         // At the bounds: accepted by the parser (not run here: 256 MiB × 10).
         let mut h = v.clone();
