@@ -354,6 +354,18 @@ impl Ad {
 fn seal_with(key: &[u8; 32], plain: &[u8], ad: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce)?;
+    seal_with_nonce(key, nonce, plain, ad)
+}
+
+/// [`seal_with`] with a given nonce (never reused: callers pass a fresh
+/// random one; tests a fixed one to check the layout against published
+/// vectors).
+fn seal_with_nonce(
+    key: &[u8; 32],
+    nonce: [u8; NONCE_LEN],
+    plain: &[u8],
+    ad: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let mut out = Vec::with_capacity(plain.len().saturating_add(SEAL_OVERHEAD));
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plain);
@@ -1121,6 +1133,36 @@ mod tests {
             // Random nonces: sealing twice differs.
             assert_ne!(seal(&key, &frame, &ad).unwrap(), unit);
         }
+    }
+
+    /// The unit is standard XChaCha20-Poly1305, `nonce ‖ ciphertext ‖ tag`:
+    /// draft-irtf-cfrg-xchacha, appendix A.3.1.
+    #[test]
+    fn unit_layout_matches_the_xchacha_draft_vector() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let key: [u8; 32] = hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
+            .try_into()
+            .unwrap();
+        let nonce: [u8; 24] = hex("404142434445464748494a4b4c4d4e4f5051525354555657")
+            .try_into()
+            .unwrap();
+        let ad = hex("50515253c0c1c2c3c4c5c6c7");
+        let plain = b"Ladies and Gentlemen of the class of '99: If I could offer you only one \
+                      tip for the future, sunscreen would be it.";
+        let mut unit = nonce.to_vec();
+        unit.extend(hex(
+            "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa644\
+             0bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e\
+             3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e",
+        ));
+        unit.extend(hex("c0875924c1c7987947deafd8780acf49"));
+        assert_eq!(seal_with_nonce(&key, nonce, plain, &ad).unwrap(), unit);
+        assert_eq!(open_with(&key, &unit, &ad, unit.len()).unwrap(), plain);
     }
 
     #[test]
