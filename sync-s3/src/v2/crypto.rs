@@ -619,7 +619,8 @@ impl UserKey {
 
 /// The contents of a new key file (`tether key generate`):
 /// `tether-key-1:` + 32 random bytes as base64url without padding, and a
-/// newline.
+/// newline. The text *is* the secret (its `Debug` prints it): write it to
+/// the key file and nowhere else.
 pub(crate) fn generate_key_file_contents() -> Result<Zeroizing<String>, CryptoError> {
     let mut key = Zeroizing::new([0u8; 32]);
     fill_random(key.as_mut_slice())?;
@@ -1808,6 +1809,11 @@ mod tests {
             }
         }
         debug_only.extend(kinds);
+        // What is stored in the bucket: slots and sealed units.
+        for slot in [&raw_slot, &pass_slot] {
+            debug_only.push(String::from_utf8(slot.to_json().unwrap()).unwrap());
+        }
+        debug_only.push(String::from_utf8_lossy(&sealed).into_owned());
         for text in &debug_only {
             for secret in &secrets {
                 let hex = lower_hex(secret);
