@@ -1837,4 +1837,43 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Remote bytes never panic anything here, and a unit that was not
+        /// sealed under this key and `ad` never opens.
+        #[test]
+        fn remote_bytes_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            max in 0usize..700,
+        ) {
+            let key = data_key();
+            proptest::prop_assert!(open(&key, &bytes, &Ad::head(&REPO, 1), max).is_err());
+            let _ = KeySlot::from_json("0123456789abcdef", &bytes);
+            let _ = verify_marker_mac(&master().subkeys(&REPO).config_mac, &bytes);
+            let _ = marker_with_mac(&master().subkeys(&REPO).config_mac, &bytes);
+            let _ = UserKey::from_key_file_bytes(&bytes);
+        }
+
+        /// Any `"mac":"` + 64 characters anywhere in arbitrary text: a
+        /// marker signed once verifies, and any one changed byte does not.
+        #[test]
+        fn any_changed_marker_byte_is_refused(
+            before in "[ -~]{0,80}",
+            after in "[ -~]{0,80}",
+            at in 0usize..1000,
+        ) {
+            proptest::prop_assume!(!before.contains("\"mac\":\"") && !after.contains("\"mac\":\""));
+            let key = master().subkeys(&REPO).config_mac;
+            let text = format!("{before}\"mac\":\"{MARKER_MAC_PLACEHOLDER}\"{after}");
+            // (A field split across `before` and ours makes two: refused, skipped.)
+            let stored = marker_with_mac(&key, text.as_bytes());
+            proptest::prop_assume!(stored.is_ok());
+            let stored = stored.unwrap();
+            proptest::prop_assert!(verify_marker_mac(&key, &stored).is_ok());
+            let mut changed = stored.clone();
+            let i = at % changed.len();
+            changed[i] ^= 0x01;
+            proptest::prop_assert!(verify_marker_mac(&key, &changed).is_err());
+        }
+    }
 }
