@@ -6,14 +6,19 @@
 //!   policy (encryption wraps frames and lives elsewhere);
 //! * [`node`] — tree nodes: typed structs, canonical encoding, a strict
 //!   decoder, node ids;
-//! * [`pages`] — one directory's sorted entries → leaves and branch levels.
+//! * [`pages`] — one directory's sorted entries → leaves and branch levels;
+//! * [`crypto`] — encryption: master secret and subkeys, sealing stored
+//!   units (XChaCha20-Poly1305 with their `ad`), key files and key slots,
+//!   the marker's mac.
 //!
 //! Data flow for one directory on push: entries → [`pages::build_dir`]
 //! (canonical node bytes and ids, bottom-up) → [`frame::encode_record`] →
-//! (seal) → `trees/<xx>/<id>`. On restore: GET (bounded) → (open) →
+//! ([`crypto::seal`] if encrypted) → `trees/<xx>/<id>`. On restore: GET
+//! (bounded) → ([`crypto::open`]) →
 //! [`frame::decode`] with the node limit → [`node::decode_verified`] against
 //! the id the parent named.
 
+pub(crate) mod crypto;
 pub(crate) mod frame;
 pub(crate) mod node;
 pub(crate) mod pages;
