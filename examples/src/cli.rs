@@ -71,6 +71,11 @@ pub enum Command {
     /// Write one file of a remote's newest (or `--at`) state to stdout,
     /// verified against its recorded hash first.
     Cat(CatArgs),
+    /// List the files of a remote's newest (or `--at`) state.
+    Ls(LsArgs),
+    /// What changed between two checkpoints (default: the newest and the
+    /// one before), notebooks cell by cell.
+    Diff(DiffArgs),
     /// Create, publish and show the admission webhook's TLS certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -279,6 +284,56 @@ pub struct CatArgs {
     /// of the newest.
     #[arg(long, env = "TETHER_RESTORE_AT", value_name = "ID")]
     pub at: Option<String>,
+    /// Remote options.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// `tether ls`.
+#[derive(Debug, Clone, Args)]
+pub struct LsArgs {
+    /// A folder (or file) inside the synced directory; default: the top.
+    #[arg(value_parser = parse_rel_path)]
+    pub path: Option<sync_core::RelPath>,
+    /// Remote URL (see `tether sync --help`).
+    #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
+    pub from: String,
+    /// List this snapshot or commit (see `tether history`) instead of the
+    /// newest.
+    #[arg(long, env = "TETHER_RESTORE_AT", value_name = "ID")]
+    pub at: Option<String>,
+    /// Modes, sizes and modification times too.
+    #[arg(long, short = 'l')]
+    pub long: bool,
+    /// Everything below, not only the folder's own entries.
+    #[arg(long, short = 'R')]
+    pub recursive: bool,
+    /// Remote options.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// `tether diff`.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// The older checkpoint (default: the one before NEW in `tether
+    /// history`).
+    pub old: Option<String>,
+    /// The newer checkpoint (default: the newest).
+    pub new: Option<String>,
+    /// Remote URL (see `tether sync --help`).
+    #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
+    pub from: String,
+    /// Only this file or folder.
+    #[arg(long, value_parser = parse_rel_path)]
+    pub path: Option<sync_core::RelPath>,
+    /// Only the list of added, modified and deleted paths with sizes, no
+    /// content diffs.
+    #[arg(long)]
+    pub stat: bool,
+    /// Also report execution counts and cell metadata of notebooks.
+    #[arg(long)]
+    pub notebook_metadata: bool,
     /// Remote options.
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -624,15 +679,17 @@ mod tests {
         assert!(matches!(cli.command, Command::Webhook(_)));
     }
 
+    /// `tether sync /w` with `extra` flags.
+    fn parse(extra: &[&str]) -> SyncArgs {
+        let argv = ["tether", "sync", "/w"].iter().chain(extra).copied();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Sync(s) => s,
+            _ => panic!("not sync"),
+        }
+    }
+
     #[test]
     fn max_delete_takes_a_share_or_a_count() {
-        let parse = |extra: &[&str]| {
-            let argv = ["tether", "sync", "/w"].iter().chain(extra).copied();
-            match Cli::try_parse_from(argv).unwrap().command {
-                Command::Sync(s) => s,
-                _ => panic!("not sync"),
-            }
-        };
         let s = parse(&[]);
         assert_eq!(s.max_delete, sync_core::DeleteGuard::default());
         assert!(!s.allow_mass_delete);
@@ -650,13 +707,6 @@ mod tests {
 
     #[test]
     fn request_timeout_and_verify_hashes() {
-        let parse = |extra: &[&str]| {
-            let argv = ["tether", "sync", "/w"].iter().chain(extra).copied();
-            match Cli::try_parse_from(argv).unwrap().command {
-                Command::Sync(s) => s,
-                _ => panic!("not sync"),
-            }
-        };
         let s = parse(&[]);
         assert_eq!(s.remote.request_timeout, Duration::from_secs(30));
         assert!(!s.verify_hashes);

@@ -89,6 +89,83 @@ pub struct HistoryEntry {
     pub bytes: u64,
 }
 
+/// A stored state, as [`Backend::list`] reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The snapshot or commit listed (`None`: nothing was pushed yet).
+    pub id: Option<String>,
+    /// Its entries, in path order.
+    pub entries: Vec<Listed>,
+}
+
+/// One entry of a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Where it is.
+    pub path: RelPath,
+    /// What it is: file, directory or symlink.
+    pub kind: crate::restore::PlanKind,
+    /// Content size (files), when the backend keeps it.
+    pub size: Option<u64>,
+    /// Permission bits, when the backend keeps them.
+    pub mode: Option<u32>,
+    /// Modification time (files), when the backend keeps it.
+    pub mtime: Option<SystemTime>,
+    /// The symlink's target.
+    pub target: Option<String>,
+    /// An id of the content that two entries of one backend share exactly
+    /// when their bytes are the same (BLAKE3, a git blob id, an ETag):
+    /// what `diff` compares.
+    pub content: Option<String>,
+}
+
+impl Listed {
+    /// The entry for `meta` as tether records it (manifests, indexes).
+    pub fn from_meta(path: RelPath, meta: &crate::entry::Meta) -> Self {
+        use crate::entry::Meta;
+        use crate::restore::PlanKind;
+        match meta {
+            Meta::File(f) => Listed {
+                path,
+                kind: PlanKind::File,
+                size: Some(f.size),
+                mode: Some(f.mode & crate::entry::PERMISSION_BITS),
+                mtime: time_of_ns(f.mtime_ns),
+                target: None,
+                content: Some(f.hash.to_hex()),
+            },
+            Meta::Dir { mode } => Listed {
+                path,
+                kind: PlanKind::Dir,
+                size: None,
+                mode: Some(mode & crate::entry::PERMISSION_BITS),
+                mtime: None,
+                target: None,
+                content: None,
+            },
+            Meta::Symlink { target } => Listed {
+                path,
+                kind: PlanKind::Symlink,
+                size: None,
+                mode: None,
+                mtime: None,
+                target: Some(target.clone()),
+                content: None,
+            },
+        }
+    }
+}
+
+/// A recorded mtime in nanoseconds as a time (`None` if it does not fit).
+fn time_of_ns(ns: i64) -> Option<SystemTime> {
+    let d = std::time::Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(d)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(d)
+    }
+}
+
 /// Errors from a backend.
 ///
 /// Messages name the object, path or URL involved and never contain
@@ -257,6 +334,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Err(BackendError::Unsupported {
             backend: self.describe(),
             what: "history",
+        })
+    }
+
+    /// Every entry of the newest state (or the one named by `at`), in path
+    /// order, without writing anything (`tether ls`, `tether diff`).
+    /// Paths are validated as a restore validates them.
+    async fn list(&self, at: Option<&str>) -> Result<Listing, BackendError> {
+        let _ = at;
+        Err(BackendError::Unsupported {
+            backend: self.describe(),
+            what: "listing a stored state",
         })
     }
 

@@ -81,7 +81,9 @@ pub mod state;
 pub mod testkit;
 pub(crate) mod watcher;
 
-pub use backend::{Backend, BackendError, Capabilities, HistoryEntry, PushReceipt, RemoteHead};
+pub use backend::{
+    Backend, BackendError, Capabilities, HistoryEntry, Listed, Listing, PushReceipt, RemoteHead,
+};
 pub use checkpoint::{Change, Checkpoint, CheckpointStats};
 #[doc(hidden)]
 pub use detect::{DirtySet, detect};

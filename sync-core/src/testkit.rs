@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
                 idempotent_push,
                 restore_policies,
                 subpath_restore,
+                listing,
                 modes_round_trip,
                 special_mode_bits_are_not_restored,
                 repository_directories_are_not_restored,

@@ -434,6 +434,42 @@ impl GitBackend {
         ))
     }
 
+    /// The commit `at` names (a full or abbreviated id, fetching every
+    /// branch if it is not known yet), or the branch's newest; `None` for
+    /// an empty remote. Call with the state lock held.
+    async fn resolve(&self, at: Option<&str>) -> Result<Option<ObjectId>, BackendError> {
+        Ok(match at {
+            None => self.fetch_branch().await?,
+            Some(at) => {
+                let at = at.trim().to_ascii_lowercase();
+                if !(7..=40).contains(&at.len()) || !at.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(BackendError::NotFound {
+                        what: format!(
+                            "commit {at:?} (give a commit id: 7 to 40 hexadecimal characters)"
+                        ),
+                    });
+                }
+                let find = |at: String| {
+                    move |repo: &gix::Repository| -> Result<Result<ObjectId, String>, BackendError> {
+                        Ok(find_commit_by_prefix(repo, &at))
+                    }
+                };
+                let found = match self.blocking(find(at.clone())).await? {
+                    Ok(id) => id,
+                    Err(_) => {
+                        self.fetch_all_branches().await?;
+                        self.blocking(find(at.clone())).await?.map_err(|why| {
+                            BackendError::NotFound {
+                                what: format!("commit {at} in {} ({why})", self.remote.url()),
+                            }
+                        })?
+                    }
+                };
+                Some(found)
+            }
+        })
+    }
+
     /// Fetches the branch into [`FETCHED_REF`]; `None` if the remote has no
     /// such branch (a new repository).
     async fn fetch_branch(&self) -> Result<Option<ObjectId>, BackendError> {
@@ -1034,36 +1070,7 @@ impl Backend for GitBackend {
         options: &RestoreOptions,
     ) -> Result<RestoreReport, BackendError> {
         let _state = self.state.lock().await;
-        let target = match &options.at {
-            None => self.fetch_branch().await?,
-            Some(at) => {
-                let at = at.trim().to_ascii_lowercase();
-                if !(7..=40).contains(&at.len()) || !at.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(BackendError::NotFound {
-                        what: format!(
-                            "commit {at:?} (give a commit id: 7 to 40 hexadecimal characters)"
-                        ),
-                    });
-                }
-                let find = |at: String| {
-                    move |repo: &gix::Repository| -> Result<Result<ObjectId, String>, BackendError> {
-                        Ok(find_commit_by_prefix(repo, &at))
-                    }
-                };
-                let found = match self.blocking(find(at.clone())).await? {
-                    Ok(id) => id,
-                    Err(_) => {
-                        self.fetch_all_branches().await?;
-                        self.blocking(find(at.clone())).await?.map_err(|why| {
-                            BackendError::NotFound {
-                                what: format!("commit {at} in {} ({why})", self.remote.url()),
-                            }
-                        })?
-                    }
-                };
-                Some(found)
-            }
-        };
+        let target = self.resolve(options.at.as_deref()).await?;
         let dest = dest.to_path_buf();
         let settings = WriterSettings::from(options);
         let runner = self.runner.clone();
@@ -1081,6 +1088,16 @@ impl Backend for GitBackend {
             )
         })
         .await
+    }
+
+    async fn list(&self, at: Option<&str>) -> Result<sync_core::Listing, BackendError> {
+        let _state = self.state.lock().await;
+        let Some(commit) = self.resolve(at).await? else {
+            return Ok(sync_core::Listing::default());
+        };
+        let max_entries = self.max_entries;
+        self.blocking(move |repo| list_commit(repo, commit, max_entries))
+            .await
     }
 
     async fn wait_background(&self, limit: Duration) {
@@ -1156,6 +1173,96 @@ fn find_commit_by_prefix(repo: &gix::Repository, hex: &str) -> Result<ObjectId, 
     repo.find_commit(id)
         .map(|c| c.id)
         .map_err(|_| format!("{id} is not a commit"))
+}
+
+/// The entries of `commit`'s tree as tether restores them: the reserved
+/// `.tether` and submodules left out, modes from the modes file, sizes from
+/// the object headers, contents named by git blob id.
+fn list_commit(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    max_entries: u64,
+) -> Result<sync_core::Listing, BackendError> {
+    let object = format!("commit {commit}");
+    let tree = commit_tree(repo, commit)?;
+    let mut reader = TreeReader::new(repo, max_entries);
+    let listing = reader.list(tree)?;
+    let modes = Modes::read(repo, &mut reader, tree)?;
+    let mut items = Vec::with_capacity(listing.len());
+    for (path, entry) in listing {
+        if is_reserved(&path) {
+            continue;
+        }
+        let kind = match entry.kind {
+            EntryKind::Tree => PlanKind::Dir,
+            EntryKind::Blob | EntryKind::BlobExecutable => PlanKind::File,
+            EntryKind::Link => PlanKind::Symlink,
+            EntryKind::Commit => continue,
+        };
+        let name = path
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| BackendError::InvalidRemote {
+                object: object.clone(),
+                reason: format!("path {path:?} is not valid UTF-8"),
+            })?;
+        items.push((name, kind, entry));
+    }
+    let plan = RestorePlan::validate(items.iter().map(|(n, k, _)| (n.as_str(), *k)), &object)?;
+    let mut entries = Vec::with_capacity(items.len());
+    for (path, (_, kind, entry)) in plan.paths.into_iter().zip(items) {
+        let header = |id: ObjectId| {
+            repo.find_header(id)
+                .map(|h| h.size())
+                .map_err(|e| local_error(&format!("blob {id}"), e))
+        };
+        let mode = modes.get(path.as_str());
+        let listed = match kind {
+            PlanKind::Dir => sync_core::Listed {
+                kind,
+                size: None,
+                mode: Some(mode.unwrap_or(sync_core::DEFAULT_DIR_MODE)),
+                mtime: None,
+                target: None,
+                content: None,
+                path,
+            },
+            PlanKind::File => sync_core::Listed {
+                kind,
+                size: Some(header(entry.id)?),
+                mode: Some(file_mode(mode, entry.kind == EntryKind::BlobExecutable)),
+                mtime: None,
+                target: None,
+                content: Some(entry.id.to_string()),
+                path,
+            },
+            PlanKind::Symlink => {
+                if header(entry.id)? > 4095 {
+                    return Err(BackendError::InvalidRemote {
+                        object,
+                        reason: format!("symlink {path} has a target over 4095 bytes"),
+                    });
+                }
+                let blob = repo
+                    .find_object(entry.id)
+                    .map_err(|e| local_error(&format!("blob {}", entry.id), e))?;
+                sync_core::Listed {
+                    kind,
+                    size: None,
+                    mode: None,
+                    mtime: None,
+                    target: Some(String::from_utf8_lossy(&blob.data).into_owned()),
+                    content: None,
+                    path,
+                }
+            }
+        };
+        entries.push(listed);
+    }
+    Ok(sync_core::Listing {
+        id: Some(commit.to_string()),
+        entries,
+    })
 }
 
 /// Writes the tree of `commit` into `dest` (nothing for an empty remote).

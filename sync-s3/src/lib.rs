@@ -390,6 +390,16 @@ impl Backend for ObjectStoreBackend {
         }
     }
 
+    async fn list(&self, at: Option<&str>) -> Result<sync_core::Listing, BackendError> {
+        if self.open(false).await? == marker::Opened::Fresh && at.is_none() {
+            return Ok(sync_core::Listing::default());
+        }
+        match &self.inner {
+            LayoutImpl::Mirror(m) => m.list(at).await,
+            LayoutImpl::Snapshots(s) => s.list(at).await,
+        }
+    }
+
     async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
         if self.layout == Layout::Snapshots && self.open(false).await? == marker::Opened::Fresh {
             return Ok(Vec::new());

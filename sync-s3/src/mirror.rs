@@ -45,8 +45,8 @@ use object_store::{GetOptions, ObjectMeta};
 use serde::{Deserialize, Serialize};
 use sync_core::restore::{FileSpec, PlanKind, RestorePlan, RestoreWriter};
 use sync_core::{
-    BackendError, Change, Checkpoint, Meta, PushReceipt, RelPath, RemoteHead, RestoreOptions,
-    RestoreReport, Source,
+    BackendError, Change, Checkpoint, Listed, Meta, PushReceipt, RelPath, RemoteHead,
+    RestoreOptions, RestoreReport, Source,
 };
 
 use crate::config::BackendOptions;
@@ -408,6 +408,95 @@ impl Mirror {
                 "the mirror index kept changing under concurrent writers ({MAX_ATTEMPTS} attempts); the checkpoint is kept and retried"
             ),
         ))
+    }
+
+    /// The current state, as [`Mirror::restore`] would write it: the
+    /// index's directories and symlinks, and every object (with the
+    /// index's metadata when its ETag matches, else the object's size and
+    /// time).
+    pub async fn list(&self, at: Option<&str>) -> Result<sync_core::Listing, BackendError> {
+        if at.is_some() {
+            return Err(BackendError::Unsupported {
+                backend: self.remote.describe.clone(),
+                what: "listing an earlier checkpoint (the mirror layout keeps only the newest state)",
+            });
+        }
+        let (loaded, objects) = tokio::try_join!(self.load_index(), self.all_objects())?;
+        let (generation, index) = match loaded {
+            Some((n, i)) => (Some(n), i),
+            None => (None, MirrorIndex::default()),
+        };
+        let (markers, objects) = self.split_folder_markers(objects, &index);
+        /// What is known of one listed name.
+        enum Item {
+            Recorded(Meta),
+            Object(ObjectMeta),
+            Marker,
+        }
+        let mut items: BTreeMap<String, Item> = BTreeMap::new();
+        for (name, e) in &index.entries {
+            if !matches!(e.meta, Meta::File(_)) {
+                items.insert(name.clone(), Item::Recorded(e.meta.clone()));
+            }
+        }
+        for o in objects {
+            let Some(rel) = self.remote.relative(&o.location).map(str::to_owned) else {
+                continue;
+            };
+            let known = index.entries.get(&rel).and_then(|e| match &e.meta {
+                Meta::File(f)
+                    if f.size == o.size && same_etag(e.etag.as_deref(), o.e_tag.as_deref()) =>
+                {
+                    Some(e.meta.clone())
+                }
+                _ => None,
+            });
+            items.insert(rel, known.map_or(Item::Object(o), Item::Recorded));
+        }
+        for m in &markers {
+            items.entry(m.as_str().to_owned()).or_insert(Item::Marker);
+        }
+        let kind = |item: &Item| match item {
+            Item::Recorded(Meta::Dir { .. }) | Item::Marker => PlanKind::Dir,
+            Item::Recorded(Meta::Symlink { .. }) => PlanKind::Symlink,
+            Item::Recorded(Meta::File(_)) | Item::Object(_) => PlanKind::File,
+        };
+        let described = match generation {
+            Some(n) => INDEX.key(&self.remote, n)?.to_string(),
+            None => format!("{} (no index)", self.remote.describe),
+        };
+        let plan =
+            RestorePlan::validate(items.iter().map(|(n, i)| (n.as_str(), kind(i))), &described)?;
+        let entries = plan
+            .paths
+            .into_iter()
+            .zip(items.into_values())
+            .map(|(path, item)| match item {
+                Item::Recorded(meta) => Listed::from_meta(path, &meta),
+                Item::Marker => Listed::from_meta(
+                    path,
+                    &Meta::Dir {
+                        mode: sync_core::entry::DEFAULT_DIR_MODE,
+                    },
+                ),
+                Item::Object(o) => Listed {
+                    path,
+                    kind: PlanKind::File,
+                    size: Some(o.size),
+                    mode: None,
+                    mtime: Some(o.last_modified.into()),
+                    target: None,
+                    content: o
+                        .e_tag
+                        .as_deref()
+                        .map(|t| format!("etag:{}", t.trim_matches('"'))),
+                },
+            })
+            .collect();
+        Ok(sync_core::Listing {
+            id: generation.map(|n| n.to_string()),
+            entries,
+        })
     }
 
     pub async fn restore(

@@ -889,6 +889,39 @@ impl Snapshots {
         (done, error)
     }
 
+    /// Every entry of the newest state or of `at`.
+    pub async fn list(&self, at: Option<&str>) -> Result<sync_core::Listing, BackendError> {
+        let manifest = match at {
+            Some(id) => self
+                .load_manifest(id)
+                .await?
+                .ok_or_else(|| BackendError::NotFound {
+                    what: format!("snapshot {id:?} in {}", self.remote.describe),
+                })?,
+            None => match self.head_manifest().await? {
+                Some((_, m)) => m,
+                None => return Ok(sync_core::Listing::default()),
+            },
+        };
+        let object = self.snapshot_key(&manifest.id)?.to_string();
+        let plan = RestorePlan::validate(
+            manifest
+                .entries
+                .iter()
+                .map(|e| (e.path.as_str(), plan_kind(&e.meta))),
+            &object,
+        )?;
+        Ok(sync_core::Listing {
+            entries: plan
+                .paths
+                .into_iter()
+                .zip(&manifest.entries)
+                .map(|(p, e)| sync_core::Listed::from_meta(p, &e.meta))
+                .collect(),
+            id: Some(manifest.id),
+        })
+    }
+
     pub async fn restore(
         &self,
         dest: &FsPath,
@@ -913,14 +946,10 @@ impl Snapshots {
         };
         let object = self.snapshot_key(&manifest.id)?.to_string();
         let plan = RestorePlan::validate(
-            manifest.entries.iter().map(|e| {
-                let kind = match e.meta {
-                    Meta::File(_) => PlanKind::File,
-                    Meta::Dir { .. } => PlanKind::Dir,
-                    Meta::Symlink { .. } => PlanKind::Symlink,
-                };
-                (e.path.as_str(), kind)
-            }),
+            manifest
+                .entries
+                .iter()
+                .map(|e| (e.path.as_str(), plan_kind(&e.meta))),
             &object,
         )?;
         options.check_selected(&plan.paths, &format!("snapshot {}", manifest.id))?;
@@ -1284,4 +1313,13 @@ fn fresh_pack_id(id: &str) -> String {
 fn chrono_cutoff(age: Duration) -> i64 {
     let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
     now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The restore plan's kind of an entry.
+fn plan_kind(meta: &Meta) -> PlanKind {
+    match meta {
+        Meta::File(_) => PlanKind::File,
+        Meta::Dir { .. } => PlanKind::Dir,
+        Meta::Symlink { .. } => PlanKind::Symlink,
+    }
 }

@@ -7,37 +7,38 @@
 //! reaches stdout has been verified, and a large file is streamed from
 //! disk, never held in memory. Needs free space in `$TMPDIR` for the file.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use sync_core::{BackendError, ExistingPolicy, RestoreOptions};
+use sync_core::{Backend, BackendError, ExistingPolicy, RelPath, RestoreOptions};
 
 use super::context;
 use crate::cli::CatArgs;
 use crate::error::CliError;
-use crate::paths::{self, BaseDirs};
 
-/// Runs `tether cat`.
-pub async fn run(args: CatArgs) -> Result<ExitCode, CliError> {
-    let url = args.from.trim();
-    if url.is_empty() {
-        return Err(CliError::usage("--from URL is empty"));
-    }
-    let state_dir = match &args.remote.state_dir {
-        Some(s) => super::absolute(s)?,
-        None => paths::remote_state_dir(&BaseDirs::from_env(), url)?,
-    };
-    sync_core::state::claim(&state_dir, None, url)?;
-    let backend = crate::remote::open_backend(url, &args.remote.options(None), &state_dir)?;
-    let remote = backend.describe();
-    let tmp = tempfile::Builder::new()
-        .prefix("tether-cat-")
+/// A private temporary directory (removed when dropped).
+pub fn private_temp_dir() -> Result<tempfile::TempDir, CliError> {
+    tempfile::Builder::new()
+        .prefix("tether-")
         .tempdir()
-        .map_err(|e| CliError::runtime(format!("creating a temporary directory: {e}")))?;
-    let dest = tmp.path().join("state");
+        .map_err(|e| CliError::runtime(format!("creating a temporary directory: {e}")))
+}
+
+/// Restores the one file `path` of `at` (newest: `None`) under `tmp` and
+/// returns where it is, verified. A folder or symlink is a usage error, a
+/// missing path a runtime error naming it.
+pub async fn fetch_file(
+    backend: &dyn Backend,
+    at: Option<&str>,
+    path: &RelPath,
+    tmp: &Path,
+) -> Result<PathBuf, CliError> {
+    let remote = backend.describe();
+    let dest = tmp.join(format!("state-{}", at.unwrap_or("newest")));
     let options = RestoreOptions {
-        at: args.at.clone(),
+        at: at.map(str::to_owned),
         existing: ExistingPolicy::Fail,
-        paths: vec![args.path.clone()],
+        paths: vec![path.clone()],
         ..Default::default()
     };
     backend
@@ -45,31 +46,37 @@ pub async fn run(args: CatArgs) -> Result<ExitCode, CliError> {
         .await
         .map_err(|e| match e {
             BackendError::NotFound { what } if what.starts_with("path ") => CliError::runtime(
-                format!("{remote} has no {what}: `tether restore DIR --from URL` writes the whole state to look at"),
+                format!("{remote} has no {what}: `tether ls --from URL` lists what it holds"),
             ),
             BackendError::NotFound { what } => CliError::usage(format!(
                 "{remote} has no {what}: `tether history --from URL` lists the ids it keeps"
             )),
-            e => context(e, format!("reading {} from {remote}", args.path)),
+            e => context(e, format!("reading {path} from {remote}")),
         })?;
-    let file = args.path.to_path(&dest);
-    let meta = std::fs::symlink_metadata(&file)
-        .map_err(|e| CliError::runtime(format!("{}: {e}", args.path)))?;
+    let file = path.to_path(&dest);
+    let meta =
+        std::fs::symlink_metadata(&file).map_err(|e| CliError::runtime(format!("{path}: {e}")))?;
     if meta.is_dir() {
         return Err(CliError::usage(format!(
-            "{} is a directory: use `tether restore DIR --from URL --path {}`",
-            args.path, args.path
+            "{path} is a directory: use `tether ls --from URL {path}` or `tether restore DIR --from URL --path {path}`"
         )));
     }
     if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(&file)
-            .map_err(|e| CliError::runtime(format!("{}: {e}", args.path)))?;
+        let target =
+            std::fs::read_link(&file).map_err(|e| CliError::runtime(format!("{path}: {e}")))?;
         return Err(CliError::usage(format!(
-            "{} is a symbolic link to {}",
-            args.path,
+            "{path} is a symbolic link to {}",
             target.display()
         )));
     }
+    Ok(file)
+}
+
+/// Runs `tether cat`.
+pub async fn run(args: CatArgs) -> Result<ExitCode, CliError> {
+    let backend = super::open_remote(&args.from, &args.remote)?;
+    let tmp = private_temp_dir()?;
+    let file = fetch_file(backend.as_ref(), args.at.as_deref(), &args.path, tmp.path()).await?;
     let path = args.path.clone();
     tokio::task::spawn_blocking(move || {
         let mut f = std::fs::File::open(&file)?;

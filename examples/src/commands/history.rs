@@ -57,12 +57,7 @@ pub async fn run(args: HistoryArgs) -> Result<ExitCode, CliError> {
             ));
         }
     };
-    let state_dir = match &args.remote.state_dir {
-        Some(s) => super::absolute(s)?,
-        None => paths::remote_state_dir(&BaseDirs::from_env(), &url)?,
-    };
-    sync_core::state::claim(&state_dir, None, &url)?;
-    let backend = crate::remote::open_backend(&url, &args.remote.options(None), &state_dir)?;
+    let backend = super::open_remote(&url, &args.remote)?;
     let entries = backend
         .history(args.limit)
         .await

@@ -12,8 +12,10 @@ use crate::paths::{self, BaseDirs};
 
 pub mod cat;
 pub mod certs;
+pub mod diff;
 pub mod history;
 pub mod kube;
+pub mod ls;
 pub mod restore;
 pub mod sync;
 
@@ -24,6 +26,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Restore(args) => restore::run(args).await,
         Command::History(args) => history::run(args).await,
         Command::Cat(args) => cat::run(args).await,
+        Command::Ls(args) => ls::run(args).await,
+        Command::Diff(args) => diff::run(args).await,
         Command::Certs(cmd) => certs::run(cmd).await,
         Command::Webhook(args) => kube::webhook(args).await,
         Command::Manifests(cmd) => kube::manifests(cmd),
@@ -36,6 +40,22 @@ pub fn context(e: BackendError, what: impl std::fmt::Display) -> CliError {
         CliError::Usage(m) => CliError::Usage(format!("{what}: {m}")),
         CliError::Runtime(m) => CliError::Runtime(format!("{what}: {m}")),
     }
+}
+
+/// A backend for a remote named by URL alone (`history`, `cat`, `ls`,
+/// `diff`): its state directory is the remote's own (or `--state-dir`),
+/// claimed for it.
+pub fn open_remote(url: &str, remote: &RemoteArgs) -> Result<Arc<dyn Backend>, CliError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(CliError::usage("--from URL is empty"));
+    }
+    let state_dir = match &remote.state_dir {
+        Some(s) => absolute(s)?,
+        None => paths::remote_state_dir(&BaseDirs::from_env(), url)?,
+    };
+    sync_core::state::claim(&state_dir, None, url)?;
+    crate::remote::open_backend(url, &remote.options(None), &state_dir)
 }
 
 /// A synced directory, its remote and its state directory, ready to use.

@@ -541,6 +541,80 @@ pub async fn subpath_restore(fixture: &dyn Fixture) {
     assert!(matches!(err, BackendError::NotFound { .. }), "{err}");
 }
 
+/// [`Backend::list`] shows what a restore would write, with sizes and
+/// content ids that tell changed files from unchanged ones across
+/// checkpoints; an unknown checkpoint is refused.
+pub async fn listing(fixture: &dyn Fixture) {
+    use crate::restore::PlanKind;
+    let backend = fixture.fresh().await;
+    let empty = backend.list(None).await.expect("listing an empty remote");
+    assert!(empty.entries.is_empty() && empty.id.is_none(), "{empty:?}");
+    let mut w = Workbench::new(Arc::clone(&backend));
+    w.write("nb/a.ipynb", b"version 1");
+    w.write("nb/b.txt", b"stays");
+    w.write("top.txt", b"12345");
+    std::os::unix::fs::symlink("nb/b.txt", w.src.join("link")).expect("symlink");
+    let c = w.checkpoint();
+    let first = w.push(&c).await.head;
+    w.write("nb/a.ipynb", b"version 2");
+    w.sync().await;
+    let now = backend.list(None).await.expect("list");
+    let describe = backend.describe();
+    let paths: Vec<(&str, PlanKind)> = now
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e.kind))
+        .collect();
+    for want in [
+        ("nb", PlanKind::Dir),
+        ("nb/a.ipynb", PlanKind::File),
+        ("nb/b.txt", PlanKind::File),
+        ("top.txt", PlanKind::File),
+        ("link", PlanKind::Symlink),
+    ] {
+        assert!(
+            paths.contains(&want),
+            "{describe}: {want:?} not in {paths:?}"
+        );
+    }
+    assert_eq!(paths.len(), 5, "{describe}: {paths:?}");
+    let get = |l: &crate::backend::Listing, p: &str| {
+        l.entries
+            .iter()
+            .find(|e| e.path.as_str() == p)
+            .cloned()
+            .unwrap_or_else(|| panic!("{describe}: {p} not listed"))
+    };
+    assert_eq!(get(&now, "top.txt").size, Some(5), "{describe}");
+    assert_eq!(get(&now, "link").target.as_deref(), Some("nb/b.txt"));
+    assert!(get(&now, "nb/a.ipynb").content.is_some(), "{describe}");
+    if backend.capabilities().history {
+        let then = backend
+            .list(first.as_deref())
+            .await
+            .unwrap_or_else(|e| panic!("{describe}: listing {first:?}: {e}"));
+        assert_eq!(then.id, first);
+        assert_ne!(
+            get(&then, "nb/a.ipynb").content,
+            get(&now, "nb/a.ipynb").content,
+            "{describe}: an edited file keeps its content id"
+        );
+        assert_eq!(
+            get(&then, "nb/b.txt").content,
+            get(&now, "nb/b.txt").content,
+            "{describe}: an unchanged file changed its content id"
+        );
+        let err = backend
+            .list(Some("0000000000000-0000000000000000"))
+            .await
+            .expect_err("an unknown checkpoint must be refused");
+        assert!(
+            matches!(err, BackendError::NotFound { .. }),
+            "{describe}: {err}"
+        );
+    }
+}
+
 /// The hostile cases every backend must refuse.
 pub fn hostile_cases(outside: &Path) -> Vec<Hostile> {
     vec![
@@ -880,6 +954,7 @@ pub async fn run_all(fixture: &dyn Fixture) {
     idempotent_push(fixture).await;
     restore_policies(fixture).await;
     subpath_restore(fixture).await;
+    listing(fixture).await;
     hostile_state_is_refused(fixture).await;
     modes_round_trip(fixture).await;
     special_mode_bits_are_not_restored(fixture).await;

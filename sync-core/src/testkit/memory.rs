@@ -358,6 +358,44 @@ impl Backend for MemoryBackend {
         Ok(writer.finish(head)?)
     }
 
+    async fn list(&self, at: Option<&str>) -> Result<crate::Listing, BackendError> {
+        let inner = self.inner.lock();
+        let n = match at {
+            Some(id) => id
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1 && *n <= inner.persisted.states.len())
+                .ok_or_else(|| BackendError::NotFound {
+                    what: format!("checkpoint {id}"),
+                })?,
+            None => inner.persisted.states.len(),
+        };
+        if n == 0 {
+            return Ok(crate::Listing::default());
+        }
+        let state = &inner.persisted.states[n - 1];
+        let plan = RestorePlan::validate(
+            state.iter().map(|(p, m)| {
+                let kind = match m {
+                    Meta::File(_) => PlanKind::File,
+                    Meta::Dir { .. } => PlanKind::Dir,
+                    Meta::Symlink { .. } => PlanKind::Symlink,
+                };
+                (p.as_str(), kind)
+            }),
+            "memory state",
+        )?;
+        Ok(crate::Listing {
+            id: Some(n.to_string()),
+            entries: plan
+                .paths
+                .into_iter()
+                .zip(state.values())
+                .map(|(p, m)| crate::Listed::from_meta(p, m))
+                .collect(),
+        })
+    }
+
     async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
         let inner = self.inner.lock();
         Ok(inner
