@@ -22,6 +22,9 @@ use similar::{Algorithm, ChangeTag, DiffOp, TextDiff};
 
 use crate::{Cell, CellKind, Notebook, Output};
 
+/// The most old × new cell comparisons one replaced run may cost.
+const MAX_PAIRINGS: usize = 10_000;
+
 /// What to compare beyond sources and outputs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DiffOptions {
@@ -258,7 +261,12 @@ fn match_cells(old: &[Cell], new: &[Cell]) -> Vec<(usize, usize)> {
                 new_index,
                 new_len,
             } => {
-                // Pair in order, same kind and at least half alike.
+                // Pair in order, same kind and at least half alike; a huge
+                // replaced run (thousands of cells each way) is left as
+                // removed + added rather than compared pair by pair.
+                if old_len.saturating_mul(new_len) > MAX_PAIRINGS {
+                    continue;
+                }
                 let mut j = new_index;
                 for (i, o) in old.iter().enumerate().skip(old_index).take(old_len) {
                     while j < new_index + new_len {

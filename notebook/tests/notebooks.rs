@@ -191,3 +191,20 @@ fn what_is_not_a_notebook_gets_a_clear_error_or_a_text_diff() {
     let t = diff_or_text(&fixture("analysis-v1.ipynb"), b"{}", DiffOptions::default());
     assert!(t.contains("-{"), "{t}");
 }
+
+#[test]
+fn a_notebook_of_many_cells_diffs_in_bounded_work() {
+    // 3,000 cells replaced by 3,000 others: 9 million pairings would be
+    // compared pair by pair; the bound turns them into removed + added.
+    let cells = |tag: &str| {
+        let v: Vec<serde_json::Value> = (0..3_000)
+            .map(|i| serde_json::json!({"cell_type": "code", "source": format!("{tag} {i}\nshared line"), "outputs": []}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"nbformat": 4, "nbformat_minor": 4, "cells": v}))
+            .unwrap()
+    };
+    let a = Notebook::parse(&cells("old")).unwrap();
+    let b = Notebook::parse(&cells("new")).unwrap();
+    let d = diff(&a, &b, DiffOptions::default());
+    assert_eq!(d.changes.len(), 6_000);
+}
