@@ -242,6 +242,21 @@ fn main() {
         .map(|s| s.as_bytes().to_vec()),
     );
 
+    // Notebooks nbformat wrote (notebook/tests/fixtures), and broken ones.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../notebook/tests/fixtures");
+    let mut notebooks: Vec<Vec<u8>> = [
+        "analysis-v1.ipynb",
+        "analysis-v2.ipynb",
+        "analysis-v1-no-ids.ipynb",
+        "analysis-v2-no-ids.ipynb",
+    ]
+    .iter()
+    .map(|n| std::fs::read(fixtures.join(n)).expect("notebook fixture"))
+    .collect();
+    notebooks.push(br#"{"nbformat": 3, "worksheets": []}"#.to_vec());
+    notebooks.push(b"{not json".to_vec());
+    save("notebook", &notebooks);
+
     let (manifest_seeds, pack_index) = manifests();
     save("s3_manifest", &manifest_seeds);
 

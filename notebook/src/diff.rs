@@ -1,7 +1,8 @@
 //! The notebook-aware diff ([`diff`]).
 //!
-//! **Matching cells.** When every cell of both versions has an id
-//! (nbformat ≥ 4.5, what Jupyter writes today), cells are matched by id.
+//! **Matching cells.** When every cell of both versions has an id, and no
+//! id repeats (nbformat ≥ 4.5, what Jupyter writes today), cells are
+//! matched by id.
 //! Otherwise cells are matched by their source: a Myers diff over the two
 //! sequences of sources pairs equal cells, and within a replaced run an
 //! old and a new cell of the same kind are paired as "changed" when their
@@ -228,7 +229,14 @@ fn compare(
 
 /// Old → new index pairs, by id (every cell has one) or by source.
 fn match_cells(old: &[Cell], new: &[Cell]) -> Vec<(usize, usize)> {
-    let all_ids = |cells: &[Cell]| cells.iter().all(|c| c.id.is_some());
+    // Ids are used only when every cell has one and none repeats (a
+    // copied cell can carry its original's id).
+    let all_ids = |cells: &[Cell]| {
+        let mut seen = BTreeSet::new();
+        cells
+            .iter()
+            .all(|c| c.id.as_deref().is_some_and(|id| seen.insert(id)))
+    };
     if all_ids(old) && all_ids(new) {
         let by_id: HashMap<&str, usize> = old
             .iter()

@@ -208,3 +208,12 @@ fn a_notebook_of_many_cells_diffs_in_bounded_work() {
     let d = diff(&a, &b, DiffOptions::default());
     assert_eq!(d.changes.len(), 6_000);
 }
+
+#[test]
+fn repeated_cell_ids_fall_back_to_matching_by_source() {
+    let nb = br#"{"nbformat": 4, "nbformat_minor": 5, "cells": [
+        {"cell_type": "code", "id": "same", "source": "a = 1", "outputs": []},
+        {"cell_type": "code", "id": "same", "source": "b = 2", "outputs": []}]}"#;
+    let a = Notebook::parse(nb).unwrap();
+    assert!(diff(&a, &a, DiffOptions::default()).is_empty());
+}
