@@ -1,7 +1,7 @@
 //! `tether diff --from URL [OLD [NEW]] [--path P] [--stat]`: what changed
 //! between two checkpoints.
 //!
-//! Both states are listed ([`Backend::list`](sync_core::Backend::list));
+//! Both states are listed ([`Backend::list`]);
 //! paths are added, deleted or modified (content, kind or mode). Without
 //! `--stat`, a modified notebook is shown cell by cell (the `notebook`
 //! crate: cells added, removed, moved and changed, outputs summarised,
