@@ -305,6 +305,17 @@ pub enum PlanKind {
     Symlink,
 }
 
+impl PlanKind {
+    /// The kind of an entry recorded as `meta`.
+    pub fn of(meta: &Meta) -> Self {
+        match meta {
+            Meta::File(_) => PlanKind::File,
+            Meta::Dir { .. } => PlanKind::Dir,
+            Meta::Symlink { .. } => PlanKind::Symlink,
+        }
+    }
+}
+
 /// A validated remote listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestorePlan {

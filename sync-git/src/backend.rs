@@ -1175,14 +1175,23 @@ fn find_commit_by_prefix(repo: &gix::Repository, hex: &str) -> Result<ObjectId, 
         .map_err(|_| format!("{id} is not a commit"))
 }
 
-/// The entries of `commit`'s tree as tether restores them: the reserved
-/// `.tether` and submodules left out, modes from the modes file, sizes from
-/// the object headers, contents named by git blob id.
-fn list_commit(
+/// A commit's tree as tether reads it, for restore and `list` alike.
+struct CommitTree {
+    /// `commit <id>`, for messages.
+    object: String,
+    /// Entries in tree order with their validated paths: the reserved
+    /// `.tether` and submodules left out (with a warning).
+    entries: Vec<(sync_core::RelPath, PlanKind, crate::tree::TreeEntry)>,
+    /// The commit's modes file.
+    modes: Modes,
+}
+
+/// Reads and validates `commit`'s tree (see [`CommitTree`]).
+fn read_commit_tree(
     repo: &gix::Repository,
     commit: ObjectId,
     max_entries: u64,
-) -> Result<sync_core::Listing, BackendError> {
+) -> Result<CommitTree, BackendError> {
     let object = format!("commit {commit}");
     let tree = commit_tree(repo, commit)?;
     let mut reader = TreeReader::new(repo, max_entries);
@@ -1190,14 +1199,23 @@ fn list_commit(
     let modes = Modes::read(repo, &mut reader, tree)?;
     let mut items = Vec::with_capacity(listing.len());
     for (path, entry) in listing {
+        // (Entry modes were checked by `list`.)
         if is_reserved(&path) {
+            // The modes file (and whatever else is under `.tether`) is
+            // tether's metadata, never part of the restored directory.
+            if path != MODES_PATH && path != ".tether" {
+                tracing::warn!(path = %path, "skipping a path under the reserved name .tether");
+            }
             continue;
         }
         let kind = match entry.kind {
             EntryKind::Tree => PlanKind::Dir,
             EntryKind::Blob | EntryKind::BlobExecutable => PlanKind::File,
             EntryKind::Link => PlanKind::Symlink,
-            EntryKind::Commit => continue,
+            EntryKind::Commit => {
+                tracing::warn!(path = %path, "skipping a submodule entry (tether does not restore submodules)");
+                continue;
+            }
         };
         let name = path
             .to_str()
@@ -1209,8 +1227,34 @@ fn list_commit(
         items.push((name, kind, entry));
     }
     let plan = RestorePlan::validate(items.iter().map(|(n, k, _)| (n.as_str(), *k)), &object)?;
+    let entries = plan
+        .paths
+        .into_iter()
+        .zip(items)
+        .map(|(path, (_, kind, entry))| (path, kind, entry))
+        .collect();
+    Ok(CommitTree {
+        object,
+        entries,
+        modes,
+    })
+}
+
+/// The entries of `commit`'s tree as tether restores them: the reserved
+/// `.tether` and submodules left out, modes from the modes file, sizes from
+/// the object headers, contents named by git blob id.
+fn list_commit(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    max_entries: u64,
+) -> Result<sync_core::Listing, BackendError> {
+    let CommitTree {
+        object,
+        entries: items,
+        modes,
+    } = read_commit_tree(repo, commit, max_entries)?;
     let mut entries = Vec::with_capacity(items.len());
-    for (path, (_, kind, entry)) in plan.paths.into_iter().zip(items) {
+    for (path, kind, entry) in items {
         let header = |id: ObjectId| {
             repo.find_header(id)
                 .map(|h| h.size())
@@ -1280,47 +1324,20 @@ fn restore_commit(
         let writer = RestoreWriter::open(dest, settings)?;
         return Ok(writer.finish(None)?);
     };
-    let object = format!("commit {commit}");
-    let tree = commit_tree(repo, commit)?;
-    let mut reader = TreeReader::new(repo, max_entries);
-    let listing = reader.list(tree)?;
-    let modes = Modes::read(repo, &mut reader, tree)?;
-    let mut items = Vec::with_capacity(listing.len());
-    for (path, entry) in listing {
-        // (Entry modes were checked by `list`.)
-        if is_reserved(&path) {
-            // The modes file (and whatever else is under `.tether`) is
-            // tether's metadata, never part of the restored directory.
-            if path != MODES_PATH && path != ".tether" {
-                tracing::warn!(path = %path, "skipping a path under the reserved name .tether");
-            }
-            continue;
-        }
-        let kind = match entry.kind {
-            EntryKind::Tree => PlanKind::Dir,
-            EntryKind::Blob | EntryKind::BlobExecutable => PlanKind::File,
-            EntryKind::Link => PlanKind::Symlink,
-            EntryKind::Commit => {
-                tracing::warn!(path = %path, "skipping a submodule entry (tether does not restore submodules)");
-                continue;
-            }
-        };
-        let name = path
-            .to_str()
-            .map(str::to_owned)
-            .map_err(|_| BackendError::InvalidRemote {
-                object: object.clone(),
-                reason: format!("path {path:?} is not valid UTF-8"),
-            })?;
-        items.push((name, kind, entry));
-    }
-    let plan = RestorePlan::validate(items.iter().map(|(n, k, _)| (n.as_str(), *k)), &object)?;
-    selection.check_selected(&plan.paths, &object)?;
+    let CommitTree {
+        object,
+        entries,
+        modes,
+    } = read_commit_tree(repo, commit, max_entries)?;
+    selection.check_selected(entries.iter().map(|(p, _, _)| p), &object)?;
     let writer = RestoreWriter::open(dest, settings)?;
     // Git trees do not record blob sizes; the total counts entries only.
-    let selected = plan.paths.iter().filter(|p| selection.selects(p)).count();
+    let selected = entries
+        .iter()
+        .filter(|(p, _, _)| selection.selects(p))
+        .count();
     writer.expect_total(selected as u64, 0);
-    for (path, (_, kind, entry)) in plan.paths.iter().zip(&items) {
+    for (path, kind, entry) in &entries {
         if !selection.selects(path) {
             continue;
         }

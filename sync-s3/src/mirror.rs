@@ -457,9 +457,9 @@ impl Mirror {
             items.entry(m.as_str().to_owned()).or_insert(Item::Marker);
         }
         let kind = |item: &Item| match item {
-            Item::Recorded(Meta::Dir { .. }) | Item::Marker => PlanKind::Dir,
-            Item::Recorded(Meta::Symlink { .. }) => PlanKind::Symlink,
-            Item::Recorded(Meta::File(_)) | Item::Object(_) => PlanKind::File,
+            Item::Recorded(meta) => PlanKind::of(meta),
+            Item::Marker => PlanKind::Dir,
+            Item::Object(_) => PlanKind::File,
         };
         let described = match generation {
             Some(n) => INDEX.key(&self.remote, n)?.to_string(),
@@ -523,12 +523,7 @@ impl Mirror {
         let (markers, objects) = self.split_folder_markers(objects, &index);
         let mut names: BTreeMap<String, PlanKind> = BTreeMap::new();
         for (name, e) in &index.entries {
-            let kind = match e.meta {
-                Meta::File(_) => PlanKind::File,
-                Meta::Dir { .. } => PlanKind::Dir,
-                Meta::Symlink { .. } => PlanKind::Symlink,
-            };
-            names.insert(name.clone(), kind);
+            names.insert(name.clone(), PlanKind::of(&e.meta));
         }
         for o in &objects {
             if let Some(rel) = self.remote.relative(&o.location) {

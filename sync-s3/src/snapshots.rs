@@ -889,26 +889,33 @@ impl Snapshots {
         (done, error)
     }
 
+    /// The manifest of snapshot `at` (`NotFound` if it is not there), or of
+    /// the newest state (`None` for an empty remote).
+    async fn manifest_at(&self, at: Option<&str>) -> Result<Option<Manifest>, BackendError> {
+        match at {
+            Some(id) => {
+                self.load_manifest(id)
+                    .await?
+                    .map(Some)
+                    .ok_or_else(|| BackendError::NotFound {
+                        what: format!("snapshot {id:?} in {}", self.remote.describe),
+                    })
+            }
+            None => Ok(self.head_manifest().await?.map(|(_, m)| m)),
+        }
+    }
+
     /// Every entry of the newest state or of `at`.
     pub async fn list(&self, at: Option<&str>) -> Result<sync_core::Listing, BackendError> {
-        let manifest = match at {
-            Some(id) => self
-                .load_manifest(id)
-                .await?
-                .ok_or_else(|| BackendError::NotFound {
-                    what: format!("snapshot {id:?} in {}", self.remote.describe),
-                })?,
-            None => match self.head_manifest().await? {
-                Some((_, m)) => m,
-                None => return Ok(sync_core::Listing::default()),
-            },
+        let Some(manifest) = self.manifest_at(at).await? else {
+            return Ok(sync_core::Listing::default());
         };
         let object = self.snapshot_key(&manifest.id)?.to_string();
         let plan = RestorePlan::validate(
             manifest
                 .entries
                 .iter()
-                .map(|e| (e.path.as_str(), plan_kind(&e.meta))),
+                .map(|e| (e.path.as_str(), PlanKind::of(&e.meta))),
             &object,
         )?;
         Ok(sync_core::Listing {
@@ -927,29 +934,18 @@ impl Snapshots {
         dest: &FsPath,
         options: &RestoreOptions,
     ) -> Result<RestoreReport, BackendError> {
-        let manifest = match &options.at {
-            Some(id) => self
-                .load_manifest(id)
-                .await?
-                .ok_or_else(|| BackendError::NotFound {
-                    what: format!("snapshot {id:?} in {}", self.remote.describe),
-                })?,
-            None => match self.head_manifest().await? {
-                Some((_, m)) => m,
-                None => {
-                    // Nothing was ever pushed: an empty restore.
-                    options.check_selected([], &self.remote.describe)?;
-                    let writer = RestoreWriter::open(dest, options)?;
-                    return Ok(writer.finish(None)?);
-                }
-            },
+        let Some(manifest) = self.manifest_at(options.at.as_deref()).await? else {
+            // Nothing was ever pushed: an empty restore.
+            options.check_selected([], &self.remote.describe)?;
+            let writer = RestoreWriter::open(dest, options)?;
+            return Ok(writer.finish(None)?);
         };
         let object = self.snapshot_key(&manifest.id)?.to_string();
         let plan = RestorePlan::validate(
             manifest
                 .entries
                 .iter()
-                .map(|e| (e.path.as_str(), plan_kind(&e.meta))),
+                .map(|e| (e.path.as_str(), PlanKind::of(&e.meta))),
             &object,
         )?;
         options.check_selected(&plan.paths, &format!("snapshot {}", manifest.id))?;
@@ -1313,13 +1309,4 @@ fn fresh_pack_id(id: &str) -> String {
 fn chrono_cutoff(age: Duration) -> i64 {
     let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
     now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The restore plan's kind of an entry.
-fn plan_kind(meta: &Meta) -> PlanKind {
-    match meta {
-        Meta::File(_) => PlanKind::File,
-        Meta::Dir { .. } => PlanKind::Dir,
-        Meta::Symlink { .. } => PlanKind::Symlink,
-    }
 }

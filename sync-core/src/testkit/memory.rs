@@ -294,16 +294,7 @@ impl Backend for MemoryBackend {
                     None,
                 )
             } else {
-                let n = match &options.at {
-                    Some(id) => id
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| *n >= 1 && *n <= inner.persisted.states.len())
-                        .ok_or_else(|| BackendError::NotFound {
-                            what: format!("checkpoint {id}"),
-                        })?,
-                    None => inner.persisted.states.len(),
-                };
+                let n = state_number(inner.persisted.states.len(), options.at.as_deref())?;
                 let state = if n == 0 {
                     BTreeMap::new()
                 } else {
@@ -320,14 +311,9 @@ impl Backend for MemoryBackend {
             }
         };
         let plan = RestorePlan::validate(
-            entries.iter().map(|(p, m, _)| {
-                let kind = match m {
-                    Meta::File(_) => PlanKind::File,
-                    Meta::Dir { .. } => PlanKind::Dir,
-                    Meta::Symlink { .. } => PlanKind::Symlink,
-                };
-                (p.as_str(), kind)
-            }),
+            entries
+                .iter()
+                .map(|(p, m, _)| (p.as_str(), PlanKind::of(m))),
             "memory state",
         )?;
         options.check_selected(&plan.paths, "memory state")?;
@@ -360,29 +346,13 @@ impl Backend for MemoryBackend {
 
     async fn list(&self, at: Option<&str>) -> Result<crate::Listing, BackendError> {
         let inner = self.inner.lock();
-        let n = match at {
-            Some(id) => id
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n >= 1 && *n <= inner.persisted.states.len())
-                .ok_or_else(|| BackendError::NotFound {
-                    what: format!("checkpoint {id}"),
-                })?,
-            None => inner.persisted.states.len(),
-        };
+        let n = state_number(inner.persisted.states.len(), at)?;
         if n == 0 {
             return Ok(crate::Listing::default());
         }
         let state = &inner.persisted.states[n - 1];
         let plan = RestorePlan::validate(
-            state.iter().map(|(p, m)| {
-                let kind = match m {
-                    Meta::File(_) => PlanKind::File,
-                    Meta::Dir { .. } => PlanKind::Dir,
-                    Meta::Symlink { .. } => PlanKind::Symlink,
-                };
-                (p.as_str(), kind)
-            }),
+            state.iter().map(|(p, m)| (p.as_str(), PlanKind::of(m))),
             "memory state",
         )?;
         Ok(crate::Listing {
@@ -412,5 +382,20 @@ impl Backend for MemoryBackend {
                 bytes: s.values().map(Meta::size).sum(),
             })
             .collect())
+    }
+}
+
+/// The 1-based number of the state `at` names among `count` (`0`: none
+/// pushed yet), or `NotFound`.
+fn state_number(count: usize, at: Option<&str>) -> Result<usize, BackendError> {
+    match at {
+        Some(id) => id
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=count).contains(n))
+            .ok_or_else(|| BackendError::NotFound {
+                what: format!("checkpoint {id}"),
+            }),
+        None => Ok(count),
     }
 }
