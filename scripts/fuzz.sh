@@ -4,7 +4,7 @@
 #
 #   scripts/fuzz.sh                      every target for FUZZ_SECONDS (60) each, two at a time
 #                                        (the last step of .ci/run: about 5 min plus the build)
-#   scripts/fuzz.sh s3_manifest git_tree only these targets
+#   scripts/fuzz.sh s3_v2_node git_tree only these targets
 #   FUZZ_SECONDS=3600 scripts/fuzz.sh    the longer run: an hour per target (5 h in all)
 #   FUZZ_SANITIZER=address FUZZ_SECONDS=600 scripts/fuzz.sh  with AddressSanitizer (slower)
 #

@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use common::*;
-use sync_core::{Checkpoint, ContentHash, FileMeta, Meta, RelPath};
-use sync_s3::manifest::{BlobLoc, HEAD_FORMAT, HeadRecord, Manifest, apply_checkpoint};
+use sync_core::{ContentHash, FileMeta, Meta};
 
 const EVIL: &str = "sub\n2026-01-01T00:00:00Z ERROR forged\x1b[31mred\x1b]0;title\x07";
 /// In a log line, as escaped by the text formatter.
@@ -90,34 +88,32 @@ fn a_snapshot_path_with_escapes_is_reported_escaped() {
     // A snapshot whose one file (named EVIL) lives in a pack that is missing:
     // the restore fails with an error naming the file.
     let content = b"abc";
-    let hash = ContentHash::of(content);
-    let mut c = Checkpoint::new();
-    c.upsert(
-        RelPath::new(EVIL).unwrap(),
-        Meta::File(FileMeta {
-            size: 3,
-            mtime_ns: 0,
-            mode: 0o644,
-            hash,
-        }),
-    );
-    let loc = BlobLoc {
-        pack: "a".repeat(64),
-        offset: 0,
-        length: 3,
-    };
-    let entries = apply_checkpoint(&BTreeMap::new(), &c, &HashMap::from([(hash, loc)])).unwrap();
-    let id = "1700000000000-00000001";
-    let manifest = Manifest::new(id.into(), None, 1_700_000_000_000, entries);
-    let head = HeadRecord {
-        format: HEAD_FORMAT.into(),
-        snapshot: id.into(),
-        time_ms: 1_700_000_000_000,
-    };
-    std::fs::create_dir_all(remote.join("snapshots")).unwrap();
-    std::fs::create_dir_all(remote.join("heads")).unwrap();
-    std::fs::write(remote.join("snapshots").join(id), manifest.encode()).unwrap();
-    std::fs::write(remote.join("heads/00000000000000000001"), head.encode()).unwrap();
+    let meta = Meta::File(FileMeta {
+        size: 3,
+        mtime_ns: 0,
+        mode: 0o644,
+        hash: ContentHash::of(content),
+    });
+    std::fs::create_dir_all(&remote).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let b = sync_s3::ObjectStoreBackend::from_url(
+            &format!("file://{}", remote.display()),
+            sync_s3::BackendOptions::default(),
+        )
+        .unwrap();
+        sync_s3::testing::plant_snapshot(
+            &b,
+            vec![(EVIL.into(), meta, Some(bytes::Bytes::from_static(content)))],
+            1,
+        )
+        .await
+        .unwrap();
+    });
+    std::fs::remove_dir_all(remote.join("data")).unwrap();
 
     let out = sb.run(&[
         "restore",

@@ -13,9 +13,6 @@ use std::path::Path;
 use gix::objs::tree::{Entry, EntryKind};
 use gix::objs::{Tree, WriteTo};
 use sync_core::{Checkpoint, ContentHash, FileMeta, Meta, RelPath};
-use sync_s3::manifest::{
-    HEAD_FORMAT, HeadRecord, Manifest, PackBuilder, apply_checkpoint, new_snapshot_id,
-};
 use tether_fuzz::{annotation_bytes, join_objects};
 
 fn save(target: &str, seeds: &[Vec<u8>]) {
@@ -43,56 +40,6 @@ fn rel(s: &str) -> RelPath {
     RelPath::new(s).expect("seed path")
 }
 
-fn manifests() -> (Vec<Vec<u8>>, Vec<u8>) {
-    let mut pack = PackBuilder::with_capacity(64);
-    for c in [&b"print('hi')\n"[..], b"secret", b""] {
-        pack.add(ContentHash::of(c), c);
-    }
-    let sealed = pack.seal();
-    let locs: HashMap<_, _> = sealed.locations().collect();
-    let mut c = Checkpoint::new();
-    c.upsert(rel("notebooks"), Meta::dir(0o755));
-    c.upsert(rel("notebooks/a.py"), file(b"print('hi')\n", 0o644));
-    c.upsert(rel(".ssh"), Meta::dir(0o700));
-    c.upsert(rel(".ssh/id_ed25519"), file(b"secret", 0o600));
-    c.upsert(rel("run.sh"), file(b"", 0o755));
-    c.upsert(
-        rel("latest"),
-        Meta::Symlink {
-            target: "notebooks/a.py".into(),
-        },
-    );
-    let entries = apply_checkpoint(&BTreeMap::new(), &c, &locs).expect("every blob packed");
-    let id = new_snapshot_id(1_700_000_000_000, 0xabc);
-    let m = Manifest::new(id.clone(), None, 1_700_000_000_000, entries);
-    let child = Manifest::new(
-        new_snapshot_id(1_700_000_000_001, 1),
-        Some(id),
-        1_700_000_000_001,
-        BTreeMap::new(),
-    );
-    let good = m.encode().to_vec();
-    let text = String::from_utf8(good.clone()).expect("json");
-    let mut seeds = vec![good.clone(), child.encode().to_vec()];
-    // Invalid: truncated, wrong totals, a path escape, a pack id steering a key,
-    // a special mode, a blob offset near 2^64.
-    seeds.push(good[..good.len() / 2].to_vec());
-    seeds.push(text.replacen("\"files\":3", "\"files\":2", 1).into_bytes());
-    seeds.push(text.replacen("notebooks/a.py", "../a.py", 1).into_bytes());
-    seeds.push(
-        text.replacen(&sealed.id, "../../../etc/passwd", 1)
-            .into_bytes(),
-    );
-    seeds.push(
-        text.replacen("\"mode\":420", "\"mode\":3565", 1)
-            .into_bytes(),
-    );
-    seeds.push(
-        text.replacen("\"offset\":0", "\"offset\":18446744073709551610", 1)
-            .into_bytes(),
-    );
-    (seeds, sealed.index.encode().to_vec())
-}
 
 fn tree(entries: &[(&[u8], EntryKind, gix::ObjectId)]) -> (Vec<u8>, gix::ObjectId) {
     let mut t = Tree::empty();
@@ -257,46 +204,8 @@ fn main() {
     notebooks.push(b"{not json".to_vec());
     save("notebook", &notebooks);
 
-    let (manifest_seeds, pack_index) = manifests();
-    save("s3_manifest", &manifest_seeds);
-
-    let head = HeadRecord {
-        format: HEAD_FORMAT.into(),
-        snapshot: new_snapshot_id(1_700_000_000_000, 0xabc),
-        time_ms: 1_700_000_000_000,
-    }
-    .encode()
-    .to_vec();
-    let head_text = String::from_utf8(head.clone()).expect("json");
-    save(
-        "s3_head",
-        &[
-            head.clone(),
-            head_text
-                .replacen("1700000000000-00000abc", "../../x", 1)
-                .into_bytes(),
-            head_text
-                .replacen("1700000000000,", "18446744073709551615,", 1)
-                .into_bytes(),
-            head_text
-                .replacen("tether-head-1", "tether-head-9", 1)
-                .into_bytes(),
-            head[..head.len() - 3].to_vec(),
-        ],
-    );
-
-    let index_text = String::from_utf8(pack_index.clone()).expect("json");
-    save(
-        "s3_pack_index",
-        &[
-            pack_index.clone(),
-            index_text
-                .replacen("\"offset\":0", "\"offset\":18446744073709551615", 1)
-                .into_bytes(),
-            pack_index[..pack_index.len() / 2].to_vec(),
-            br#"{"format":"tether-pack-index-1","pack":"../x","blobs":[]}"#.to_vec(),
-        ],
-    );
+    save("s3_v2_node", &sync_s3::fuzzing::v2_node_seeds());
+    save("s3_v2_records", &sync_s3::fuzzing::v2_record_seeds());
 
     let secret = file(b"secret", 0o600);
     let mut entries = serde_json::Map::new();

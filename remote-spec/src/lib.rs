@@ -53,7 +53,8 @@
 //! `max_entries` (the most tree entries a restore or history expands).
 //! Object stores take `layout` (`mirror` or `snapshots`), `concurrency`,
 //! `pack_size`, `max_buffered_bytes`, `max_entries`, `max_manifest_bytes`,
-//! `single_writer` (`true` or `false`);
+//! `single_writer` (`true` or `false`); `compression` (`auto`, `off`,
+//! `max`: snapshots content);
 //! S3, GCS and Azure also `endpoint`, `allow_http` and `skip_signature`;
 //! S3 also `region` and `virtual_hosted_style`. Anything else is refused.
 //!
@@ -127,6 +128,7 @@ const STORE_PARAMS: &[&str] = &[
     "max_entries",
     "max_manifest_bytes",
     "single_writer",
+    "compression",
 ];
 const CLOUD_PARAMS: &[&str] = &["endpoint", "allow_http", "skip_signature"];
 const S3_PARAMS: &[&str] = &["region", "virtual_hosted_style"];
@@ -695,6 +697,9 @@ fn check_value(name: &'static str, value: &str) -> Result<(), SpecError> {
     match name {
         "layout" if value != "mirror" && value != "snapshots" => {
             return bad(format!("{value:?} is not one of mirror, snapshots"));
+        }
+        "compression" if !matches!(value, "auto" | "off" | "max") => {
+            return bad(format!("{value:?} is not one of auto, off, max"));
         }
         "branch" => check_branch(value).map_err(|reason| SpecError::InvalidValue {
             name,

@@ -173,6 +173,88 @@ pub struct BackendOptions {
     /// writers could then overwrite each other's heads). Declare it only
     /// when one writer ever uses the prefix.
     pub single_writer: bool,
+    /// Snapshots layout: how file content is compressed (URL
+    /// `?compression=auto|off|max`, default `auto`); tree nodes and
+    /// records are always compressed. The choice is recorded per blob, so
+    /// readers need no setting.
+    pub compression: Compression,
+    /// Snapshots layout: the user's encryption key (the bytes of a key
+    /// file: `tether key generate`'s `tether-key-1:…` line, or a
+    /// passphrase). Required to open an encrypted repository, refused for a
+    /// plaintext one; on the first push it makes the new repository
+    /// encrypted. Never printed, never logged.
+    pub encryption_key: Option<EncryptionKey>,
+}
+
+/// How the snapshots layout compresses file content (FORMAT.md "Stored
+/// units").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// zstd level 3 where it saves at least 1/16; content that a 64 KiB
+    /// sample shows to be incompressible is stored as it is.
+    #[default]
+    Auto,
+    /// Content is never compressed (nodes and records still are).
+    Off,
+    /// zstd level 19, kept when smaller.
+    Max,
+}
+
+impl FromStr for Compression {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "auto" => Ok(Compression::Auto),
+            "off" => Ok(Compression::Off),
+            "max" => Ok(Compression::Max),
+            _ => Err(ConfigError::InvalidValue {
+                name: "compression".into(),
+                reason: format!("{s:?} is not one of auto, off, max"),
+            }),
+        }
+    }
+}
+
+impl From<Compression> for crate::v2::frame::Compression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Auto => crate::v2::frame::Compression::Auto,
+            Compression::Off => crate::v2::frame::Compression::Off,
+            Compression::Max => crate::v2::frame::Compression::Max,
+        }
+    }
+}
+
+/// A user's encryption key or passphrase, as read from a key file: zeroed
+/// when dropped, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptionKey(zeroize::Zeroizing<Vec<u8>>);
+
+impl EncryptionKey {
+    /// The key file's bytes (one trailing newline is ignored).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        EncryptionKey(zeroize::Zeroizing::new(bytes))
+    }
+
+    /// Reads a key file. Its content is never part of an error.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        std::fs::read(path)
+            .map(Self::from_bytes)
+            .map_err(|e| ConfigError::InvalidValue {
+                name: "encryption key file".into(),
+                reason: format!("cannot read {}: {e}", path.display()),
+            })
+    }
+
+    pub(crate) fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptionKey(…)")
+    }
 }
 
 impl Default for BackendOptions {
@@ -194,6 +276,8 @@ impl Default for BackendOptions {
             request_timeout: Duration::from_secs(120),
             reuse_window: crate::REUSE_WINDOW,
             single_writer: false,
+            compression: Compression::Auto,
+            encryption_key: None,
         }
     }
 }
@@ -218,6 +302,11 @@ impl fmt::Debug for BackendOptions {
             .field("request_timeout", &self.request_timeout)
             .field("reuse_window", &self.reuse_window)
             .field("single_writer", &self.single_writer)
+            .field("compression", &self.compression)
+            .field(
+                "encryption_key",
+                &self.encryption_key.as_ref().map(|_| "(set)"),
+            )
             .finish()
     }
 }
@@ -312,6 +401,8 @@ pub struct RemoteUrl {
     pub max_manifest_bytes: Option<u64>,
     /// `?single_writer=true|false`, if given.
     pub single_writer: Option<bool>,
+    /// `?compression=auto|off|max`, if given.
+    pub compression: Option<Compression>,
     redacted: String,
 }
 
@@ -381,6 +472,7 @@ impl RemoteUrl {
             max_entries: None,
             max_manifest_bytes: None,
             single_writer: None,
+            compression: None,
             redacted,
         };
         for (name, value) in spec.params() {
@@ -409,6 +501,7 @@ impl RemoteUrl {
                 }
                 "max_entries" => out.max_entries = Some(number(value)?),
                 "single_writer" => out.single_writer = Some(boolean(value)? == "true"),
+                "compression" => out.compression = Some(value.parse()?),
                 "endpoint" | "region" | "virtual_hosted_style" | "skip_signature" => {
                     let key = store_key(&out.kind, name)?;
                     let value = if name == "endpoint" || name == "region" {

@@ -119,15 +119,13 @@ mod decode;
 #[doc(hidden)]
 pub mod fuzzing;
 mod heads;
-pub mod manifest;
 mod marker;
 mod mirror;
 mod snapshots;
 mod store;
+#[doc(hidden)]
+pub mod testing;
 mod transfer;
-// Snapshots format v2 (issue 17, FORMAT.md): its codecs land before the push
-// and restore code that will use them, so nothing outside `v2` calls them yet.
-#[allow(dead_code)]
 mod v2;
 
 use std::path::Path as FsPath;
@@ -141,8 +139,8 @@ use sync_core::{
     RestoreOptions, RestoreReport, Source,
 };
 
-pub use config::{BackendOptions, ConfigError, Layout};
-pub use snapshots::{PruneOptions, PruneReport, REUSE_WINDOW};
+pub use config::{BackendOptions, Compression, ConfigError, EncryptionKey, Layout};
+pub use snapshots::REUSE_WINDOW;
 
 use crate::store::Remote;
 
@@ -199,6 +197,9 @@ impl ObjectStoreBackend {
         if let Some(b) = parsed.single_writer {
             options.single_writer = b;
         }
+        if let Some(c) = parsed.compression {
+            options.compression = c;
+        }
         options.validate()?;
         let mut remote = store::build(&parsed, &options)?;
         remote.describe = format!("{} ({} layout)", remote.describe, options.layout);
@@ -251,26 +252,32 @@ impl ObjectStoreBackend {
         }
     }
 
-    /// Checks what the prefix holds before the first operation on it (the
-    /// `marker` module): a fresh location, a repository of this layout and
-    /// version, or an error naming what is there instead. With `write`, a
-    /// prefix without a marker gets one (after checking that the store
-    /// enforces create-if-absent). Once a marker is seen it is not read
-    /// again by this backend.
-    async fn open(&self, write: bool) -> Result<marker::Opened, BackendError> {
+    /// The mirror layout: checks what the prefix holds before the first
+    /// operation on it (the `marker` module): a fresh location, a mirror
+    /// of this version, or an error naming what is there instead. With
+    /// `write`, a prefix without a marker gets one (after checking that the
+    /// store enforces create-if-absent). Once a marker is seen it is not
+    /// read again by this backend. (The snapshots layout opens its
+    /// repository itself: `snapshots::Snapshots::repo`.)
+    async fn open_mirror(&self, write: bool) -> Result<marker::Opened, BackendError> {
         let mut known = self.opened.lock().await;
-        if let Some(opened) = *known {
-            return Ok(opened);
+        if let Some(opened) = &*known {
+            return Ok(opened.clone());
         }
         let mut opened = marker::open(&self.remote, self.layout).await?;
-        if write && !matches!(opened, marker::Opened::Marked { .. }) {
-            opened = marker::create(&self.remote, self.layout, self.single_writer).await?;
+        if write && !matches!(opened, marker::Opened::Marked(_)) {
+            let extra = marker::Extra {
+                id: rand::random(),
+                chunk_size: None,
+                encryption: None,
+            };
+            opened = marker::create(&self.remote, self.layout, self.single_writer, extra).await?;
         }
-        if let marker::Opened::Marked { single_writer } = opened {
-            if single_writer {
+        if let marker::Opened::Marked(info) = &opened {
+            if info.single_writer {
                 tracing::warn!(remote = %self.remote.describe, "this repository was created with single_writer=true (its store does not enforce create-if-absent): a second writer on it can lose checkpoints");
             }
-            *known = Some(opened);
+            *known = Some(opened.clone());
         }
         Ok(opened)
     }
@@ -282,6 +289,19 @@ impl ObjectStoreBackend {
         match &self.inner {
             LayoutImpl::Mirror(m) => m.budget.peak(),
             LayoutImpl::Snapshots(s) => s.budget.peak(),
+        }
+    }
+
+    /// The open snapshots repository (created if fresh), for `testing`.
+    pub(crate) async fn snapshots_repo(&self) -> Result<Arc<v2::repo::Repo>, BackendError> {
+        match &self.inner {
+            LayoutImpl::Snapshots(s) => s
+                .repo(true)
+                .await?
+                .ok_or_else(|| BackendError::Config("the repository could not be created".into())),
+            LayoutImpl::Mirror(_) => Err(BackendError::Config(
+                "not a snapshots layout backend".into(),
+            )),
         }
     }
 
@@ -299,33 +319,6 @@ impl ObjectStoreBackend {
     /// The prefix everything lives under.
     pub fn prefix(&self) -> &Path {
         &self.remote.prefix
-    }
-
-    /// Deletes old snapshots (with `keep_last`) and packs no remaining
-    /// snapshot references that are older than `min_age`. Snapshots layout
-    /// only.
-    ///
-    /// It takes no lock; writers stay safe by time instead (as kopia's
-    /// maintenance does): a writer reuses a not-yet-referenced pack only
-    /// while it is younger than [`BackendOptions::reuse_window`], and
-    /// before its snapshot references such a pack that has grown older
-    /// (a push that ran long) it checks the pack still exists, failing the
-    /// push as transient if not, so the retry uploads the blobs again.
-    /// Keep `min_age` well above the reuse window (the defaults: 1 hour
-    /// and 10 minutes). The gap left: a prune that read the snapshots
-    /// before a long push's snapshot was written, and deletes one of that
-    /// push's packs (then older than `min_age`) after the push checked it.
-    /// Run prune when no push has been running for longer than `min_age`
-    /// (a push that long is rare: the engine splits big checkpoints).
-    pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport, BackendError> {
-        self.open(false).await?;
-        match &self.inner {
-            LayoutImpl::Snapshots(s) => s.prune(options).await,
-            LayoutImpl::Mirror(_) => Err(BackendError::Unsupported {
-                backend: self.describe(),
-                what: "prune (the mirror layout deletes objects as files are deleted)",
-            }),
-        }
     }
 }
 
@@ -345,11 +338,13 @@ impl Backend for ObjectStoreBackend {
     }
 
     async fn head(&self) -> Result<Option<RemoteHead>, BackendError> {
-        if self.open(false).await? == marker::Opened::Fresh {
-            return Ok(None);
-        }
         match &self.inner {
-            LayoutImpl::Mirror(m) => m.head().await,
+            LayoutImpl::Mirror(m) => {
+                if self.open_mirror(false).await? == marker::Opened::Fresh {
+                    return Ok(None);
+                }
+                m.head().await
+            }
             LayoutImpl::Snapshots(s) => s.head().await,
         }
     }
@@ -360,9 +355,11 @@ impl Backend for ObjectStoreBackend {
         source: &Source,
     ) -> Result<PushReceipt, BackendError> {
         let started = std::time::Instant::now();
-        self.open(true).await?;
         let r = match &self.inner {
-            LayoutImpl::Mirror(m) => m.push(checkpoint, source).await,
+            LayoutImpl::Mirror(m) => match self.open_mirror(true).await {
+                Ok(_) => m.push(checkpoint, source).await,
+                Err(e) => Err(e),
+            },
             LayoutImpl::Snapshots(s) => s.push(checkpoint, source).await,
         };
         match &r {
@@ -383,27 +380,28 @@ impl Backend for ObjectStoreBackend {
         dest: &FsPath,
         options: &RestoreOptions,
     ) -> Result<RestoreReport, BackendError> {
-        self.open(false).await?;
         match &self.inner {
-            LayoutImpl::Mirror(m) => m.restore(dest, options).await,
+            LayoutImpl::Mirror(m) => {
+                self.open_mirror(false).await?;
+                m.restore(dest, options).await
+            }
             LayoutImpl::Snapshots(s) => s.restore(dest, options).await,
         }
     }
 
     async fn list(&self, at: Option<&str>) -> Result<sync_core::Listing, BackendError> {
-        if self.open(false).await? == marker::Opened::Fresh && at.is_none() {
-            return Ok(sync_core::Listing::default());
-        }
         match &self.inner {
-            LayoutImpl::Mirror(m) => m.list(at).await,
+            LayoutImpl::Mirror(m) => {
+                if self.open_mirror(false).await? == marker::Opened::Fresh && at.is_none() {
+                    return Ok(sync_core::Listing::default());
+                }
+                m.list(at).await
+            }
             LayoutImpl::Snapshots(s) => s.list(at).await,
         }
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
-        if self.layout == Layout::Snapshots && self.open(false).await? == marker::Opened::Fresh {
-            return Ok(Vec::new());
-        }
         match &self.inner {
             LayoutImpl::Mirror(_) => Err(BackendError::Unsupported {
                 backend: self.describe(),

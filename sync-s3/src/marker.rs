@@ -42,23 +42,29 @@ use crate::store::{Remote, remote_err};
 
 /// The `format` string of every marker.
 pub(crate) const FORMAT: &str = "tether-repository";
-/// The format version this build reads and writes.
-pub(crate) const VERSION: u64 = 1;
+/// The mirror layout's format version (this build reads and writes it).
+pub(crate) const MIRROR_VERSION: u64 = 1;
+/// The snapshots layout's format version: 2 (FORMAT.md "sync-s3 snapshots,
+/// format v2"); version 1 is refused with a message naming it.
+pub(crate) const SNAPSHOTS_VERSION: u64 = 2;
+
+fn version_of(layout: Layout) -> u64 {
+    match layout {
+        Layout::Snapshots => SNAPSHOTS_VERSION,
+        Layout::Mirror => MIRROR_VERSION,
+    }
+}
 /// Markers larger than this are refused unread.
 const MAX_MARKER_BYTES: u64 = 64 << 10;
 
-/// Top-level names an earlier tether's snapshots layout wrote before markers.
-const SNAPSHOT_DIRS: &[&str] = &[
-    "heads",
-    "heads-floor",
-    "snapshots",
-    "packs",
-    "index",
-    "probe",
-];
+/// Top-level names snapshots format v1 wrote (before markers, or with a
+/// version 1 marker): such a prefix is refused, naming the version.
+const V1_DIRS: &[&str] = &["heads", "heads-floor", "snapshots", "packs", "index"];
+/// Top-level names a creation that stopped before its marker leaves.
+const CREATION_DIRS: &[&str] = &["probe", "keys"];
 
 /// What a prefix holds, as far as this layout is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Opened {
     /// Nothing at all: a fresh location.
     Fresh,
@@ -66,11 +72,49 @@ pub(crate) enum Opened {
     /// or for the mirror another tool's objects); a push adds the marker.
     Unmarked,
     /// A marker of this layout and version.
-    Marked {
-        /// `"writers":"single"`: the store was not shown to enforce
-        /// create-if-absent.
-        single_writer: bool,
-    },
+    Marked(Info),
+}
+
+/// What a marker of this layout and version says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Info {
+    /// `"writers":"single"`: the store was not shown to enforce
+    /// create-if-absent.
+    pub(crate) single_writer: bool,
+    /// The repository id (16 bytes).
+    pub(crate) id: [u8; 16],
+    /// Encryption parameters (snapshots only; `None`: plaintext).
+    pub(crate) encryption: Option<Encryption>,
+    /// The marker's bytes as stored (the encryption mac covers them).
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// The marker's `encryption` field (FORMAT.md "Repository marker").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Encryption {
+    /// `"xchacha20poly1305"`.
+    pub(crate) aead: String,
+    /// `"blake3-derive-key"`.
+    pub(crate) kdf: String,
+    /// 64 lower-hex: the keyed mac over the marker (v2::crypto).
+    pub(crate) mac: String,
+}
+
+/// The AEAD and subkey derivation every v2 encrypted repository names.
+pub(crate) const AEAD: &str = "xchacha20poly1305";
+/// See [`AEAD`].
+pub(crate) const SUBKEY_KDF: &str = "blake3-derive-key";
+
+/// What the creator of a marker adds beyond the common fields.
+#[derive(Debug)]
+pub(crate) struct Extra<'a> {
+    /// The repository id to write (the key slots are bound to it).
+    pub(crate) id: [u8; 16],
+    /// `Some` for the snapshots layout.
+    pub(crate) chunk_size: Option<u64>,
+    /// Encrypted: the parameters and the key the mac is made with.
+    pub(crate) encryption: Option<&'a crate::v2::crypto::ConfigMacKey>,
 }
 
 /// The marker's schema (FORMAT.md "Repository marker").
@@ -84,6 +128,10 @@ struct Marker {
     created_ms: u64,
     created_by: String,
     writers: Writers,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunk_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<Encryption>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +176,7 @@ fn config(message: String) -> BackendError {
 }
 
 /// Checks the marker `bytes` read at `key` for `layout`.
-fn check(bytes: &[u8], key: &Path, layout: Layout) -> Result<Writers, BackendError> {
+fn check(bytes: &[u8], key: &Path, layout: Layout) -> Result<Info, BackendError> {
     let invalid = |reason: String| BackendError::InvalidRemote {
         object: key.to_string(),
         reason,
@@ -141,36 +189,85 @@ fn check(bytes: &[u8], key: &Path, layout: Layout) -> Result<Writers, BackendErr
             v.format
         )));
     }
-    if v.version > VERSION {
-        return Err(config(format!(
-            "{key} was written by a newer tether (repository format version {}; this tether reads version {VERSION}): upgrade tether",
-            v.version
-        )));
-    }
-    if v.version != VERSION {
-        return Err(invalid(format!(
-            "repository format version {} is not one this tether knows",
-            v.version
-        )));
-    }
     let found = v.layout.as_deref().unwrap_or("");
     if found != layout.to_string() {
         return Err(config(format!(
             "{key} says this prefix holds the {found:?} layout, but the URL asks for {layout}: use ?layout={found} or another prefix"
         )));
     }
-    let m: Marker = serde_json::from_slice(bytes)
-        .map_err(|e| invalid(format!("repository marker version {VERSION}: {e}")))?;
-    if m.id.len() != 32 || !m.id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid(format!(
-            "repository id {:?} is not 32 hex digits",
-            m.id
+    let version = version_of(layout);
+    if v.version > version {
+        return Err(config(format!(
+            "{key} was written by a newer tether (repository format version {}; this tether reads version {version}): upgrade tether",
+            v.version
         )));
     }
-    Ok(m.writers)
+    if layout == Layout::Snapshots && v.version == 1 {
+        return Err(v1_refused(key.as_ref()));
+    }
+    if v.version != version {
+        return Err(invalid(format!(
+            "repository format version {} is not one this tether knows",
+            v.version
+        )));
+    }
+    let m: Marker = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("repository marker version {version}: {e}")))?;
+    let id = parse_repo_id(&m.id).ok_or_else(|| {
+        invalid(format!(
+            "repository id {:?} is not 32 lower-hex digits",
+            m.id
+        ))
+    })?;
+    match layout {
+        Layout::Snapshots => {
+            if m.chunk_size != Some(crate::v2::node::CHUNK_SIZE) {
+                return Err(invalid(format!(
+                    "chunk_size {:?} is not {} (the only one format version 2 has)",
+                    m.chunk_size,
+                    crate::v2::node::CHUNK_SIZE
+                )));
+            }
+            if let Some(e) = &m.encryption
+                && (e.aead != AEAD || e.kdf != SUBKEY_KDF)
+            {
+                return Err(invalid(format!(
+                    "encryption {:?}/{:?} is not {AEAD}/{SUBKEY_KDF} (written by a newer tether?)",
+                    e.aead, e.kdf
+                )));
+            }
+        }
+        Layout::Mirror => {
+            if m.chunk_size.is_some() || m.encryption.is_some() {
+                return Err(invalid(
+                    "a mirror marker with chunk_size or encryption (the mirror layout has neither)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(Info {
+        single_writer: m.writers == Writers::Single,
+        id,
+        encryption: m.encryption,
+        bytes: bytes.to_vec(),
+    })
 }
 
-async fn read(remote: &Remote, layout: Layout) -> Result<Option<Writers>, BackendError> {
+fn parse_repo_id(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u128::from_str_radix(s, 16).ok().map(u128::to_be_bytes)
+}
+
+fn v1_refused(at: &str) -> BackendError {
+    config(format!(
+        "{at}: this prefix holds snapshots format v1 (written by an earlier tether); this tether reads format 2 only: restore it with the tether that wrote it, or use a new prefix"
+    ))
+}
+
+async fn read(remote: &Remote, layout: Layout) -> Result<Option<Info>, BackendError> {
     let key = remote.key(marker_rel(layout))?;
     match remote.get_bounded(&key, MAX_MARKER_BYTES).await? {
         Some((bytes, _)) => check(&bytes, &key, layout).map(Some),
@@ -217,22 +314,18 @@ fn first_keys(dirs: &[String], files: &[String]) -> String {
 
 /// What the prefix holds for `layout` (see the module doc).
 pub(crate) async fn open(remote: &Remote, layout: Layout) -> Result<Opened, BackendError> {
-    if let Some(w) = read(remote, layout).await? {
-        return Ok(Opened::Marked {
-            single_writer: w == Writers::Single,
-        });
+    if let Some(info) = read(remote, layout).await? {
+        return Ok(Opened::Marked(info));
     }
     let (dirs, files) = top_level(remote).await?;
     if dirs.is_empty() && files.is_empty() {
         return Ok(Opened::Fresh);
     }
     if files.iter().any(|f| f == marker_rel(layout))
-        && let Some(w) = read(remote, layout).await?
+        && let Some(info) = read(remote, layout).await?
     {
         // Another writer created the marker between our two requests.
-        return Ok(Opened::Marked {
-            single_writer: w == Writers::Single,
-        });
+        return Ok(Opened::Marked(info));
     }
     let at = &remote.describe;
     match layout {
@@ -242,7 +335,15 @@ pub(crate) async fn open(remote: &Remote, layout: Layout) -> Result<Opened, Back
                     "{at}: this prefix holds a mirror (it has .tether/), not snapshots: use ?layout=mirror or another prefix"
                 )));
             }
-            let ours = files.is_empty() && dirs.iter().all(|d| SNAPSHOT_DIRS.contains(&d.as_str()));
+            if files.is_empty()
+                && dirs
+                    .iter()
+                    .all(|d| V1_DIRS.contains(&d.as_str()) || CREATION_DIRS.contains(&d.as_str()))
+                && dirs.iter().any(|d| V1_DIRS.contains(&d.as_str()))
+            {
+                return Err(v1_refused(at));
+            }
+            let ours = files.is_empty() && dirs.iter().all(|d| CREATION_DIRS.contains(&d.as_str()));
             if !ours {
                 return Err(config(format!(
                     "{at}: the prefix holds objects but no tether repository marker (first keys: {}); refusing to use it as a snapshots repository: point the URL at an empty prefix or at one tether created",
@@ -278,6 +379,7 @@ pub(crate) async fn create(
     remote: &Remote,
     layout: Layout,
     single_writer: bool,
+    extra: Extra<'_>,
 ) -> Result<Opened, BackendError> {
     let enforced = probe(remote, layout).await?;
     if !enforced && !single_writer {
@@ -298,29 +400,37 @@ pub(crate) async fn create(
     };
     let marker = Marker {
         format: FORMAT.into(),
-        version: VERSION,
+        version: version_of(layout),
         layout: layout.to_string(),
-        id: format!("{:032x}", rand::random::<u128>()),
+        id: format!("{:032x}", u128::from_be_bytes(extra.id)),
         created_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0),
         created_by: format!("tether {}", env!("CARGO_PKG_VERSION")),
         writers,
+        chunk_size: extra.chunk_size,
+        encryption: extra.encryption.map(|_| Encryption {
+            aead: AEAD.into(),
+            kdf: SUBKEY_KDF.into(),
+            mac: crate::v2::crypto::MARKER_MAC_PLACEHOLDER.into(),
+        }),
     };
-    let bytes = serde_json::to_vec(&marker).map_err(|e| BackendError::Config(e.to_string()))?;
+    let mut bytes = serde_json::to_vec(&marker).map_err(|e| BackendError::Config(e.to_string()))?;
+    if let Some(mac_key) = extra.encryption {
+        bytes = crate::v2::crypto::marker_with_mac(mac_key, &bytes)
+            .map_err(|e| BackendError::Config(format!("sealing the repository marker: {e}")))?;
+    }
     let key = remote.key(marker_rel(layout))?;
-    match remote.put(&key, bytes, PutMode::Create).await {
+    match remote.put(&key, bytes.clone(), PutMode::Create).await {
         Ok(_) => {
             tracing::info!(remote = %remote.describe, %layout, "created the repository marker");
-            Ok(Opened::Marked {
-                single_writer: writers == Writers::Single,
-            })
+            check(&bytes, &key, layout).map(Opened::Marked)
         }
-        Err(object_store::Error::AlreadyExists { .. }) => match read(remote, layout).await? {
-            Some(w) => Ok(Opened::Marked {
-                single_writer: w == Writers::Single,
-            }),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => match read(remote, layout).await? {
+            Some(info) => Ok(Opened::Marked(info)),
             None => Err(BackendError::Remote {
                 operation: "put",
                 location: key.to_string(),
@@ -366,28 +476,45 @@ mod tests {
 
     #[test]
     fn a_marker_of_another_layout_or_version_is_named() {
-        let m = |v: u64, layout: &str| {
+        let m = |v: u64, layout: &str, extra: &str| {
             format!(
-                r#"{{"format":"tether-repository","version":{v},"layout":"{layout}","id":"0123456789abcdef0123456789abcdef","created_ms":1,"created_by":"t","writers":"multi"}}"#
+                r#"{{"format":"tether-repository","version":{v},"layout":"{layout}","id":"0123456789abcdef0123456789abcdef","created_ms":1,"created_by":"t","writers":"multi"{extra}}}"#
             )
         };
-        assert!(check(m(1, "snapshots").as_bytes(), &key(), Layout::Snapshots).is_ok());
-        let e = check(m(1, "mirror").as_bytes(), &key(), Layout::Snapshots).unwrap_err();
+        let v2 = r#","chunk_size":4194304"#;
+        assert!(check(m(2, "snapshots", v2).as_bytes(), &key(), Layout::Snapshots).is_ok());
+        assert!(check(m(1, "mirror", "").as_bytes(), &key(), Layout::Mirror).is_ok());
+        let e = check(m(1, "mirror", "").as_bytes(), &key(), Layout::Snapshots).unwrap_err();
         assert!(matches!(e, BackendError::Config(_)), "{e}");
         assert!(e.to_string().contains("?layout=mirror"), "{e}");
-        let e = check(m(7, "snapshots").as_bytes(), &key(), Layout::Snapshots).unwrap_err();
+        // Format v1 of the snapshots layout is named, not misread.
+        let e = check(m(1, "snapshots", "").as_bytes(), &key(), Layout::Snapshots).unwrap_err();
+        assert!(matches!(e, BackendError::Config(_)), "{e}");
+        assert!(e.to_string().contains("format v1"), "{e}");
+        let e = check(m(7, "snapshots", v2).as_bytes(), &key(), Layout::Snapshots).unwrap_err();
         assert!(e.to_string().contains("newer tether"), "{e}");
-        let e = check(m(0, "snapshots").as_bytes(), &key(), Layout::Snapshots).unwrap_err();
+        let e = check(m(2, "mirror", "").as_bytes(), &key(), Layout::Mirror).unwrap_err();
+        assert!(e.to_string().contains("newer tether"), "{e}");
+        let e = check(m(0, "snapshots", v2).as_bytes(), &key(), Layout::Snapshots).unwrap_err();
         assert!(matches!(e, BackendError::InvalidRemote { .. }), "{e}");
         let e = check(b"{}", &key(), Layout::Snapshots).unwrap_err();
         assert!(
             e.to_string().contains("not a tether repository marker"),
             "{e}"
         );
-        let extra = m(1, "snapshots").replace("}", r#","encryption":null}"#);
+        // A snapshots marker needs v2's chunk size; a mirror has none.
+        assert!(check(m(2, "snapshots", "").as_bytes(), &key(), Layout::Snapshots).is_err());
+        assert!(check(m(1, "mirror", v2).as_bytes(), &key(), Layout::Mirror).is_err());
+        let extra = m(2, "snapshots", v2).replace("}", r#","unknown":null}"#);
         assert!(check(extra.as_bytes(), &key(), Layout::Snapshots).is_err());
-        let bad_id = m(1, "snapshots").replace("0123456789abcdef0123456789abcdef", "../x");
+        let bad_id = m(2, "snapshots", v2).replace("0123456789abcdef0123456789abcdef", "../x");
         assert!(check(bad_id.as_bytes(), &key(), Layout::Snapshots).is_err());
+        let foreign = m(
+            2,
+            "snapshots",
+            &format!(r#"{v2},"encryption":{{"aead":"aes","kdf":"blake3-derive-key","mac":"00"}}"#),
+        );
+        assert!(check(foreign.as_bytes(), &key(), Layout::Snapshots).is_err());
     }
 
     #[test]

@@ -361,7 +361,7 @@ impl Mirror {
                 ));
             }
             index.time_ms = now_ms();
-            let bytes = crate::manifest::json_bytes(&index);
+            let bytes = json_bytes(&index);
             if bytes.len() as u64 > self.options.max_manifest_bytes {
                 let n = bytes.len();
                 *cache = None;
@@ -781,6 +781,26 @@ fn bad_name(name: &str) -> BackendError {
         object: name.to_owned(),
         reason: "not a valid relative path".into(),
     }
+}
+
+/// `value` as JSON in one buffer of exactly its size: serialised twice,
+/// first only to count, so the buffer never doubles while it grows.
+pub(crate) fn json_bytes<T: Serialize + ?Sized>(value: &T) -> bytes::Bytes {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    let mut buf = Vec::with_capacity(count.0);
+    let _ = serde_json::to_writer(&mut buf, value);
+    bytes::Bytes::from(buf)
 }
 
 #[cfg(test)]

@@ -162,11 +162,6 @@ impl ByteBudget {
         })
     }
 
-    /// The budget in bytes.
-    pub fn total(&self) -> u64 {
-        u64::from(self.total)
-    }
-
     /// The most bytes held at once so far.
     pub fn peak(&self) -> u64 {
         self.peak.load(std::sync::atomic::Ordering::Relaxed)

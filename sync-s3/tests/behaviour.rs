@@ -1,6 +1,6 @@
 //! Layout behaviour through the public API: history and restore of any
 //! snapshot, packing and deduplication, two writers racing for the head,
-//! prune, and the mirror's browsable objects.
+//! and the mirror's browsable objects.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,7 +22,7 @@ use object_store::{
 };
 use sync_core::testkit::conformance::Workbench;
 use sync_core::{Backend, BackendError, RestoreOptions, Source};
-use sync_s3::{BackendOptions, Layout, ObjectStoreBackend, PruneOptions};
+use sync_s3::{BackendOptions, Layout, ObjectStoreBackend};
 
 fn stores() -> Vec<Store> {
     common::all_stores()
@@ -100,9 +100,9 @@ async fn small_files_are_packed_and_unchanged_content_is_not_uploaded_again() {
         let receipt = b.push(&c, &Source::new(&w.src)).await.unwrap();
         assert_eq!(receipt.files_uploaded, 500);
         w.push(&c).await;
-        // 500 small files: one pack and its index, one manifest, one head.
-        assert_eq!(count(&b, "packs").await, 1);
-        assert_eq!(count(&b, "index").await, 1);
+        // 500 small files: one pack (no index: trees hold locations).
+        assert_eq!(count(&b, "data").await, 1);
+        assert_eq!(count(&b, "index").await, 0);
         w.write("extra.txt", b"one more");
         w.write("copy.txt", b"file 3"); // same content as d3/f3.txt
         let c = w.checkpoint();
@@ -266,128 +266,6 @@ async fn the_loser_of_a_head_race_rebases_and_nothing_is_lost() {
             Layout::Mirror => b"b's version",
         };
         assert_eq!(std::fs::read(dest.join("shared.txt")).unwrap(), want);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prune_deletes_only_old_unreferenced_packs() {
-    for store in stores() {
-        let f = StoreFixture::new(store, Layout::Snapshots);
-        let b = Arc::new(f.backend(&unique("prune")));
-        let mut w = Workbench::new(b.clone());
-        w.write("keep.txt", b"kept in every snapshot");
-        w.write("old.txt", b"only in the first snapshot");
-        w.sync().await;
-        std::fs::remove_file(w.src.join("old.txt")).unwrap();
-        w.write("keep.txt", b"kept, second version");
-        w.sync().await;
-        assert_eq!(count(&b, "packs").await, 2);
-
-        // Young packs are kept whatever happens.
-        let r = b
-            .prune(&PruneOptions {
-                keep_last: Some(1),
-                ..PruneOptions::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(r.snapshots_deleted.len(), 1);
-        assert_eq!(
-            (r.packs_deleted, r.packs_kept_young, r.packs_referenced),
-            (0, 1, 1)
-        );
-        // With no safety window, the unreferenced pack goes.
-        let r = b
-            .prune(&PruneOptions {
-                keep_last: Some(1),
-                min_age: std::time::Duration::ZERO,
-                dry_run: false,
-            })
-            .await
-            .unwrap();
-        assert_eq!((r.packs_deleted, r.packs_referenced), (1, 1), "{r:?}");
-        assert_eq!(count(&b, "packs").await, 1);
-        assert_eq!(b.history(10).await.unwrap().len(), 1);
-        let dest = w.restore_new("after-prune").await;
-        w.assert_same(&dest);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pack_pruned_by_another_process_is_never_reused() {
-    for store in stores() {
-        let mut f = StoreFixture::new(store, Layout::Snapshots);
-        f.options.reuse_window = std::time::Duration::from_secs(1);
-        let name = unique("reuse");
-        let b = Arc::new(f.backend(&name));
-        let pruner = f.same_remote(&name, &b);
-        let mut w = Workbench::new(b.clone());
-        w.write("keep.txt", b"kept throughout");
-        w.sync().await;
-        w.write("notes.txt", b"notes that come back later");
-        w.sync().await;
-        std::fs::remove_file(w.src.join("notes.txt")).unwrap();
-        w.sync().await;
-        // Another process prunes to the newest snapshot: the pack holding
-        // notes.txt is referenced by none and goes (no safety window here).
-        let r = pruner
-            .prune(&PruneOptions {
-                keep_last: Some(1),
-                min_age: std::time::Duration::ZERO,
-                dry_run: false,
-            })
-            .await
-            .unwrap();
-        assert_eq!(r.packs_deleted, 1, "{r:?}");
-        // The writer still remembers that pack's blobs. Once the pack is
-        // older than the reuse window it must upload the content again
-        // rather than point a snapshot at a deleted pack.
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        w.write("notes.txt", b"notes that come back later");
-        w.sync().await;
-        let dest = w.restore_new("after-prune").await;
-        w.assert_same(&dest);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_old_unreferenced_large_file_pack_is_not_reused() {
-    for store in stores() {
-        let mut f = StoreFixture::new(store, Layout::Snapshots);
-        f.options.reuse_window = std::time::Duration::from_secs(1);
-        f.options.large_file_threshold = 1024;
-        let name = unique("large-reuse");
-        let b = Arc::new(f.backend(&name));
-        let mut w = Workbench::new(b.clone());
-        let big = vec![7u8; 4096];
-        w.write("big.bin", &big);
-        w.sync().await;
-        std::fs::remove_file(w.src.join("big.bin")).unwrap();
-        w.sync().await;
-        // Its own pack (named by content) is now referenced only by the
-        // first snapshot; drop that one, keeping young packs.
-        let r = b
-            .prune(&PruneOptions {
-                keep_last: Some(1),
-                ..PruneOptions::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            (r.snapshots_deleted.len(), r.packs_kept_young),
-            (1, 1),
-            "{r:?}"
-        );
-        assert_eq!(count(&b, "packs").await, 1);
-        // Past the reuse window that pack may be pruned at any moment, even
-        // by a prune that listed it already: the same content coming back
-        // goes to a pack of a fresh name.
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        w.write("big.bin", &big);
-        w.sync().await;
-        assert_eq!(count(&b, "packs").await, 2, "the old pack was reused");
-        let dest = w.restore_new("after").await;
-        w.assert_same(&dest);
     }
 }
 

@@ -94,7 +94,8 @@ async fn a_fresh_prefix_is_fresh_and_the_first_push_writes_the_marker() {
                 .await
                 .unwrap_or_else(|| panic!("{layout}: no marker after the first push"));
             assert_eq!(m["format"], "tether-repository");
-            assert_eq!(m["version"], 1);
+            let version = if layout == Layout::Snapshots { 2 } else { 1 };
+            assert_eq!(m["version"], version);
             assert_eq!(m["layout"], layout.to_string());
             assert_eq!(m["writers"], "multi", "{store:?} enforces create-if-absent");
             assert_eq!(m["id"].as_str().unwrap().len(), 32);
@@ -221,8 +222,9 @@ async fn a_marker_from_a_newer_tether_is_refused() {
         let f = StoreFixture::new(Store::Memory, layout);
         let name = unique("marker-newer");
         let b = Arc::new(f.backend(&name));
+        let newer = if layout == Layout::Snapshots { 3 } else { 2 };
         let marker = format!(
-            r#"{{"format":"tether-repository","version":2,"layout":"{layout}","id":"0123456789abcdef0123456789abcdef","created_ms":1,"created_by":"tether 9","writers":"multi","encryption":null}}"#
+            r#"{{"format":"tether-repository","version":{newer},"layout":"{layout}","id":"0123456789abcdef0123456789abcdef","created_ms":1,"created_by":"tether 9","writers":"multi","encryption":null}}"#
         );
         put_raw(&b, marker_rel(layout), marker.into_bytes()).await;
         let dest = f.tmp.path().join("dest");
@@ -246,7 +248,29 @@ async fn a_marker_from_a_newer_tether_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_from_before_markers_is_read_and_marked_by_the_next_push() {
-    for layout in [Layout::Snapshots, Layout::Mirror] {
+    // Snapshots format v1 (with or without its marker) is refused by name.
+    {
+        let f = StoreFixture::new(Store::Memory, Layout::Snapshots);
+        let b = Arc::new(f.backend(&unique("marker-v1")));
+        put_raw(&b, "heads/00000000000000000001", &b"{}"[..]).await;
+        put_raw(&b, "snapshots/1700000000000-0000abcd", &b"{}"[..]).await;
+        let dest = f.tmp.path().join("dest");
+        let msg = config_error(
+            b.restore(&dest, &RestoreOptions::default()).await,
+            "format v1",
+        );
+        assert!(msg.contains("format 2 only"), "{msg}");
+        config_error(push_one(b.clone()).await, "format v1");
+        put_raw(
+            &b,
+            "config",
+            &br#"{"format":"tether-repository","version":1,"layout":"snapshots","id":"0123456789abcdef0123456789abcdef","created_ms":1,"created_by":"tether 0.8","writers":"multi"}"#[..],
+        )
+        .await;
+        let again = Arc::new(f.same_remote("", &b));
+        config_error(again.head().await, "format v1");
+    }
+    for layout in [Layout::Mirror] {
         let f = StoreFixture::new(Store::Memory, layout);
         let name = unique("marker-legacy");
         let b = Arc::new(f.backend(&name));

@@ -4,7 +4,6 @@
 //! storage format.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,9 +13,6 @@ use object_store::{ObjectStoreExt, PutPayload};
 use sync_core::testkit::conformance::{Fixture, Hostile, Planted};
 use sync_core::testkit::testbed_var;
 use sync_core::{Backend, ContentHash, FileMeta, Meta};
-use sync_s3::manifest::{
-    HEAD_FORMAT, HeadRecord, Manifest, ManifestEntry, PackBuilder, new_snapshot_id,
-};
 use sync_s3::{BackendOptions, Layout, ObjectStoreBackend};
 use tempfile::TempDir;
 
@@ -240,46 +236,23 @@ pub fn file_meta(content: &[u8]) -> FileMeta {
     }
 }
 
-/// Plants a snapshot whose manifest lists `entries` exactly as given
-/// (unvalidated); files' contents go into one pack. Returns the snapshot id.
+/// Plants a snapshot (format v2) holding `entries` exactly as given
+/// (unvalidated: duplicates and `..` components kept) as head generation 1.
+/// Returns the snapshot id.
 pub async fn plant_snapshot(
     b: &ObjectStoreBackend,
     entries: Vec<(String, Meta, Option<Bytes>)>,
 ) -> String {
-    let mut pack = PackBuilder::with_capacity(1024);
-    for (_, meta, content) in &entries {
-        if let (Meta::File(f), Some(c)) = (meta, content) {
-            pack.add(f.hash, c);
-        }
-    }
-    let sealed = pack.seal();
-    let locs: std::collections::HashMap<_, _> = sealed.locations().collect();
-    put_raw(
-        b,
-        &format!("packs/{}/{}", &sealed.id[..2], sealed.id),
-        sealed.bytes.clone(),
-    )
-    .await;
-    let mut map = BTreeMap::new();
-    for (path, meta, _) in entries {
-        let blob = meta.as_file().and_then(|f| locs.get(&f.hash).cloned());
-        map.insert(path.clone(), ManifestEntry { path, meta, blob });
-    }
-    let id = new_snapshot_id(1_700_000_000_000, rand::random());
-    let manifest = Manifest::new(id.clone(), None, 1_700_000_000_000, map);
-    put_raw(b, &format!("snapshots/{id}"), manifest.encode()).await;
-    plant_head(b, 1, &id).await;
-    id
+    sync_s3::testing::plant_snapshot(b, entries, 1)
+        .await
+        .unwrap()
 }
 
 /// Plants head generation `n` pointing at `snapshot`.
 pub async fn plant_head(b: &ObjectStoreBackend, n: u64, snapshot: &str) {
-    let head = HeadRecord {
-        format: HEAD_FORMAT.into(),
-        snapshot: snapshot.into(),
-        time_ms: 1_700_000_000_000,
-    };
-    put_raw(b, &format!("heads/{n:020}"), head.encode()).await;
+    sync_s3::testing::plant_head(b, n, snapshot, None)
+        .await
+        .unwrap();
 }
 
 /// Plants mirror index generation 1 with `entries` (name → meta JSON
