@@ -234,3 +234,34 @@ pub async fn set_parent(
         .map_err(|e| remote_err("put", &key, e))?;
     Ok(())
 }
+
+/// Sets the time of snapshot `id`'s record and of the newest head (any
+/// value, including ones no clock gives) to `time_ms`.
+pub async fn set_times(
+    backend: &ObjectStoreBackend,
+    id: &str,
+    time_ms: u64,
+) -> Result<(), BackendError> {
+    let repo = backend.snapshots_repo().await?;
+    let (mut record, _) = repo
+        .get_snapshot(id)
+        .await?
+        .ok_or_else(|| BackendError::NotFound { what: id.into() })?;
+    record.time_ms = time_ms;
+    let (key, bytes) = repo.snapshot_unit(&record)?;
+    repo.remote
+        .put(&key, bytes, PutMode::Overwrite)
+        .await
+        .map_err(|e| remote_err("put", &key, e))?;
+    let heads = &crate::v2::push::HEADS;
+    if let Some((n, bytes)) = heads.latest(&repo.remote, repo.head_limit()).await? {
+        let key = heads.key(&repo.remote, n)?;
+        let mut head = repo.decode_head(n, &bytes, &key)?;
+        head.time_ms = time_ms;
+        repo.remote
+            .put(&key, repo.head_unit(&head)?, PutMode::Overwrite)
+            .await
+            .map_err(|e| remote_err("put", &key, e))?;
+    }
+    Ok(())
+}
