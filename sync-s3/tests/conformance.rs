@@ -1,4 +1,5 @@
-//! sync-core's backend conformance suite, for both layouts, against
+//! sync-core's backend conformance suite, for both layouts (snapshots
+//! also encrypted), against
 //! SeaweedFS (the test bed's real S3 server), Azurite (the Azure Blob
 //! emulator), `file://` and `memory://`.
 
@@ -36,6 +37,18 @@ sync_core::conformance_suite!(
 sync_core::conformance_suite!(
     memory_snapshots,
     Some(StoreFixture::new(Store::Memory, Layout::Snapshots))
+);
+sync_core::conformance_suite!(
+    memory_snapshots_encrypted,
+    Some(StoreFixture::new(Store::Memory, Layout::Snapshots).encrypted())
+);
+sync_core::conformance_suite!(
+    file_snapshots_encrypted,
+    Some(StoreFixture::new(Store::File, Layout::Snapshots).encrypted())
+);
+sync_core::conformance_suite!(
+    s3_snapshots_encrypted,
+    Store::s3().map(|s| StoreFixture::new(s, Layout::Snapshots).encrypted())
 );
 sync_core::conformance_suite!(
     memory_mirror,

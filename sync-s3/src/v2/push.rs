@@ -538,12 +538,16 @@ async fn build_tree(
         let (dir, name) = split(path);
         let v = match change {
             Change::Upsert(m) => Some(m),
-            // Covered by a deleted ancestor: rebuilding its directory
-            // would bring the ancestor back.
+            // Covered by an ancestor that is deleted or replaced by a
+            // file or symlink: rebuilding its directory would bring the
+            // ancestor back as a directory.
             Change::Delete
-                if path
-                    .ancestors()
-                    .any(|a| a != *path && matches!(checkpoint.get(&a), Some(Change::Delete))) =>
+                if path.ancestors().any(|a| {
+                    matches!(
+                        checkpoint.get(&a),
+                        Some(Change::Delete | Change::Upsert(Meta::File(_) | Meta::Symlink { .. }))
+                    )
+                }) =>
             {
                 continue;
             }

@@ -41,6 +41,9 @@ pub struct Interposer {
 struct Flight {
     now: AtomicUsize,
     peak: AtomicUsize,
+    /// Single `PUT`s sent, and their bytes (multipart parts not counted).
+    puts: AtomicUsize,
+    put_bytes: AtomicUsize,
 }
 
 /// One request in flight, until dropped.
@@ -133,6 +136,14 @@ impl Interposer {
         *self.hook.lock().unwrap() = Some(hook);
     }
 
+    /// Single `PUT`s sent so far and their payload bytes.
+    pub fn puts(&self) -> (usize, usize) {
+        (
+            self.flight.puts.load(Ordering::SeqCst),
+            self.flight.put_bytes.load(Ordering::SeqCst),
+        )
+    }
+
     /// The most requests that were in flight at once so far.
     pub fn peak_in_flight(&self) -> usize {
         self.flight.peak.load(Ordering::SeqCst)
@@ -169,6 +180,10 @@ impl ObjectStore for Interposer {
             opts.mode = object_store::PutMode::Overwrite;
         }
         let _in_flight = InFlight::new(&self.flight);
+        self.flight.puts.fetch_add(1, Ordering::SeqCst);
+        self.flight
+            .put_bytes
+            .fetch_add(payload.content_length(), Ordering::SeqCst);
         self.wait().await;
         let key = location.as_ref();
         if key.contains("/heads/") || key.contains("/.tether/mirror/") {

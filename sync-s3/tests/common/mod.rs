@@ -100,6 +100,14 @@ impl StoreFixture {
         }
     }
 
+    /// The same fixture with client-side encryption (a generated key).
+    pub fn encrypted(mut self) -> Self {
+        self.options.encryption_key = Some(sync_s3::EncryptionKey::from_bytes(
+            b"tether-key-1:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc".to_vec(),
+        ));
+        self
+    }
+
     /// The URL and options for a remote named `name`.
     pub fn url(&self, name: &str) -> (String, BackendOptions) {
         let mut options = BackendOptions {
