@@ -18,17 +18,21 @@
 //!
 //! It implements sync-core's [`Backend`]: `push` applies
 //! a checkpoint to the store, `restore` writes the newest (or a named)
-//! state into a directory, `history` lists snapshots, and
-//! [`ObjectStoreBackend::prune`] removes what no snapshot needs. Two layouts,
+//! state into a directory, `history` lists snapshots and `list` a stored
+//! state's entries. Two layouts,
 //! chosen per remote with `?layout=`:
 //!
-//! * **snapshots** (the default) — small files packed into pack objects,
-//!   large files as pack objects of their own, a JSON manifest per checkpoint
-//!   and a head written last with create-if-absent; see [`manifest`] for the
-//!   keys. Default because it is the one that keeps tether's promise after a
-//!   failure: a reader always sees a complete checkpoint, two writers never
-//!   overwrite each other silently, history and `at` work, and 10,000 small
-//!   files cost a few `PUT`s instead of 10,000.
+//! * **snapshots** (the default; format v2, FORMAT.md) — file content
+//!   (zstd where it pays; files over 4 MiB in 4 MiB chunks) packed into pack
+//!   objects, one content-addressed tree node per directory page, a small
+//!   snapshot record per checkpoint and a head written last with
+//!   create-if-absent; optionally everything but the repository marker
+//!   sealed with XChaCha20-Poly1305 under the user's key
+//!   ([`BackendOptions::encryption_key`]). Default because it is the one
+//!   that keeps tether's promise after a failure: a reader always sees a
+//!   complete checkpoint, two writers never overwrite each other silently,
+//!   history and `at` work, 10,000 small files cost a few `PUT`s instead of
+//!   10,000, and a one-file edit stores the pages on its path, not the tree.
 //! * **mirror** — each file at `prefix/<path>` with its hash, mode and mtime
 //!   as object metadata, browsable with any S3 tool, deletes propagate, plus
 //!   an index under `prefix/.tether/` for what objects cannot hold
@@ -38,14 +42,16 @@
 //!
 //! No watching, no change detection, no retry loop of its own beyond
 //! object_store's per-request retries (the engine retries whole pushes), no
-//! bucket creation, no encryption or compression of content, no
-//! content-defined chunking (a changed large file is uploaded whole).
+//! bucket creation, no encryption in the mirror layout (it stays browsable),
+//! no content-defined chunking (a changed large file is uploaded whole), no
+//! prune of the snapshots layout yet (issue 13 builds it on format v2).
 //!
 //! # How data flows
 //!
 //! ```text
-//! push:    Checkpoint ─► Source (hash-verified reads) ─► packs / objects ─► manifest ─► head (create-if-absent) ─► confirm
-//! restore: head ─► manifest (size-capped, checked) ─► RestorePlan::validate ─► ranged GETs ─► RestoreWriter (hash-verified, temp + rename)
+//! push:    Checkpoint ─► Source (hash-verified reads) ─► blobs (frame, seal) ─► packs ─► changed directory pages ─► snapshot ─► head (create-if-absent) ─► confirm
+//! restore: head ─► snapshot ─► depth-first walk of the pages (each verified against its id) ─► ranged GETs ─► open + check each blob ─► RestoreWriter (hash-verified, temp + rename)
+//! mirror:  Checkpoint ─► one object per file ─► index generation (create-if-absent) ─► confirm
 //! ```
 //!
 //! # Design choices and trade-offs
@@ -68,26 +74,24 @@
 //!   is confirmed part of the newest state, and old heads are deleted only
 //!   behind a floor marker, so a retired number cannot silently come back
 //!   (`heads` module: the protocol, shared by both layouts).
-//! * **Manifests list the whole tree** (JSON, ~250 bytes per file), so a
-//!   restore needs nothing else; the cost is a full manifest upload per
-//!   checkpoint (2.5 MB for 10,000 files). Fine for notebook-sized trees;
-//!   a tree-of-manifests design would be the next step for millions of files.
+//! * **Trees, not manifests** (snapshots format v2): a directory is a
+//!   tree of pages cut at content-defined name boundaries, each page a node
+//!   named by the (keyed) hash of its bytes and holding its entries' content
+//!   locations. A one-file edit stores the edited file's blob, its page, the
+//!   branch path above it and the ancestors' pages (measured: 6 `PUT`s,
+//!   10 KB in a 10,000-file tree; v1's manifest was 2.8 MB), and a restore
+//!   needs no index. Directories are read whole (memory per directory),
+//!   and a walk holds only the directories still to visit (bounded).
 //! * **Bounded memory, by configuration.** File content in memory is
 //!   bounded by `max_buffered_bytes` (32 MiB) whatever `concurrency` allows:
-//!   small files read for upload, a large file's multipart parts in flight
-//!   (`(parts_in_flight + 1) × part_size` wanted, the budget's share
-//!   granted), ranges downloaded for a restore (batches of at most
-//!   `min(pack_size, max_buffered_bytes)`), each taken before it is read;
-//!   packs being filled and uploaded, `(parts_in_flight + 1) × pack_size`,
-//!   come on top. A push writes the new manifest straight from the cached
-//!   base and the checkpoint (no copy of the tree's entries, JSON in 1 MiB
-//!   chunks) and updates the cache in place; what it looks up of the known
-//!   blobs is only the checkpoint's. A push whose manifest or index would
-//!   pass the read limits below is refused (a restore could not read it).
-//!   Manifests and indexes are refused above `max_manifest_bytes`
-//!   (64 MiB) or `max_entries` (500,000, counted before anything is
-//!   built), so hostile metadata stays within the init container's 512 MiB
-//!   (about 250,000 files fit; both are URL parameters).
+//!   small files read for upload, a large file's chunks, ranges downloaded
+//!   for a restore, each taken before it is read; packs being filled and
+//!   uploaded, `(parts_in_flight + 1) × pack_size`, come on top. Tree pages
+//!   are refused above 4 MiB, directories above `max_entries` (500,000,
+//!   from the branch's count before any page is read), a snapshot walk
+//!   above 10,000,000 entries or 512 levels, so hostile metadata stays
+//!   within the init container's 512 MiB. The mirror's index is refused
+//!   above `max_manifest_bytes` (64 MiB) or `max_entries` paths.
 //! * **One request budget per backend**: the store is wrapped in
 //!   object_store's `LimitStore` with `concurrency` permits, so every
 //!   request — both layouts, the head protocol, a push and a restore at
