@@ -49,6 +49,7 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod follow;
 pub mod health;
 pub mod logging;
 pub mod paths;

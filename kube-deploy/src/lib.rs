@@ -106,6 +106,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+pub mod app;
 pub mod annotations;
 mod budget;
 pub mod builders;

@@ -267,7 +267,7 @@ fn inject_document(
     Ok(())
 }
 
-fn to_yaml_stream<T: Serialize>(documents: &[T]) -> Result<String, ManifestError> {
+pub(crate) fn to_yaml_stream<T: Serialize>(documents: &[T]) -> Result<String, ManifestError> {
     let mut text = String::new();
     for document in documents {
         text.push_str("---\n");
@@ -528,7 +528,7 @@ fn check_ca_bundle(pem: &str) -> Result<(), String> {
 }
 
 /// A typed object with its `apiVersion` and `kind` for serialisation.
-fn typed<K: k8s_openapi::Resource + Serialize>(object: &K) -> Value {
+pub(crate) fn typed<K: k8s_openapi::Resource + Serialize>(object: &K) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
     if let Some(map) = value.as_object_mut() {
         map.insert(
