@@ -183,8 +183,8 @@ impl Default for AppConfig {
     }
 }
 
-fn setting(setting: &'static str) -> impl Fn(String) -> ManifestError {
-    move |reason| ManifestError::Setting { setting, reason }
+fn setting(flag: &'static str) -> impl Fn(String) -> ManifestError {
+    move |reason| ManifestError::AppSetting { flag, reason }
 }
 
 /// Checks a path inside the app's folder or the remote: relative, no `..`.
@@ -200,16 +200,16 @@ fn inside(path: &str, what: &'static str) -> Result<(), ManifestError> {
 impl AppConfig {
     /// Checks every setting; the messages name the flag's setting.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        validate::dns1123_label(&self.name).map_err(setting("name"))?;
+        validate::dns1123_label(&self.name).map_err(setting("--name"))?;
         if !self.name.starts_with(|c: char| c.is_ascii_lowercase()) {
-            return Err(setting("name")(
+            return Err(setting("--name")(
                 "must start with a letter (it names a Service)".into(),
             ));
         }
         if let Some(ns) = &self.namespace {
-            validate::dns1123_label(ns).map_err(setting("namespace"))?;
+            validate::dns1123_label(ns).map_err(setting("--namespace"))?;
         }
-        validate::remote_url(&self.remote).map_err(setting("remote"))?;
+        validate::remote_url(&self.remote).map_err(setting("--remote"))?;
         match &self.source {
             AppSource::Pinned(id) => {
                 if id.is_empty()
@@ -218,56 +218,56 @@ impl AppConfig {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
                 {
-                    return Err(setting("at")(
+                    return Err(setting("--at")(
                         "must be a snapshot or commit id (letters, digits, - _ .)".into(),
                     ));
                 }
             }
             AppSource::Follow { interval_seconds } => {
                 if *interval_seconds == 0 {
-                    return Err(setting("follow interval")("must be at least 1s".into()));
+                    return Err(setting("--interval")("must be at least 1s".into()));
                 }
             }
         }
         if let Some(path) = &self.path {
-            inside(path, "path")?;
+            inside(path, "--path")?;
         }
-        inside(&self.entry, "entry")?;
+        inside(&self.entry, "--entry")?;
         if !(self.entry.ends_with(".ipynb") || self.entry.ends_with(".py")) {
-            return Err(setting("entry")(format!(
+            return Err(setting("--entry")(format!(
                 "{:?} must be a notebook (.ipynb) or a Python script (.py)",
                 self.entry
             )));
         }
         if let Some(r) = &self.requirements {
-            inside(r, "requirements")?;
+            inside(r, "--requirements")?;
         }
         if self.command.is_empty() || self.command.iter().any(|a| a.is_empty()) {
-            return Err(setting("command")(
+            return Err(setting("--command")(
                 "must name a program (e.g. `python`, `streamlit run`)".into(),
             ));
         }
         if let Some(bad) = self.command.iter().find(|a| a.chars().any(char::is_control)) {
-            return Err(setting("command")(format!(
+            return Err(setting("--command")(format!(
                 "{bad:?} contains a control character"
             )));
         }
         if self.port < 1024 || self.port == FOLLOW_HTTP_PORT {
-            return Err(setting("port")(format!(
+            return Err(setting("--port")(format!(
                 "must be 1024 or above (the app runs unprivileged) and not {FOLLOW_HTTP_PORT} (the follow sidecar's)"
             )));
         }
         if !self.readiness_path.starts_with('/')
             || self.readiness_path.chars().any(|c| c.is_control() || c == ' ')
         {
-            return Err(setting("readiness_path")(
+            return Err(setting("--readiness-path")(
                 "must be an absolute HTTP path".into(),
             ));
         }
-        validate::image_reference(&self.image).map_err(setting("image"))?;
-        validate::image_reference(&self.tether_image).map_err(setting("tether_image"))?;
+        validate::image_reference(&self.image).map_err(setting("--image"))?;
+        validate::image_reference(&self.tether_image).map_err(setting("--tether-image"))?;
         if let Some(secret) = &self.credentials_secret {
-            validate::dns1123_subdomain(secret).map_err(setting("credentials_secret"))?;
+            validate::dns1123_subdomain(secret).map_err(setting("--credentials-secret"))?;
         }
         for q in [
             &self.resources.cpu_request,
@@ -278,23 +278,23 @@ impl AppConfig {
         .into_iter()
         .flatten()
         {
-            validate::quantity(q).map_err(setting("resources"))?;
+            validate::quantity(q).map_err(setting("resources (--cpu-request, --memory-request, --cpu-limit, --memory-limit)"))?;
         }
         if self.replicas < 0 {
-            return Err(setting("replicas")("must not be negative".into()));
+            return Err(setting("--replicas")("must not be negative".into()));
         }
         if self.run_as_user == Some(0) {
-            return Err(setting("run_as_user")(
+            return Err(setting("--run-as-user")(
                 "must not be 0 (the restricted profile refuses root)".into(),
             ));
         }
         if let Some(ingress) = &self.ingress {
-            validate::dns1123_subdomain(&ingress.host).map_err(setting("host"))?;
+            validate::dns1123_subdomain(&ingress.host).map_err(setting("--host"))?;
             if let Some(class) = &ingress.class {
-                validate::dns1123_subdomain(class).map_err(setting("ingress_class"))?;
+                validate::dns1123_subdomain(class).map_err(setting("--ingress-class"))?;
             }
             if let Some(tls) = &ingress.tls_secret {
-                validate::dns1123_subdomain(tls).map_err(setting("tls_secret"))?;
+                validate::dns1123_subdomain(tls).map_err(setting("--tls-secret"))?;
             }
         }
         Ok(())
@@ -418,7 +418,7 @@ fn empty_dir(name: &str) -> Volume {
 
 /// The plan the shared builders turn into tether's containers.
 fn plan(config: &AppConfig) -> Result<PodPlan, ManifestError> {
-    let (_, remote_kind) = validate::remote_url(&config.remote).map_err(setting("remote"))?;
+    let (_, remote_kind) = validate::remote_url(&config.remote).map_err(setting("--remote"))?;
     Ok(PodPlan {
         image: config.tether_image.clone(),
         remote: config.remote.clone(),

@@ -113,6 +113,14 @@ pub enum ManifestError {
         /// What is wrong.
         reason: String,
     },
+    /// A `tether manifests app` setting is invalid (named by its flag).
+    #[error("{flag}: {reason}")]
+    AppSetting {
+        /// The flag, e.g. `--path`.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// Output could not be serialised as YAML.
     #[error("writing YAML: {0}")]
     Write(#[source] serde_norway::Error),

@@ -80,7 +80,7 @@ async fn check_remote(
     let remote = backend.describe();
     let listing = backend.list(Some(id)).await.map_err(|e| match e {
         BackendError::NotFound { what } => CliError::usage(format!(
-            "--at: {remote} has no {what}: `tether history --from URL` lists the ids it keeps"
+            "--at {id}: no {what}: `tether history --from URL` lists the ids it keeps"
         )),
         e => context(e, format!("listing {id} of {remote}")),
     })?;
