@@ -435,3 +435,92 @@ fn bad_input_is_refused_with_exit_2() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("kind: Deployment"));
 }
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `--to GIT-URL`: the manifests are committed into a GitOps repository
+/// over smart HTTP with a token, next to what it already holds, as a
+/// fast-forward (never forced); the same manifests again commit nothing.
+#[test]
+fn manifests_are_committed_into_a_gitops_repository() {
+    let (Some(base), Some(root), Some(token_file)) = (
+        testbed_var("TETHER_TEST_GIT_HTTP_URL_BASE"),
+        testbed_var("TETHER_TEST_GIT_HTTP_ROOT"),
+        testbed_var("TETHER_TEST_GIT_HTTP_TOKEN_FILE"),
+    ) else {
+        return;
+    };
+    let sb = Sandbox::new();
+    write_app(&sb.path("w"), "Sales v1", "hi");
+    let store = sb.url("store");
+    let out = sb.run(&["sync", "w", "--to", &store, "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let name = format!("gitops-{}-{}.git", std::process::id(), nanos());
+    let bare = Path::new(&root).join(&name);
+    let out = Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let repo = format!("{base}/{name}");
+    // The platform team's repository already holds other apps.
+    std::fs::create_dir_all(sb.path("gitops/apps/other")).unwrap();
+    std::fs::write(sb.path("gitops/apps/other/other.yaml"), "kind: ConfigMap\n").unwrap();
+    let out = sb.run(&[
+        "sync", "gitops", "--to", &repo, "--once", "--token-file", &token_file,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = git(&bare, &["rev-parse", "main"]);
+
+    let generate = |replicas: &str| {
+        sb.run(&[
+            "manifests", "app", "--name", "sales", "--remote", &store, "--path", "apps/sales",
+            "--replicas", replicas, "--to", &repo, "--token-file", &token_file,
+        ])
+    };
+    let out = generate("1");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("committed apps/sales/sales.yaml"), "{}", stdout(&out));
+    let committed = git(&bare, &["show", "main:apps/sales/sales.yaml"]);
+    assert!(committed.contains("kind: Deployment"), "{committed}");
+    assert!(committed.contains("replicas: 1"), "{committed}");
+    assert_eq!(
+        git(&bare, &["show", "main:apps/other/other.yaml"]),
+        "kind: ConfigMap\n"
+    );
+    // A fast-forward: the previous head is the new commit's parent.
+    assert_eq!(git(&bare, &["rev-parse", "main^"]), before);
+
+    let out = generate("1");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("already up to date"), "{}", stdout(&out));
+    assert_eq!(git(&bare, &["rev-list", "--count", "main"]).trim(), "2");
+
+    let out = generate("3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(git(&bare, &["show", "main:apps/sales/sales.yaml"]).contains("replicas: 3"));
+    assert_eq!(git(&bare, &["rev-list", "--count", "main"]).trim(), "3");
+
+    // Not a git URL: refused before anything is written.
+    let out = sb.run(&[
+        "manifests", "app", "--name", "sales", "--remote", &store, "--path", "apps/sales",
+        "--to", &store,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--to must be a git repository URL"), "{}", stderr(&out));
+}
