@@ -361,7 +361,9 @@ fn swap(root: &Path, link: &Path, name: &str) -> Result<(), FollowError> {
     let target = Path::new(RELEASES).join(name);
     let tmp = root.join(format!(
         ".{}.tmp-{}",
-        link.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        link.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);

@@ -138,7 +138,12 @@ impl Pod {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|e| Some((e["name"].as_str()?.to_owned(), self.map(e["value"].as_str()?))))
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_owned(),
+                    self.map(e["value"].as_str()?),
+                ))
+            })
             .collect()
     }
 }
@@ -245,8 +250,20 @@ fn a_notebook_becomes_an_app_pinned_then_followed() {
         &sb,
         &s3,
         &[
-            "manifests", "app", "--name", "sales", "--remote", &s3.url, "--path", "apps/sales",
-            "--entry", "app.ipynb", "--command", "python", "--credentials-secret", "sales-s3-read",
+            "manifests",
+            "app",
+            "--name",
+            "sales",
+            "--remote",
+            &s3.url,
+            "--path",
+            "apps/sales",
+            "--entry",
+            "app.ipynb",
+            "--command",
+            "python",
+            "--credentials-secret",
+            "sales-s3-read",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -275,7 +292,9 @@ fn a_notebook_becomes_an_app_pinned_then_followed() {
         "--path restored more than the app's folder"
     );
     let script = std::fs::read_to_string(app_dir.join("app.py")).unwrap();
-    assert!(script.contains("# tether: IPython syntax, not Python; commented out: %pip install dash"));
+    assert!(
+        script.contains("# tether: IPython syntax, not Python; commented out: %pip install dash")
+    );
     assert!(script.contains("# # Sales dashboard"), "{script}");
 
     let app = containers(deployment, "containers")[0].clone();
@@ -290,8 +309,17 @@ fn a_notebook_becomes_an_app_pinned_then_followed() {
         &sb,
         &s3,
         &[
-            "manifests", "app", "--name", "sales", "--remote", &s3.url, "--path", "apps/sales",
-            "--follow", "--interval", "1s",
+            "manifests",
+            "app",
+            "--name",
+            "sales",
+            "--remote",
+            &s3.url,
+            "--path",
+            "apps/sales",
+            "--follow",
+            "--interval",
+            "1s",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -384,13 +412,19 @@ fn a_notebook_becomes_an_app_pinned_then_followed() {
     // so the app container is restarted — into the new release.
     let check = follow_pod.strings(&app["livenessProbe"]["exec"]["command"]);
     let alive = Command::new(&check[0]).args(&check[1..]).status().unwrap();
-    assert!(!alive.success(), "the liveness probe must ask for a restart");
+    assert!(
+        !alive.success(),
+        "the liveness probe must ask for a restart"
+    );
     stop(child);
     child = start_app(&follow_pod, &app, &python, port);
     let body = layout(port, "Sales v2");
     assert!(body.contains("new numbers"), "{body}");
     let alive = Command::new(&check[0]).args(&check[1..]).status().unwrap();
-    assert!(alive.success(), "the restarted app runs the current release");
+    assert!(
+        alive.success(),
+        "the restarted app runs the current release"
+    );
     stop(child);
     sigterm(&follower);
     let _ = follower.wait();
@@ -408,7 +442,14 @@ fn bad_input_is_refused_with_exit_2() {
     let out = sb.run(&["sync", "w", "--to", &url, "--once"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let app = |extra: &[&str]| {
-        let mut args = vec!["manifests", "app", "--name", "sales", "--remote", url.as_str()];
+        let mut args = vec![
+            "manifests",
+            "app",
+            "--name",
+            "sales",
+            "--remote",
+            url.as_str(),
+        ];
         args.extend(extra);
         sb.run(&args)
     };
@@ -417,19 +458,39 @@ fn bad_input_is_refused_with_exit_2() {
             &["--path", "apps/broken"][..],
             "--entry apps/broken/app.ipynb at ",
         ),
-        (&["--path", "apps/sales", "--entry", "../broken/app.ipynb"], "--entry: \"../broken/app.ipynb\" leaves the app's folder"),
-        (&["--path", "apps/../private"], "--path: \"apps/../private\" leaves the app's folder"),
-        (&["--path", "apps/sales", "--at", "123-deadbeef"], "--at 123-deadbeef: no snapshot"),
+        (
+            &["--path", "apps/sales", "--entry", "../broken/app.ipynb"],
+            "--entry: \"../broken/app.ipynb\" leaves the app's folder",
+        ),
+        (
+            &["--path", "apps/../private"],
+            "--path: \"apps/../private\" leaves the app's folder",
+        ),
+        (
+            &["--path", "apps/sales", "--at", "123-deadbeef"],
+            "--at 123-deadbeef: no snapshot",
+        ),
         (&["--path", "apps/missing"], "--path apps/missing: "),
-        (&["--path", "apps/sales", "--entry", "main.py"], "has no file apps/sales/main.py"),
+        (
+            &["--path", "apps/sales", "--entry", "main.py"],
+            "has no file apps/sales/main.py",
+        ),
     ] {
         let out = app(extra);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expected), "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
         assert!(stdout(&out).is_empty(), "{extra:?}");
     }
     let out = app(&["--path", "apps/broken"]);
-    assert!(stderr(&out).contains("not a valid notebook"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a valid notebook"),
+        "{}",
+        stderr(&out)
+    );
     // And the good case prints the manifests.
     let out = app(&["--path", "apps/sales"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -482,20 +543,42 @@ fn manifests_are_committed_into_a_gitops_repository() {
     std::fs::create_dir_all(sb.path("gitops/apps/other")).unwrap();
     std::fs::write(sb.path("gitops/apps/other/other.yaml"), "kind: ConfigMap\n").unwrap();
     let out = sb.run(&[
-        "sync", "gitops", "--to", &repo, "--once", "--token-file", &token_file,
+        "sync",
+        "gitops",
+        "--to",
+        &repo,
+        "--once",
+        "--token-file",
+        &token_file,
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let before = git(&bare, &["rev-parse", "main"]);
 
     let generate = |replicas: &str| {
         sb.run(&[
-            "manifests", "app", "--name", "sales", "--remote", &store, "--path", "apps/sales",
-            "--replicas", replicas, "--to", &repo, "--token-file", &token_file,
+            "manifests",
+            "app",
+            "--name",
+            "sales",
+            "--remote",
+            &store,
+            "--path",
+            "apps/sales",
+            "--replicas",
+            replicas,
+            "--to",
+            &repo,
+            "--token-file",
+            &token_file,
         ])
     };
     let out = generate("1");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("committed apps/sales/sales.yaml"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("committed apps/sales/sales.yaml"),
+        "{}",
+        stdout(&out)
+    );
     let committed = git(&bare, &["show", "main:apps/sales/sales.yaml"]);
     assert!(committed.contains("kind: Deployment"), "{committed}");
     assert!(committed.contains("replicas: 1"), "{committed}");
@@ -508,7 +591,11 @@ fn manifests_are_committed_into_a_gitops_repository() {
 
     let out = generate("1");
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("already up to date"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("already up to date"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(git(&bare, &["rev-list", "--count", "main"]).trim(), "2");
 
     let out = generate("3");
@@ -518,9 +605,21 @@ fn manifests_are_committed_into_a_gitops_repository() {
 
     // Not a git URL: refused before anything is written.
     let out = sb.run(&[
-        "manifests", "app", "--name", "sales", "--remote", &store, "--path", "apps/sales",
-        "--to", &store,
+        "manifests",
+        "app",
+        "--name",
+        "sales",
+        "--remote",
+        &store,
+        "--path",
+        "apps/sales",
+        "--to",
+        &store,
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--to must be a git repository URL"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--to must be a git repository URL"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -247,7 +247,11 @@ impl AppConfig {
                 "must name a program (e.g. `python`, `streamlit run`)".into(),
             ));
         }
-        if let Some(bad) = self.command.iter().find(|a| a.chars().any(char::is_control)) {
+        if let Some(bad) = self
+            .command
+            .iter()
+            .find(|a| a.chars().any(char::is_control))
+        {
             return Err(setting("--command")(format!(
                 "{bad:?} contains a control character"
             )));
@@ -258,7 +262,10 @@ impl AppConfig {
             )));
         }
         if !self.readiness_path.starts_with('/')
-            || self.readiness_path.chars().any(|c| c.is_control() || c == ' ')
+            || self
+                .readiness_path
+                .chars()
+                .any(|c| c.is_control() || c == ' ')
         {
             return Err(setting("--readiness-path")(
                 "must be an absolute HTTP path".into(),
@@ -278,7 +285,9 @@ impl AppConfig {
         .into_iter()
         .flatten()
         {
-            validate::quantity(q).map_err(setting("resources (--cpu-request, --memory-request, --cpu-limit, --memory-limit)"))?;
+            validate::quantity(q).map_err(setting(
+                "resources (--cpu-request, --memory-request, --cpu-limit, --memory-limit)",
+            ))?;
         }
         if self.replicas < 0 {
             return Err(setting("--replicas")("must not be negative".into()));
@@ -628,9 +637,8 @@ fn app_container(config: &AppConfig) -> Container {
             let current = format!("{APP_ROOT}/{CURRENT}");
             // Record the release, enter it (the process keeps that
             // directory), run the app; restart once `current` moved on.
-            let script = format!(
-                "readlink {current} > {RELEASE_FILE} && cd {app_dir} && exec \"$@\""
-            );
+            let script =
+                format!("readlink {current} > {RELEASE_FILE} && cd {app_dir} && exec \"$@\"");
             let mut command = vec!["sh".to_owned(), "-c".to_owned(), script, "app".to_owned()];
             command.extend(argv);
             let check = format!("test \"$(readlink {current})\" = \"$(cat {RELEASE_FILE})\"");

@@ -106,8 +106,8 @@
 #![forbid(unsafe_code)]
 
 mod admission;
-pub mod app;
 pub mod annotations;
+pub mod app;
 mod budget;
 pub mod builders;
 mod connections;

@@ -121,7 +121,10 @@ fn every_option_set_validates_and_renders_with_kustomize() {
         if let Some(out) = kustomize(&[(&file, yaml.clone())], "commonLabels:\n  team: data\n") {
             let docs = yaml_documents(&out);
             assert_eq!(docs.len(), yaml_documents(yaml).len(), "{name}");
-            assert!(docs.iter().all(|d| d["metadata"]["labels"]["team"] == "data"));
+            assert!(
+                docs.iter()
+                    .all(|d| d["metadata"]["labels"]["team"] == "data")
+            );
             assert_valid_for_kubernetes(&[(name, out)]);
         }
     }
@@ -145,7 +148,10 @@ fn objects_and_their_order_follow_the_options() {
     let ingress = find(&docs, "Ingress");
     assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
     assert_eq!(ingress["spec"]["tls"][0]["secretName"], "sales-tls");
-    assert_eq!(ingress["spec"]["rules"][0]["host"], "sales.apps.example.com");
+    assert_eq!(
+        ingress["spec"]["rules"][0]["host"],
+        "sales.apps.example.com"
+    );
     let policy = find(&docs, "NetworkPolicy");
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8501);
     assert!(selector_matches(
@@ -305,10 +311,12 @@ fn follow_runs_a_gating_sidecar_and_restarts_the_app_on_a_new_release() {
     );
     let app = container(spec, "containers", "app");
     assert_eq!(app["command"][0], "sh");
-    assert!(app["livenessProbe"]["exec"]["command"][2]
-        .as_str()
-        .unwrap()
-        .contains("readlink /srv/app/current"));
+    assert!(
+        app["livenessProbe"]["exec"]["command"][2]
+            .as_str()
+            .unwrap()
+            .contains("readlink /srv/app/current")
+    );
     let env = app["env"].as_array().unwrap();
     assert!(
         env.iter()

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use kube_deploy::app::{AppConfig, AppSource, IngressConfig, script_for};
 use kube_deploy::annotations::ResourceOverrides;
+use kube_deploy::app::{AppConfig, AppSource, IngressConfig, script_for};
 use sync_core::{Backend, BackendError, Checkpoint, RelPath, RestoreOptions, Source};
 
 use super::cat::{fetch_file, private_temp_dir};
@@ -72,11 +72,7 @@ fn rel(path: &str, what: &str) -> Result<RelPath, CliError> {
 
 /// Checks the app's folder, entry and requirements against the state `id`
 /// of the remote, and that a notebook entry parses.
-async fn check_remote(
-    backend: &dyn Backend,
-    config: &AppConfig,
-    id: &str,
-) -> Result<(), CliError> {
+async fn check_remote(backend: &dyn Backend, config: &AppConfig, id: &str) -> Result<(), CliError> {
     let remote = backend.describe();
     let listing = backend.list(Some(id)).await.map_err(|e| match e {
         BackendError::NotFound { what } => CliError::usage(format!(
@@ -84,13 +80,22 @@ async fn check_remote(
         )),
         e => context(e, format!("listing {id} of {remote}")),
     })?;
-    let kind_of = |p: &RelPath| listing.entries.iter().find(|e| &e.path == p).map(|e| e.kind);
+    let kind_of = |p: &RelPath| {
+        listing
+            .entries
+            .iter()
+            .find(|e| &e.path == p)
+            .map(|e| e.kind)
+    };
     use sync_core::restore::PlanKind;
     if let Some(path) = &config.path {
         let dir = rel(path, "--path")?;
         // Git keeps no directories: a folder exists when something is below it.
         let exists = kind_of(&dir) == Some(PlanKind::Dir)
-            || listing.entries.iter().any(|e| e.path.starts_with(&dir) && e.path != dir);
+            || listing
+                .entries
+                .iter()
+                .any(|e| e.path.starts_with(&dir) && e.path != dir);
         if !exists {
             return Err(CliError::usage(format!(
                 "--path {path}: {remote} at {id} has no such folder (`tether ls --from URL --at {id}` lists it)"
@@ -126,7 +131,9 @@ async fn check_remote(
             .await
             .map_err(|e| CliError::runtime(format!("reading {entry}: {e}")))?;
         notebook::Notebook::parse(&bytes).map_err(|e| {
-            CliError::usage(format!("--entry {entry} at {id} is not a valid notebook: {e}"))
+            CliError::usage(format!(
+                "--entry {entry} at {id} is not a valid notebook: {e}"
+            ))
         })?;
     }
     Ok(())
@@ -176,10 +183,7 @@ pub async fn run(args: AppManifestArgs) -> Result<ExitCode, CliError> {
         Some(url) => {
             let file = match &args.to_file {
                 Some(f) => f.clone(),
-                None => rel(
-                    &format!("apps/{0}/{0}.yaml", config.name),
-                    "--to-file",
-                )?,
+                None => rel(&format!("apps/{0}/{0}.yaml", config.name), "--to-file")?,
             };
             let line = commit_to_git(url, &file, &yaml, &config, &check_id, &args).await?;
             println!("{line}");
@@ -248,7 +252,9 @@ async fn commit_to_git(
         .push(&checkpoint, &Source::new(&work))
         .await
         .map_err(|e| context(e, format!("pushing {file} to {remote}")))?;
-    backend.wait_background(std::time::Duration::from_secs(5)).await;
+    backend
+        .wait_background(std::time::Duration::from_secs(5))
+        .await;
     if let Some(conflict) = receipt.conflict {
         return Err(CliError::runtime(format!(
             "{remote} changed {file} meanwhile: this version went to {conflict} (nothing was force-pushed); merge it there"
@@ -256,10 +262,7 @@ async fn commit_to_git(
     }
     Ok(format!(
         "committed {file} to {remote}{}",
-        receipt
-            .head
-            .map(|h| format!(" as {h}"))
-            .unwrap_or_default()
+        receipt.head.map(|h| format!(" as {h}")).unwrap_or_default()
     ))
 }
 

@@ -39,7 +39,11 @@ fn signal_pid_file(pid_file: &std::path::Path, signal: rustix::process::Signal) 
             if let Err(e) = rustix::process::kill_process(pid, signal) {
                 tracing::warn!(pid = pid.as_raw_nonzero().get(), error = %e, "could not signal the app");
             } else {
-                tracing::info!(pid = pid.as_raw_nonzero().get(), ?signal, "signalled the app");
+                tracing::info!(
+                    pid = pid.as_raw_nonzero().get(),
+                    ?signal,
+                    "signalled the app"
+                );
             }
         }
         None => tracing::warn!(file = %pid_file.display(), "no process id in the pid file"),
@@ -76,8 +80,12 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode, CliError> {
             sig = signals.recv() => return Err(CliError::runtime(format!("{sig} during the sync"))),
         };
         match outcome {
-            SyncOutcome::Swapped(id) => println!("{} now points at {id}", root.join(&args.link).display()),
-            SyncOutcome::Unchanged(id) => println!("{} already points at {id}", root.join(&args.link).display()),
+            SyncOutcome::Swapped(id) => {
+                println!("{} now points at {id}", root.join(&args.link).display())
+            }
+            SyncOutcome::Unchanged(id) => {
+                println!("{} already points at {id}", root.join(&args.link).display())
+            }
             SyncOutcome::EmptyRemote => {
                 return Err(CliError::runtime("the remote holds no snapshot yet"));
             }
@@ -86,9 +94,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode, CliError> {
     }
     let _http = match args.http_bind {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| CliError::usage(format!("cannot listen on --http-bind {addr}: {e}")))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                CliError::usage(format!("cannot listen on --http-bind {addr}: {e}"))
+            })?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /healthz, /readyz and /metrics");
             let router = crate::follow::router(follower.monitor());
             Some(tokio::spawn(async move {
