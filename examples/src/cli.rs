@@ -621,7 +621,7 @@ pub struct AppManifestArgs {
     #[arg(long, default_value = "docker.io/library/python:3.12-slim")]
     pub image: String,
     /// The tether image (restore, convert, follow).
-    #[arg(long, default_value = kube_deploy::inject::DEFAULT_IMAGE)]
+    #[arg(long, value_name = "IMAGE", default_value = kube_deploy::inject::DEFAULT_IMAGE)]
     pub tether_image: String,
     /// A requirements file relative to --path, installed by pip from the
     /// app image into an emptyDir at pod start (default: the image has
