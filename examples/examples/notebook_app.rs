@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let id = backend.head().await?.ok_or("the store is empty")?.id;
 
     // The notebook at that id, converted as the pod converts it.
-    let notebook = RelPath::new(&format!("{path}/{entry}"))?;
+    let notebook = RelPath::new(format!("{path}/{entry}"))?;
     let tmp = tempfile::tempdir()?;
     let options = RestoreOptions {
         at: Some(id.clone()),

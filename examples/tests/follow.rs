@@ -54,7 +54,10 @@ async fn the_link_moves_only_to_complete_releases() {
     let monitor = follower.monitor();
 
     // Nothing pushed yet: nothing to serve, not ready.
-    assert_eq!(follower.sync_once().await.unwrap(), SyncOutcome::EmptyRemote);
+    assert_eq!(
+        follower.sync_once().await.unwrap(),
+        SyncOutcome::EmptyRemote
+    );
     assert!(monitor.ready().is_err());
 
     write_notebook(&sb.path("w"), &notebook("v1"));
@@ -86,7 +89,10 @@ async fn the_link_moves_only_to_complete_releases() {
         std::fs::read_link(&link).unwrap(),
         Path::new(RELEASES).join(&first)
     );
-    assert!(monitor.ready().is_ok(), "the last good release still serves");
+    assert!(
+        monitor.ready().is_ok(),
+        "the last good release still serves"
+    );
     let metrics = monitor.encode_metrics();
     assert_eq!(
         metric(&metrics, "tether_follow_sync_count_total{status=\"error\"}"),
@@ -111,7 +117,10 @@ async fn the_link_moves_only_to_complete_releases() {
     );
     let metrics = monitor.encode_metrics();
     assert_eq!(
-        metric(&metrics, "tether_follow_sync_count_total{status=\"success\"}"),
+        metric(
+            &metrics,
+            "tether_follow_sync_count_total{status=\"success\"}"
+        ),
         Some(2.0),
         "{metrics}"
     );

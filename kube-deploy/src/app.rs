@@ -12,7 +12,7 @@
 //! # What the pod does
 //!
 //! ```text
-//! pinned (default):  init tether-restore   tether restore /srv/app/current --from URL --at ID --existing fail [--path P]
+//! pinned (default):  init tether-restore   tether restore /srv/app/current --from URL --at ID --existing overwrite [--path P]
 //!                    init tether-convert   tether convert /srv/app/current/P/app.ipynb --output …/P/app.py   (notebooks only)
 //! --follow:          sidecar tether-follow tether follow /srv/app --from URL [--path P] [--convert P/app.ipynb]
 //!                                          (native sidecar; its startup probe is /readyz, so the app
@@ -463,8 +463,11 @@ fn restore_args(config: &AppConfig, id: &str) -> Vec<String> {
         config.remote.clone(),
         "--at".into(),
         id.to_owned(),
+        // A pod restarted on its node re-runs init containers on the
+        // emptyDir they filled: the same id again, so overwriting is
+        // idempotent where `fail` would crash-loop.
         "--existing".into(),
-        "fail".into(),
+        "overwrite".into(),
     ];
     if let Some(p) = &config.path {
         args.push("--path".into());

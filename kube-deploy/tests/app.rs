@@ -184,7 +184,7 @@ fn the_pinned_id_is_in_the_manifest_and_restored_by_path() {
             "--at",
             "1796103268244-01dcbbcb",
             "--existing",
-            "fail",
+            "overwrite",
             "--path",
             "apps/sales"
         ])

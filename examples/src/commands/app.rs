@@ -71,8 +71,13 @@ fn rel(path: &str, what: &str) -> Result<RelPath, CliError> {
 }
 
 /// Checks the app's folder, entry and requirements against the state `id`
-/// of the remote, and that a notebook entry parses.
-async fn check_remote(backend: &dyn Backend, config: &AppConfig, id: &str) -> Result<(), CliError> {
+/// of the remote, and that a notebook entry parses; returns the full id of
+/// that state (a git commit named by a prefix becomes its whole id).
+async fn check_remote(
+    backend: &dyn Backend,
+    config: &AppConfig,
+    id: &str,
+) -> Result<String, CliError> {
     let remote = backend.describe();
     let listing = backend.list(Some(id)).await.map_err(|e| match e {
         BackendError::NotFound { what } => CliError::usage(format!(
@@ -136,7 +141,7 @@ async fn check_remote(backend: &dyn Backend, config: &AppConfig, id: &str) -> Re
             ))
         })?;
     }
-    Ok(())
+    Ok(listing.id.clone().unwrap_or_else(|| id.to_owned()))
 }
 
 /// Runs `tether manifests app`.
@@ -175,8 +180,12 @@ pub async fn run(args: AppManifestArgs) -> Result<ExitCode, CliError> {
             (AppSource::Pinned(head.id.clone()), head.id)
         }
     };
-    let config = config(&args, source)?;
-    check_remote(backend.as_ref(), &config, &check_id).await?;
+    let mut config = config(&args, source)?;
+    let full_id = check_remote(backend.as_ref(), &config, &check_id).await?;
+    if let AppSource::Pinned(id) = &mut config.source {
+        *id = full_id;
+        config.validate().map_err(CliError::usage)?;
+    }
     let yaml = kube_deploy::app::app_manifests(&config).map_err(CliError::usage)?;
     match &args.to {
         None => print!("{yaml}"),
@@ -185,7 +194,7 @@ pub async fn run(args: AppManifestArgs) -> Result<ExitCode, CliError> {
                 Some(f) => f.clone(),
                 None => rel(&format!("apps/{0}/{0}.yaml", config.name), "--to-file")?,
             };
-            let line = commit_to_git(url, &file, &yaml, &config, &check_id, &args).await?;
+            let line = commit_to_git(url, &file, &yaml, &args).await?;
             println!("{line}");
         }
     }
@@ -198,8 +207,6 @@ async fn commit_to_git(
     url: &str,
     file: &RelPath,
     yaml: &str,
-    config: &AppConfig,
-    id: &str,
     args: &AppManifestArgs,
 ) -> Result<String, CliError> {
     let spec = crate::remote::check(url)?;
@@ -247,7 +254,6 @@ async fn commit_to_git(
     }
     checkpoint.upsert(file.clone(), meta);
     checkpoint.set_base(report.head.clone());
-    let _ = (config, id);
     let receipt = backend
         .push(&checkpoint, &Source::new(&work))
         .await
