@@ -647,8 +647,9 @@ pub struct AppManifestArgs {
     /// Replicas.
     #[arg(long, default_value_t = 1)]
     pub replicas: i32,
-    /// UID of the app container (Python images run as root, which the
-    /// restricted profile refuses).
+    /// UID of the pod's containers (Python images run as root, which the
+    /// restricted profile refuses; one UID lets the app read what tether
+    /// restored).
     #[arg(long, default_value_t = 1000, conflicts_with = "platform_uid")]
     pub run_as_user: i64,
     /// Set no UID: the platform assigns one (OpenShift).

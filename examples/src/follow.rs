@@ -51,6 +51,35 @@ use sync_core::{Backend, BackendError, ExistingPolicy, RelPath, RestoreOptions};
 /// The directory below the root that holds the releases.
 pub const RELEASES: &str = ".releases";
 
+/// The largest notebook converted to a script: it is parsed in memory
+/// (a notebook from a remote must not exhaust the container's memory);
+/// notebooks this large are almost all embedded output images.
+pub const MAX_NOTEBOOK_BYTES: u64 = 64 << 20;
+
+/// Reads a notebook file, refusing one above [`MAX_NOTEBOOK_BYTES`].
+pub fn read_notebook(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_NOTEBOOK_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_NOTEBOOK_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB: clear its outputs (Jupyter: Edit → Clear Outputs of All Cells) or deploy a .py script",
+            MAX_NOTEBOOK_BYTES >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The wait after a failure that followed a wait of `previous`: doubled,
+/// at least `interval`, at most `max`.
+pub fn next_backoff(previous: Duration, interval: Duration, max: Duration) -> Duration {
+    previous
+        .saturating_mul(2)
+        .max(interval)
+        .min(max.max(interval))
+}
+
 /// Why a sync failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -342,7 +371,7 @@ fn read_link(link: &Path) -> Result<Option<String>, FollowError> {
 /// Converts `notebook` (inside `release`) to `STEM.py` next to it.
 fn convert_in(release: &Path, notebook: &RelPath) -> Result<(), FollowError> {
     let path = notebook.to_path(release);
-    let bytes = std::fs::read(&path).map_err(io("reading", &path))?;
+    let bytes = read_notebook(&path).map_err(io("reading", &path))?;
     let parsed = notebook::Notebook::parse(&bytes).map_err(|source| FollowError::Notebook {
         path: notebook.to_string(),
         source,
@@ -528,7 +557,8 @@ impl Follower {
                 Err(e) => {
                     let wait = backoff;
                     tracing::warn!(error = %e, retry_in = ?wait, "sync failed; the link is unchanged");
-                    backoff = backoff.saturating_mul(2).min(self.options.max_backoff);
+                    backoff =
+                        next_backoff(backoff, self.options.interval, self.options.max_backoff);
                     wait
                 }
             };
@@ -543,6 +573,33 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_bound() {
+        let s = Duration::from_secs;
+        let mut wait = s(30);
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            wait = next_backoff(wait, s(30), s(300));
+            seen.push(wait.as_secs());
+        }
+        assert_eq!(seen, [60, 120, 240, 300, 300, 300]);
+        // A bound below the interval never shortens the interval.
+        assert_eq!(next_backoff(s(1), s(30), s(5)), s(30));
+    }
+
+    #[test]
+    fn oversized_notebooks_are_refused_before_parsing() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("big.ipynb");
+        let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        file.set_len(MAX_NOTEBOOK_BYTES + 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = read_notebook(&path).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("larger than 64 MiB")));
+        std::fs::write(&path, b"{}").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_notebook(&path).ok(), Some(b"{}".to_vec()));
+    }
 
     #[test]
     fn release_names_are_plain() {

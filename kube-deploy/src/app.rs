@@ -46,8 +46,10 @@
 //!   emptyDirs, the app's code is mounted read-only into the app container,
 //!   `automountServiceAccountToken: false` and `enableServiceLinks: false`.
 //!   Python images usually run as root, which `runAsNonRoot` refuses, so the
-//!   app container gets [`AppConfig::run_as_user`] (default 1000; `None`
-//!   where the platform assigns UIDs, as OpenShift does).
+//!   pod runs as [`AppConfig::run_as_user`] (default 1000, group 0; `None`
+//!   where the platform assigns the UID, as OpenShift does): every
+//!   container has the same UID, so the app reads what tether restored
+//!   whatever modes the files had in the remote.
 
 use std::collections::BTreeMap;
 
@@ -148,7 +150,7 @@ pub struct AppConfig {
     pub resources: ResourceOverrides,
     /// Replicas.
     pub replicas: i32,
-    /// UID of the app container (see the module docs).
+    /// UID of every container of the pod (see the module docs).
     pub run_as_user: Option<i64>,
     /// Optional Ingress.
     pub ingress: Option<IngressConfig>,
@@ -524,13 +526,6 @@ fn app_resources(o: &ResourceOverrides) -> k8s_openapi::api::core::v1::ResourceR
     })
 }
 
-fn app_container_security(config: &AppConfig) -> k8s_openapi::api::core::v1::SecurityContext {
-    let mut sc = builders::security_context();
-    sc.run_as_user = config.run_as_user;
-    sc.run_as_group = config.run_as_user.map(|_| 0);
-    sc
-}
-
 fn init_containers(config: &AppConfig, plan: &PodPlan) -> Vec<Container> {
     let mut out = Vec::new();
     let app_dir = config.app_dir();
@@ -606,7 +601,7 @@ fn init_containers(config: &AppConfig, plan: &PodPlan) -> Vec<Container> {
                 mount("app-tmp", "/tmp", false),
             ]),
             resources: Some(app_resources(&config.resources)),
-            security_context: Some(app_container_security(config)),
+            security_context: Some(builders::security_context()),
             termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Container::default()
         });
@@ -679,7 +674,7 @@ fn app_container(config: &AppConfig) -> Container {
         liveness_probe: liveness,
         volume_mounts: Some(mounts),
         resources: Some(app_resources(&config.resources)),
-        security_context: Some(app_container_security(config)),
+        security_context: Some(builders::security_context()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     }
@@ -713,7 +708,13 @@ fn deployment(config: &AppConfig) -> Result<Deployment, ManifestError> {
                 spec: Some(PodSpec {
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    // One UID for every container (restore, convert,
+                    // follow, pip, app): the app reads what tether wrote
+                    // whatever modes the files had in the remote; group 0
+                    // reads the credentials Secret (0440).
                     security_context: Some(PodSecurityContext {
+                        run_as_user: config.run_as_user,
+                        run_as_group: config.run_as_user.map(|_| 0),
                         run_as_non_root: Some(true),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),

@@ -223,6 +223,12 @@ fn pods_are_restricted_without_a_token_and_ready_on_the_app_port() {
         let spec = pod_spec(deployment);
         assert_eq!(restricted_violations(spec), Vec::<String>::new(), "{name}");
         assert_eq!(spec["automountServiceAccountToken"], false, "{name}");
+        // One UID for the pod: the app reads what tether restored.
+        assert_eq!(
+            spec["securityContext"]["runAsUser"],
+            config.run_as_user.map_or(Value::Null, Value::from),
+            "{name}"
+        );
         for field in ["initContainers", "containers"] {
             for c in spec[field].as_array().unwrap() {
                 assert_eq!(

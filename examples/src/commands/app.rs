@@ -132,9 +132,10 @@ async fn check_remote(
         }
         let tmp = private_temp_dir()?;
         let file = fetch_file(backend, Some(id), &entry, tmp.path()).await?;
-        let bytes = tokio::fs::read(&file)
+        let bytes = tokio::task::spawn_blocking(move || crate::follow::read_notebook(&file))
             .await
-            .map_err(|e| CliError::runtime(format!("reading {entry}: {e}")))?;
+            .map_err(|e| CliError::runtime(format!("reading {entry}: {e}")))?
+            .map_err(|e| CliError::usage(format!("--entry {entry} at {id}: {e}")))?;
         notebook::Notebook::parse(&bytes).map_err(|e| {
             CliError::usage(format!(
                 "--entry {entry} at {id} is not a valid notebook: {e}"
@@ -294,9 +295,13 @@ fn write_file_meta(path: &Path, bytes: &[u8]) -> std::io::Result<sync_core::Meta
 /// Runs `tether convert`.
 pub async fn convert(args: ConvertArgs) -> Result<ExitCode, CliError> {
     let input = args.notebook.clone();
-    let bytes = tokio::fs::read(&input)
-        .await
-        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", input.display())))?;
+    let bytes = {
+        let input = input.clone();
+        tokio::task::spawn_blocking(move || crate::follow::read_notebook(&input))
+            .await
+            .map_err(|e| CliError::runtime(e.to_string()))?
+    }
+    .map_err(|e| CliError::usage(format!("cannot read {}: {e}", input.display())))?;
     let parsed = notebook::Notebook::parse(&bytes)
         .map_err(|e| CliError::usage(format!("{}: {e}", input.display())))?;
     let name = input
