@@ -154,7 +154,8 @@ pub struct AppConfig {
     pub run_as_user: Option<i64>,
     /// Optional Ingress.
     pub ingress: Option<IngressConfig>,
-    /// Add a NetworkPolicy that admits traffic to the app's port only.
+    /// Add a NetworkPolicy that admits traffic to the app's port only (and,
+    /// following, to the sidecar's metrics port).
     pub network_policy: bool,
 }
 
@@ -789,6 +790,16 @@ fn ingress(config: &AppConfig, ingress: &IngressConfig) -> Ingress {
 }
 
 fn network_policy(config: &AppConfig) -> NetworkPolicy {
+    let port = |p: u16| NetworkPolicyPort {
+        port: Some(IntOrString::Int(i32::from(p))),
+        protocol: Some("TCP".into()),
+        end_port: None,
+    };
+    let mut ports = vec![port(config.port)];
+    // The follow sidecar's /metrics, for scraping.
+    if matches!(config.source, AppSource::Follow { .. }) {
+        ports.push(port(FOLLOW_HTTP_PORT));
+    }
     NetworkPolicy {
         metadata: config.meta(),
         spec: Some(NetworkPolicySpec {
@@ -799,11 +810,7 @@ fn network_policy(config: &AppConfig) -> NetworkPolicy {
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: None,
-                ports: Some(vec![NetworkPolicyPort {
-                    port: Some(IntOrString::Int(i32::from(config.port))),
-                    protocol: Some("TCP".into()),
-                    end_port: None,
-                }]),
+                ports: Some(ports),
             }]),
             egress: None,
         }),

@@ -153,7 +153,13 @@ fn objects_and_their_order_follow_the_options() {
         "sales.apps.example.com"
     );
     let policy = find(&docs, "NetworkPolicy");
-    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 8501);
+    assert_eq!(
+        policy["spec"]["ingress"][0]["ports"],
+        serde_json::json!([{"port": 8501, "protocol": "TCP"}])
+    );
+    let docs_follow = yaml_documents(&app_manifests(&sets[2].1).unwrap());
+    let ports = &find(&docs_follow, "NetworkPolicy")["spec"]["ingress"][0]["ports"];
+    assert_eq!(ports[1]["port"], 9478, "the follow sidecar's metrics");
     assert!(selector_matches(
         &policy["spec"]["podSelector"],
         &find(&docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
