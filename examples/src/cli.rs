@@ -84,6 +84,72 @@ pub enum Command {
     /// Generate Kubernetes manifests offline.
     #[command(subcommand)]
     Manifests(ManifestsCommand),
+    /// Keep DIR/current on the newest snapshot of a remote, pull-only:
+    /// each new one is restored into its own directory and the link is
+    /// swapped atomically (like git-sync's --link).
+    Follow(FollowArgs),
+    /// Convert a notebook to a Python script: code cells in order, IPython
+    /// magics and shell escapes commented out, markdown as comments.
+    Convert(ConvertArgs),
+}
+
+/// `tether follow`.
+#[derive(Debug, Clone, Args)]
+pub struct FollowArgs {
+    /// The root: holds the link (`current`) and `.releases/` (created if
+    /// missing; its parent must exist).
+    pub dir: PathBuf,
+    /// Remote URL (see `tether sync --help`).
+    #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
+    pub from: String,
+    /// Follow only this folder (or file) of the remote; repeat for more.
+    #[arg(long = "path", value_name = "PATH", value_parser = parse_rel_path)]
+    pub paths: Vec<sync_core::RelPath>,
+    /// Convert this notebook (a path inside the remote) to `STEM.py` next
+    /// to it in every release, before the swap.
+    #[arg(long, value_name = "NOTEBOOK", value_parser = parse_rel_path)]
+    pub convert: Option<sync_core::RelPath>,
+    /// Name of the link inside DIR.
+    #[arg(long, env = "TETHER_FOLLOW_LINK", default_value = "current")]
+    pub link: String,
+    /// Time between polls.
+    #[arg(long, env = "TETHER_FOLLOW_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub interval: Duration,
+    /// Upper bound of the wait after failures (doubling from --interval).
+    #[arg(long, env = "TETHER_FOLLOW_MAX_BACKOFF", value_parser = parse_duration, default_value = "5m")]
+    pub max_backoff: Duration,
+    /// Sync once and exit (0 once the link is on the newest snapshot).
+    #[arg(long)]
+    pub once: bool,
+    /// Serve /healthz, /readyz (200 once the first sync is in place) and
+    /// /metrics on this address, e.g. `0.0.0.0:9478`.
+    #[arg(long, env = "TETHER_HTTP_BIND", value_name = "ADDR")]
+    pub http_bind: Option<SocketAddr>,
+    /// After each swap, run this command with `sh -c` (env
+    /// TETHER_FOLLOW_ID and TETHER_FOLLOW_LINK say what is current).
+    #[arg(long, env = "TETHER_FOLLOW_ON_CHANGE", value_name = "COMMAND")]
+    pub on_change: Option<String>,
+    /// After each swap, send --signal to the process whose id is in this
+    /// file (the app writes it).
+    #[arg(long, env = "TETHER_FOLLOW_PID_FILE", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// The signal --pid-file's process gets: HUP, TERM, INT, USR1 or USR2.
+    #[arg(long, default_value = "HUP", requires = "pid_file")]
+    pub signal: String,
+    /// Remote options.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// `tether convert`.
+#[derive(Debug, Clone, Args)]
+pub struct ConvertArgs {
+    /// The notebook (`.ipynb`, nbformat 4).
+    pub notebook: PathBuf,
+    /// Write the script here (via a temporary file and a rename) instead
+    /// of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Options about the remote, shared by `sync`, `restore` and `history`.
@@ -503,6 +569,117 @@ pub enum ManifestsCommand {
     /// Print the webhook's deployment bundle (namespace, RBAC, Deployment,
     /// Service, PDB, MutatingWebhookConfiguration).
     Webhook(Box<WebhookManifestArgs>),
+    /// Deploy a folder of a remote as a web app (Deployment, Service,
+    /// optional Ingress and NetworkPolicy): its files are restored from the
+    /// remote at a pinned snapshot (or followed), a notebook entry is
+    /// converted to a script; print the YAML or commit it with --to.
+    App(Box<AppManifestArgs>),
+}
+
+/// `tether manifests app`.
+#[derive(Debug, Clone, Args)]
+pub struct AppManifestArgs {
+    /// Name of the app's objects.
+    #[arg(long)]
+    pub name: String,
+    /// Namespace of the app's objects (default: none, the one they are
+    /// applied in).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The remote that holds the app's folder.
+    #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
+    pub remote: String,
+    /// Deploy this snapshot or commit (default: the newest at generation
+    /// time; either way its id is written into the manifest).
+    #[arg(long, value_name = "ID", conflicts_with = "follow")]
+    pub at: Option<String>,
+    /// Follow the newest snapshot instead (a `tether follow` sidecar).
+    #[arg(long)]
+    pub follow: bool,
+    /// Poll interval of --follow.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub interval: Duration,
+    /// The app's folder inside the remote (default: the top).
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<String>,
+    /// The entry point, relative to --path: a notebook (converted to a
+    /// script) or a Python script.
+    #[arg(long, default_value = "app.ipynb")]
+    pub entry: String,
+    /// The program the script is given to, split like a shell would
+    /// (`python`, `streamlit run`, `panel serve --port 8080`); `{script}`
+    /// marks where the script goes, else it is appended.
+    #[arg(long, default_value = "python")]
+    pub command: String,
+    /// The port the app listens on (also in $PORT).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// HTTP path of the app's readiness probe.
+    #[arg(long, default_value = "/")]
+    pub readiness_path: String,
+    /// The app's image (Python and the web framework).
+    #[arg(long, default_value = "docker.io/library/python:3.12-slim")]
+    pub image: String,
+    /// The tether image (restore, convert, follow).
+    #[arg(long, value_name = "IMAGE", default_value = kube_deploy::inject::DEFAULT_IMAGE)]
+    pub tether_image: String,
+    /// A requirements file relative to --path, installed by pip from the
+    /// app image into an emptyDir at pod start (default: the image has
+    /// everything).
+    #[arg(long, value_name = "FILE")]
+    pub requirements: Option<String>,
+    /// Secret with read-only credentials for the remote (same keys as
+    /// `tether.dev/credentials-secret`).
+    #[arg(long, value_name = "NAME")]
+    pub credentials_secret: Option<String>,
+    /// CPU request of the app (default 100m).
+    #[arg(long)]
+    pub cpu_request: Option<String>,
+    /// Memory request of the app (default 256Mi).
+    #[arg(long)]
+    pub memory_request: Option<String>,
+    /// CPU limit of the app (default none).
+    #[arg(long)]
+    pub cpu_limit: Option<String>,
+    /// Memory limit of the app (default 1Gi).
+    #[arg(long)]
+    pub memory_limit: Option<String>,
+    /// Replicas.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: i32,
+    /// UID of the pod's containers (Python images run as root, which the
+    /// restricted profile refuses; one UID lets the app read what tether
+    /// restored).
+    #[arg(long, default_value_t = 1000, conflicts_with = "platform_uid")]
+    pub run_as_user: i64,
+    /// Set no UID: the platform assigns one (OpenShift).
+    #[arg(long)]
+    pub platform_uid: bool,
+    /// Host name of an Ingress (no Ingress without it).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// ingressClassName of the Ingress.
+    #[arg(long, requires = "host")]
+    pub ingress_class: Option<String>,
+    /// TLS Secret of the Ingress.
+    #[arg(long, requires = "host")]
+    pub tls_secret: Option<String>,
+    /// Add a NetworkPolicy admitting traffic to the app's port only.
+    #[arg(long)]
+    pub network_policy: bool,
+    /// Commit the manifests into this GitOps git repository (for ArgoCD or
+    /// Flux) instead of printing them; never force-pushes.
+    #[arg(long, value_name = "GIT-URL")]
+    pub to: Option<String>,
+    /// The file inside --to's repository (default `apps/NAME/NAME.yaml`).
+    #[arg(long, value_name = "PATH", requires = "to", value_parser = parse_rel_path)]
+    pub to_file: Option<sync_core::RelPath>,
+    /// Git commit author (--to).
+    #[command(flatten)]
+    pub author: GitAuthorArgs,
+    /// Remote options (for the remote and --to).
+    #[command(flatten)]
+    pub remote_options: RemoteArgs,
 }
 
 /// `tether manifests webhook`.

@@ -10,6 +10,10 @@
 //! tether certs create|patch|show webhook_certs::{ensure_certs, patch_ca_bundle_by_name, describe}
 //! tether webhook                 webhook_certs::CertRotation + kube_deploy::webhook::serve
 //! tether manifests inject|webhook kube_deploy::{inject_yaml, webhook_bundle}
+//! tether manifests app           Backend::{head, list} + notebook::Notebook::parse (checks) ─► kube_deploy::app::app_manifests
+//!                                └► --to GIT-URL: Backend::restore (GitOps repo) ─► Checkpoint ─► Backend::push (never forced)
+//! tether follow DIR --from URL   follow::Follower: Backend::head ─► Backend::restore --at into .releases/ID ─► rename(link)
+//! tether convert NOTEBOOK        notebook::Notebook::to_script
 //! ```
 //!
 //! # What it does not do
@@ -49,6 +53,7 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod follow;
 pub mod health;
 pub mod logging;
 pub mod paths;

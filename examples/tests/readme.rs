@@ -15,6 +15,9 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["webhook"],
     &["manifests", "inject"],
     &["manifests", "webhook"],
+    &["manifests", "app"],
+    &["follow"],
+    &["convert"],
 ];
 
 fn words(text: &str, start: &str, allowed: impl Fn(char) -> bool) -> BTreeSet<String> {

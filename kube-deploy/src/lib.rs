@@ -35,6 +35,11 @@
 //!   ([`manifests::inject_yaml`], for `tether manifests inject`) and the
 //!   webhook's deployment bundle ([`manifests::webhook_bundle`], for
 //!   `tether manifests webhook`).
+//! * [`app`]: a folder of a remote deployed as a web app
+//!   ([`app::app_manifests`], for `tether manifests app`): Deployment,
+//!   Service, optional Ingress and NetworkPolicy; the files restored from
+//!   the remote at a pinned snapshot (or followed by a `tether follow`
+//!   sidecar), a notebook entry converted to a script by `tether convert`.
 //!
 //! # What it does not do
 //!
@@ -107,6 +112,7 @@
 
 mod admission;
 pub mod annotations;
+pub mod app;
 mod budget;
 pub mod builders;
 mod connections;

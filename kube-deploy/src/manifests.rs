@@ -113,6 +113,14 @@ pub enum ManifestError {
         /// What is wrong.
         reason: String,
     },
+    /// A `tether manifests app` setting is invalid (named by its flag).
+    #[error("{flag}: {reason}")]
+    AppSetting {
+        /// The flag, e.g. `--path`.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// Output could not be serialised as YAML.
     #[error("writing YAML: {0}")]
     Write(#[source] serde_norway::Error),
@@ -267,7 +275,7 @@ fn inject_document(
     Ok(())
 }
 
-fn to_yaml_stream<T: Serialize>(documents: &[T]) -> Result<String, ManifestError> {
+pub(crate) fn to_yaml_stream<T: Serialize>(documents: &[T]) -> Result<String, ManifestError> {
     let mut text = String::new();
     for document in documents {
         text.push_str("---\n");
@@ -528,7 +536,7 @@ fn check_ca_bundle(pem: &str) -> Result<(), String> {
 }
 
 /// A typed object with its `apiVersion` and `kind` for serialisation.
-fn typed<K: k8s_openapi::Resource + Serialize>(object: &K) -> Value {
+pub(crate) fn typed<K: k8s_openapi::Resource + Serialize>(object: &K) -> Value {
     let mut value = serde_json::to_value(object).unwrap_or(Value::Null);
     if let Some(map) = value.as_object_mut() {
         map.insert(

@@ -95,6 +95,12 @@ pub fn manifests(cmd: ManifestsCommand) -> Result<ExitCode, CliError> {
                 }
             }
         }
+        // Needs the remote, so it is async: commands::run dispatches it.
+        ManifestsCommand::App(_) => {
+            return Err(CliError::runtime(
+                "`manifests app` is run by commands::run, not here",
+            ));
+        }
         ManifestsCommand::Webhook(a) => {
             let a = *a;
             let ca_bundle_pem = a

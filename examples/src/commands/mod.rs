@@ -10,9 +10,11 @@ use crate::cli::{Cli, Command, GitAuthorArgs, RemoteArgs};
 use crate::error::CliError;
 use crate::paths::{self, BaseDirs};
 
+pub mod app;
 pub mod cat;
 pub mod certs;
 pub mod diff;
+pub mod follow;
 pub mod history;
 pub mod kube;
 pub mod ls;
@@ -30,7 +32,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Diff(args) => diff::run(args).await,
         Command::Certs(cmd) => certs::run(cmd).await,
         Command::Webhook(args) => kube::webhook(args).await,
+        Command::Manifests(crate::cli::ManifestsCommand::App(args)) => app::run(*args).await,
         Command::Manifests(cmd) => kube::manifests(cmd),
+        Command::Follow(args) => follow::run(args).await,
+        Command::Convert(args) => app::convert(args).await,
     }
 }
 

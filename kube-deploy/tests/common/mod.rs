@@ -111,3 +111,31 @@ pub fn init_container_names(spec: &Value) -> Vec<String> {
         .filter_map(|c| c["name"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// Renders `resources` (file name, YAML) with `kubectl kustomize` and
+/// `kustomization` (the resources list is added). `None` without kubectl
+/// in the test bed; panics if kustomize refuses them.
+pub fn kustomize(resources: &[(&str, String)], kustomization: &str) -> Option<String> {
+    let kubectl = testbed_var("TETHER_TEST_KUBECTL")?;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut text = String::from(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
+    );
+    for (name, yaml) in resources {
+        std::fs::write(dir.path().join(name), yaml).expect("write resource");
+        text.push_str(&format!("  - {name}\n"));
+    }
+    text.push_str(kustomization);
+    std::fs::write(dir.path().join("kustomization.yaml"), text).expect("write kustomization");
+    let output = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir.path())
+        .output()
+        .expect("run kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
