@@ -449,7 +449,7 @@ async fn tampered_swapped_truncated_or_replayed_units_are_refused() {
             .unwrap();
         put(
             &b,
-            &key(&b, "heads/00000000000000000003").to_string(),
+            key(&b, "heads/00000000000000000003").as_ref(),
             first.1.clone(),
         )
         .await;
@@ -472,7 +472,7 @@ async fn tampered_swapped_truncated_or_replayed_units_are_refused() {
         .unwrap();
         let start = marker.find(",\"encryption\"").unwrap();
         let plain = format!("{}}}", &marker[..start]);
-        put(&b, &key(&b, "config").to_string(), Bytes::from(plain)).await;
+        put(&b, key(&b, "config").as_ref(), Bytes::from(plain)).await;
         let e = on(Arc::clone(&store), "m", key_opt(KEY))
             .head()
             .await
@@ -483,7 +483,7 @@ async fn tampered_swapped_truncated_or_replayed_units_are_refused() {
         let mac_at = marker.find("\"mac\":\"").unwrap() + 7;
         let mut altered = marker.clone().into_bytes();
         altered[mac_at] = if altered[mac_at] == b'0' { b'1' } else { b'0' };
-        put(&b, &key(&b, "config").to_string(), Bytes::from(altered)).await;
+        put(&b, key(&b, "config").as_ref(), Bytes::from(altered)).await;
         let e = on(Arc::clone(&store), "m", key_opt(KEY))
             .head()
             .await
