@@ -604,6 +604,29 @@ mod tests {
     }
 
     #[test]
+    fn compression_is_a_url_parameter_and_the_key_is_never_printed() {
+        for (v, want) in [
+            ("auto", Compression::Auto),
+            ("off", Compression::Off),
+            ("max", Compression::Max),
+        ] {
+            let u = RemoteUrl::parse(&format!("s3://b/p?compression={v}")).unwrap();
+            assert_eq!(u.compression, Some(want));
+        }
+        let e = RemoteUrl::parse("s3://b/p?compression=fast").unwrap_err();
+        assert!(e.to_string().contains("auto, off, max"), "{e}");
+        let o = BackendOptions {
+            encryption_key: Some(EncryptionKey::from_bytes(b"hunter2-passphrase".to_vec())),
+            ..BackendOptions::default()
+        };
+        let shown = format!("{o:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("(set)"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn query_parameters_become_store_settings() {
         let u = RemoteUrl::parse(
             "s3://b/p?layout=snapshots&endpoint=http://127.0.0.1:8333&allow_http=true&region=eu-west-1&virtual_hosted_style=false&concurrency=8&pack_size=4MiB&max_entries=5000&max_manifest_bytes=1GiB",

@@ -265,3 +265,50 @@ pub async fn set_times(
     }
     Ok(())
 }
+
+/// Plants, as head generation 1, a snapshot whose root directory is a
+/// branch of two one-entry leaves that claims `claimed` entries in all
+/// (a hostile hint: what a directory of that many entries would say).
+pub async fn plant_wide_directory(
+    backend: &ObjectStoreBackend,
+    claimed: u64,
+) -> Result<String, BackendError> {
+    use crate::v2::node::{Branch, Child};
+    let repo = backend.snapshots_repo().await?;
+    let mut children = Vec::new();
+    for name in ["a", "b"] {
+        let leaf = Node::Leaf(Leaf {
+            entries: vec![Entry {
+                name: name.into(),
+                kind: EntryKind::Symlink { target: "x".into() },
+            }],
+        });
+        children.push(Child {
+            id: put_node(&repo, &leaf).await?,
+            first_name: name.into(),
+            entries_below: claimed / 2,
+        });
+    }
+    let root = put_node(&repo, &Node::Branch(Branch { level: 1, children })).await?;
+    let time_ms = 1_700_000_000_000;
+    let id = format::new_snapshot_id(time_ms);
+    let record = SnapshotRecord {
+        format: format::SNAPSHOT_FORMAT.into(),
+        id: id.clone(),
+        parent: None,
+        time_ms,
+        host: "planted".into(),
+        tether: "test".into(),
+        root: root.to_string(),
+        totals: Totals::default(),
+        change: Default::default(),
+        rewrites: None,
+    };
+    let (key, bytes) = repo.snapshot_unit(&record)?;
+    repo.remote
+        .put(&key, bytes, PutMode::Overwrite)
+        .await
+        .map_err(|e| remote_err("put", &key, e))?;
+    plant_head(backend, 1, &id, None).await?;
+    Ok(id)
+}

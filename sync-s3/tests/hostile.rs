@@ -241,6 +241,25 @@ async fn a_directory_above_max_entries_is_refused_before_its_entries_are_used() 
         plant_snapshot(&b, entries).await;
         let msg = refused(&b, f.tmp.path(), "trees/").await;
         assert!(msg.contains("exceeds the limit of 100"), "{msg}");
+
+        // A directory claiming a million entries: refused from the
+        // branch's counts (by the node decoder), before a page is read.
+        let f = StoreFixture::new(f.store.clone(), Layout::Snapshots);
+        let b = f.backend(&unique("million"));
+        sync_s3::testing::plant_wide_directory(&b, 1_000_000)
+            .await
+            .unwrap();
+        let msg = refused(&b, f.tmp.path(), "trees/").await;
+        assert!(
+            msg.contains("entries_below") && msg.contains("500000"),
+            "{msg}"
+        );
+        // The same shape claiming what it holds restores.
+        let b = f.backend(&unique("two"));
+        sync_s3::testing::plant_wide_directory(&b, 2).await.unwrap();
+        let dest = f.tmp.path().join(unique("two"));
+        b.restore(&dest, &RestoreOptions::default()).await.unwrap();
+        assert!(std::fs::symlink_metadata(dest.join("b")).is_ok());
     }
 }
 
