@@ -112,6 +112,17 @@ rm -f "$small/.complete.tmp"
 
 # measure NAME CMD...: runs CMD under /usr/bin/time, appends "NAME secs rss_kb".
 results="$work/results.txt"; : > "$results"
+# Encrypted snapshots (`tether key generate` exists from format v2 on).
+keyfile="$work/key"
+layouts="mirror snapshots"
+if [ -s "$keyfile" ] || "$tether" key generate --output "$keyfile" >/dev/null 2>&1; then
+  layouts="mirror snapshots snapshots-enc"
+fi
+# key_env LAYOUT: the environment assignment that gives snapshots-enc its key
+# (for `env`, so /usr/bin/time still measures the tether process itself).
+key_env() {
+  if [ "$1" = snapshots-enc ]; then echo "TETHER_ENCRYPTION_KEY_FILE=$keyfile"; else echo "TETHER_BENCH_LAYOUT=$1"; fi
+}
 measure() {
   local name="$1"; shift
   local t="$work/time.txt"
@@ -126,17 +137,17 @@ fresh_out() { rm -rf "$work/out"; mkdir -p "$work/out"; echo "$work/out"; }
 fresh_state() { rm -rf "$work/state"; echo "$work/state"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 tag() { echo "$1-$(date +%s%N)"; }
-turl() { echo "s3://$bucket/$1?layout=$2&endpoint=$ep&allow_http=true${3:-}"; }
+turl() { echo "s3://$bucket/$1?layout=${2%-enc}&endpoint=$ep&allow_http=true${3:-}"; }
 
 # The source trees exclude the marker file from every tool.
 rm -f "$small/.complete"
 load_start="$(load)"
 for run in $(seq 1 "$runs"); do
   echo "== run $run/$runs: 10,000 × 4 KiB (load average $(load))" >&2
-  for layout in mirror snapshots; do
+  for layout in $layouts; do
     p=$(tag "tether-$layout-small")
-    measure "tether-$layout small push" "$tether" sync "$small" --to "$(turl "$p" $layout)" --once --state-dir "$(fresh_state)"
-    measure "tether-$layout small restore" "$tether" restore "$(fresh_out)" --from "$(turl "$p" $layout)" --state-dir "$(fresh_state)"
+    measure "tether-$layout small push" env "$(key_env "$layout")" "$tether" sync "$small" --to "$(turl "$p" $layout)" --once --state-dir "$(fresh_state)"
+    measure "tether-$layout small restore" env "$(key_env "$layout")" "$tether" restore "$(fresh_out)" --from "$(turl "$p" $layout)" --state-dir "$(fresh_state)"
   done
   if [ -n "${BENCH_BASELINE:-}" ]; then
     p=$(tag "baseline-mirror-small")
@@ -153,10 +164,10 @@ for run in $(seq 1 "$runs"); do
 
   if [ "${BENCH_LARGE:-1}" = 1 ]; then
     echo "== run $run/$runs: one 1 GiB file" >&2
-    for layout in mirror snapshots; do
+    for layout in $layouts; do
       p=$(tag "tether-$layout-large")
-      measure "tether-$layout large push" "$tether" sync "$large" --to "$(turl "$p" $layout)" --once --state-dir "$(fresh_state)"
-      measure "tether-$layout large restore" "$tether" restore "$(fresh_out)" --from "$(turl "$p" $layout)" --state-dir "$(fresh_state)"
+      measure "tether-$layout large push" env "$(key_env "$layout")" "$tether" sync "$large" --to "$(turl "$p" $layout)" --once --state-dir "$(fresh_state)"
+      measure "tether-$layout large restore" env "$(key_env "$layout")" "$tether" restore "$(fresh_out)" --from "$(turl "$p" $layout)" --state-dir "$(fresh_state)"
     done
     p=$(tag rclone-large)
     measure "rclone large push" "$rclone" copy --transfers 16 "$large" "s3:$bucket/$p"
@@ -201,7 +212,7 @@ print()
 print("| workload | tool | push (wall / peak RSS) | restore (wall / peak RSS) |")
 print("|---|---|---|---|")
 for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
-    for tool in ("tether-mirror", "baseline-mirror", "tether-snapshots", "rclone", "restic"):
+    for tool in ("tether-mirror", "baseline-mirror", "tether-snapshots", "tether-snapshots-enc", "rclone", "restic"):
         if f"{tool} {size} push" in rows:
             print(f"| {label} | {tool} | {cell(f'{tool} {size} push')} | {cell(f'{tool} {size} restore')} |")
 print()
@@ -210,7 +221,7 @@ print()
 print("| workload | tether layout | vs | push | restore |")
 print("|---|---|---|---|---|")
 for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
-    for layout, peer in (("mirror", "rclone"), ("snapshots", "restic"), ("mirror", "restic"), ("snapshots", "rclone"), ("baseline-mirror", "rclone")):
+    for layout, peer in (("mirror", "rclone"), ("snapshots", "restic"), ("snapshots-enc", "restic"), ("mirror", "restic"), ("snapshots", "rclone"), ("baseline-mirror", "rclone")):
         t = f"{layout if layout.startswith('baseline') else 'tether-' + layout} {size}"
         if f"{t} push" not in rows or f"{peer} {size} push" not in rows: continue
         r = [med(f"{peer} {size} {op}")[0] / med(f"{t} {op}")[0] for op in ("push", "restore")]

@@ -90,6 +90,33 @@ fn store_dir<'a>(
     })
 }
 
+/// Stores a snapshot record of the tree at `root` and returns its id.
+async fn put_record(
+    repo: &Repo,
+    root: NodeId,
+    parent: Option<&str>,
+    time_ms: u64,
+) -> Result<String, BackendError> {
+    let record = SnapshotRecord {
+        format: format::SNAPSHOT_FORMAT.into(),
+        id: format::new_snapshot_id(time_ms),
+        parent: parent.map(str::to_owned),
+        time_ms,
+        host: "planted".into(),
+        tether: "test".into(),
+        root: root.to_string(),
+        totals: Totals::default(),
+        change: Default::default(),
+        rewrites: None,
+    };
+    let (key, bytes) = repo.snapshot_unit(&record)?;
+    repo.remote
+        .put(&key, bytes, PutMode::Overwrite)
+        .await
+        .map_err(|e| remote_err("put", &key, e))?;
+    Ok(record.id)
+}
+
 /// Plants a snapshot holding `entries` (paths split at `/`, in the given
 /// order, duplicates kept; file modes masked to the permission bits, the
 /// only ones the format has) as head generation `generation`. Returns the
@@ -139,25 +166,7 @@ pub async fn plant_snapshot(
         .await
         .map_err(|e| remote_err("put", &key, e))?;
     let root = store_dir(&repo, root).await?;
-    let time_ms = 1_700_000_000_000;
-    let id = format::new_snapshot_id(time_ms);
-    let record = SnapshotRecord {
-        format: format::SNAPSHOT_FORMAT.into(),
-        id: id.clone(),
-        parent: None,
-        time_ms,
-        host: "planted".into(),
-        tether: "test".into(),
-        root: root.to_string(),
-        totals: Totals::default(),
-        change: Default::default(),
-        rewrites: None,
-    };
-    let (skey, sbytes) = repo.snapshot_unit(&record)?;
-    repo.remote
-        .put(&skey, sbytes, PutMode::Overwrite)
-        .await
-        .map_err(|e| remote_err("put", &skey, e))?;
+    let id = put_record(&repo, root, None, 1_700_000_000_000).await?;
     plant_head(backend, generation, &id, None).await?;
     Ok(id)
 }
@@ -194,25 +203,7 @@ pub async fn plant_record(
 ) -> Result<String, BackendError> {
     let repo = backend.snapshots_repo().await?;
     let root = store_dir(&repo, Vec::new()).await?;
-    let time_ms = 1_700_000_000_001;
-    let record = SnapshotRecord {
-        format: format::SNAPSHOT_FORMAT.into(),
-        id: format::new_snapshot_id(time_ms),
-        parent: parent.map(str::to_owned),
-        time_ms,
-        host: "planted".into(),
-        tether: "test".into(),
-        root: root.to_string(),
-        totals: Totals::default(),
-        change: Default::default(),
-        rewrites: None,
-    };
-    let (key, bytes) = repo.snapshot_unit(&record)?;
-    repo.remote
-        .put(&key, bytes, PutMode::Overwrite)
-        .await
-        .map_err(|e| remote_err("put", &key, e))?;
-    Ok(record.id)
+    put_record(&repo, root, parent, 1_700_000_000_001).await
 }
 
 /// Rewrites snapshot `id`'s record with another parent.
@@ -290,25 +281,7 @@ pub async fn plant_wide_directory(
         });
     }
     let root = put_node(&repo, &Node::Branch(Branch { level: 1, children })).await?;
-    let time_ms = 1_700_000_000_000;
-    let id = format::new_snapshot_id(time_ms);
-    let record = SnapshotRecord {
-        format: format::SNAPSHOT_FORMAT.into(),
-        id: id.clone(),
-        parent: None,
-        time_ms,
-        host: "planted".into(),
-        tether: "test".into(),
-        root: root.to_string(),
-        totals: Totals::default(),
-        change: Default::default(),
-        rewrites: None,
-    };
-    let (key, bytes) = repo.snapshot_unit(&record)?;
-    repo.remote
-        .put(&key, bytes, PutMode::Overwrite)
-        .await
-        .map_err(|e| remote_err("put", &key, e))?;
+    let id = put_record(&repo, root, None, 1_700_000_000_000).await?;
     plant_head(backend, 1, &id, None).await?;
     Ok(id)
 }

@@ -574,6 +574,8 @@ async fn build_tree(
 
     let mut totals = base.map(|b| b.snapshot.totals).unwrap_or_default();
     let mut built: HashMap<Option<RelPath>, NodeId> = HashMap::new();
+    // Rebuilt directories by parent: (name, new subtree).
+    let mut built_children: HashMap<Option<RelPath>, Vec<(String, NodeId)>> = HashMap::new();
     let seen_since = now_ms().saturating_sub(ctx.reuse_window_ms);
     let empty: DirChanges<'_> = BTreeMap::new();
     let mut empty_stored = false;
@@ -690,12 +692,7 @@ async fn build_tree(
             );
         }
         // Rebuilt subdirectories get their new subtree.
-        let children: Vec<(String, NodeId)> = built
-            .iter()
-            .filter(|(c, _)| c.as_ref().is_some_and(|c| c.parent() == d))
-            .filter_map(|(c, id)| c.as_ref().map(|c| (c.file_name().to_owned(), *id)))
-            .collect();
-        for (name, id) in children {
+        for (name, id) in built_children.remove(&d).unwrap_or_default() {
             let mode = match map.get(&name).map(|e| &e.kind) {
                 Some(EntryKind::Dir { mode, .. }) => *mode,
                 _ => {
@@ -721,6 +718,12 @@ async fn build_tree(
                 )
             })?;
         store_nodes(ctx, tree.nodes, seen_since).await?;
+        if let Some(p) = &d {
+            built_children
+                .entry(p.parent())
+                .or_default()
+                .push((p.file_name().to_owned(), tree.root));
+        }
         built.insert(d, tree.root);
     }
     let root = match built.get(&None) {
