@@ -9,22 +9,13 @@ mod common;
 
 use std::fs;
 
-use common::{Sandbox, stderr, stdout};
+use common::{Sandbox, stderr, stdout, with_file_backend};
 
 /// Sets the snapshot's and the head's time to `value` (records are
 /// compressed, so through the repository's own codecs).
 fn set_all_times(store: &std::path::Path, value: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    with_file_backend(store, |b| async move {
         use sync_core::Backend;
-        let b = sync_s3::ObjectStoreBackend::from_url(
-            &format!("file://{}", store.display()),
-            sync_s3::BackendOptions::default(),
-        )
-        .unwrap();
         let id = b.head().await.unwrap().unwrap().id;
         sync_s3::testing::set_times(&b, &id, value).await.unwrap();
     });

@@ -94,17 +94,7 @@ fn a_snapshot_path_with_escapes_is_reported_escaped() {
         mode: 0o644,
         hash: ContentHash::of(content),
     });
-    std::fs::create_dir_all(&remote).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let b = sync_s3::ObjectStoreBackend::from_url(
-            &format!("file://{}", remote.display()),
-            sync_s3::BackendOptions::default(),
-        )
-        .unwrap();
+    with_file_backend(&remote, |b| async move {
         sync_s3::testing::plant_snapshot(
             &b,
             vec![(EVIL.into(), meta, Some(bytes::Bytes::from_static(content)))],

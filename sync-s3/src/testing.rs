@@ -206,6 +206,26 @@ pub async fn plant_record(
     put_record(&repo, root, parent, 1_700_000_000_001).await
 }
 
+/// Reads snapshot `id`'s record, lets `change` edit it, and stores it
+/// again under the same name.
+async fn rewrite_record(
+    repo: &Repo,
+    id: &str,
+    change: impl FnOnce(&mut SnapshotRecord),
+) -> Result<(), BackendError> {
+    let (mut record, _) = repo
+        .get_snapshot(id)
+        .await?
+        .ok_or_else(|| BackendError::NotFound { what: id.into() })?;
+    change(&mut record);
+    let (key, bytes) = repo.snapshot_unit(&record)?;
+    repo.remote
+        .put(&key, bytes, PutMode::Overwrite)
+        .await
+        .map_err(|e| remote_err("put", &key, e))?;
+    Ok(())
+}
+
 /// Rewrites snapshot `id`'s record with another parent.
 pub async fn set_parent(
     backend: &ObjectStoreBackend,
@@ -213,17 +233,7 @@ pub async fn set_parent(
     parent: Option<&str>,
 ) -> Result<(), BackendError> {
     let repo = backend.snapshots_repo().await?;
-    let (mut record, _) = repo
-        .get_snapshot(id)
-        .await?
-        .ok_or_else(|| BackendError::NotFound { what: id.into() })?;
-    record.parent = parent.map(str::to_owned);
-    let (key, bytes) = repo.snapshot_unit(&record)?;
-    repo.remote
-        .put(&key, bytes, PutMode::Overwrite)
-        .await
-        .map_err(|e| remote_err("put", &key, e))?;
-    Ok(())
+    rewrite_record(&repo, id, |r| r.parent = parent.map(str::to_owned)).await
 }
 
 /// Sets the time of snapshot `id`'s record and of the newest head (any
@@ -234,16 +244,7 @@ pub async fn set_times(
     time_ms: u64,
 ) -> Result<(), BackendError> {
     let repo = backend.snapshots_repo().await?;
-    let (mut record, _) = repo
-        .get_snapshot(id)
-        .await?
-        .ok_or_else(|| BackendError::NotFound { what: id.into() })?;
-    record.time_ms = time_ms;
-    let (key, bytes) = repo.snapshot_unit(&record)?;
-    repo.remote
-        .put(&key, bytes, PutMode::Overwrite)
-        .await
-        .map_err(|e| remote_err("put", &key, e))?;
+    rewrite_record(&repo, id, |r| r.time_ms = time_ms).await?;
     let heads = &crate::v2::push::HEADS;
     if let Some((n, bytes)) = heads.latest(&repo.remote, repo.head_limit()).await? {
         let key = heads.key(&repo.remote, n)?;

@@ -270,10 +270,8 @@ proptest! {
     }
 }
 
-/// Pushes a small tree with a recognisable name and content.
-async fn encrypted_repo(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<ObjectStoreBackend> {
-    let b = Arc::new(on(store, prefix, key_opt(KEY)));
-    let mut w = Workbench::new(b.clone());
+/// Writes two files with recognisable names and content, and pushes them.
+async fn push_secrets(w: &mut Workbench) {
     w.write(
         "secret-name-XYZZY.txt",
         &b"plaintext-marker-PLUGH ".repeat(50),
@@ -283,6 +281,14 @@ async fn encrypted_repo(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<Object
         b"plaintext-marker-PLUGH again",
     );
     w.sync().await;
+}
+
+/// An encrypted repository of two snapshots ([`push_secrets`], then one
+/// more file).
+async fn encrypted_repo(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<ObjectStoreBackend> {
+    let b = Arc::new(on(store, prefix, key_opt(KEY)));
+    let mut w = Workbench::new(b.clone());
+    push_secrets(&mut w).await;
     w.write("notes/second.md", b"second push");
     w.sync().await;
     b
@@ -297,15 +303,7 @@ async fn an_encrypted_repository_reveals_no_name_or_content() {
         f.options.encryption_key = key_opt(KEY);
         let b = Arc::new(f.backend(&unique("secret")));
         let mut w = Workbench::new(b.clone());
-        w.write(
-            "secret-name-XYZZY.txt",
-            &b"plaintext-marker-PLUGH ".repeat(50),
-        );
-        w.write(
-            "notes/other-secret-name.md",
-            b"plaintext-marker-PLUGH again",
-        );
-        w.sync().await;
+        push_secrets(&mut w).await;
         let all = objects(&b).await;
         assert!(all.len() >= 5, "{all:?}");
         for (k, bytes) in &all {

@@ -165,3 +165,24 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Runs `f` on a snapshots-layout backend over the `file://` store at
+/// `store` (for tests that plant or edit remote states directly).
+#[allow(dead_code)]
+pub fn with_file_backend<F, Fut>(store: &std::path::Path, f: F)
+where
+    F: FnOnce(sync_s3::ObjectStoreBackend) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::fs::create_dir_all(store).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = sync_s3::ObjectStoreBackend::from_url(
+        &format!("file://{}", store.display()),
+        sync_s3::BackendOptions::default(),
+    )
+    .unwrap();
+    rt.block_on(f(b));
+}
