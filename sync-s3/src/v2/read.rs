@@ -29,7 +29,7 @@ use super::repo::Repo;
 /// Deepest directory nesting a reader follows.
 pub(crate) const MAX_DEPTH: usize = 512;
 /// Nodes fetched at once within one directory.
-const NODE_READS: usize = 16;
+const NODE_READS: usize = 8;
 
 /// Decoded nodes by id, kept between pushes (ids are immutable, so a hit
 /// is never stale). Bounded by plain bytes; cleared when full.
@@ -317,6 +317,9 @@ pub(crate) struct Walk<'a> {
     only: Vec<RelPath>,
 }
 
+/// Directories whose trees one prefetch reads at once.
+const PREFETCH: usize = 16;
+
 /// Bytes charged per pending directory beyond its path.
 const PENDING_COST: u64 = 96;
 
@@ -346,11 +349,35 @@ impl<'a> Walk<'a> {
                 .any(|p| path.starts_with(p) || p.starts_with(path))
     }
 
+    /// Reads the next few directories' top nodes at once, into the cache,
+    /// when the next one is not there yet: one round trip for several small
+    /// directories instead of one each (a directory of one page is all
+    /// top node). Only top nodes, so memory stays a few nodes whatever the
+    /// directories hold. Errors are left for `next_dir`.
+    async fn prefetch(&self) {
+        let next: Vec<NodeId> = self
+            .stack
+            .iter()
+            .rev()
+            .take(PREFETCH)
+            .map(|(_, _, id)| *id)
+            .collect();
+        if next.first().is_none_or(|id| self.cache.get(id).is_some()) {
+            return;
+        }
+        let (repo, cache) = (self.repo, self.cache);
+        futures::future::join_all(next.iter().map(|id| async move {
+            let _ = node(repo, cache, id).await;
+        }))
+        .await;
+    }
+
     /// The next directory: its path (`None` = the root) and its entries
     /// with their full paths, in name order. `None` when done.
     pub(crate) async fn next_dir(
         &mut self,
     ) -> Result<Option<(Option<RelPath>, Vec<(RelPath, Entry)>)>, BackendError> {
+        self.prefetch().await;
         let Some((dir, depth, id)) = self.stack.pop() else {
             return Ok(None);
         };
