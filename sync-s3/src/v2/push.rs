@@ -404,26 +404,29 @@ async fn upload(
     checkpoint: &Checkpoint,
     source: &Source,
 ) -> Result<(u64, u64), BackendError> {
-    let mut missing: BTreeMap<[u8; 32], (RelPath, FileMeta)> = BTreeMap::new();
+    // In path order, so that one directory's files sit next to each other
+    // in a pack and a restore fetches them with one ranged request.
+    let mut missing: Vec<(RelPath, FileMeta)> = Vec::new();
+    let mut seen: std::collections::HashSet<[u8; 32]> = std::collections::HashSet::new();
     for (path, change) in checkpoint.iter() {
         if let Change::Upsert(Meta::File(f)) = change
             && f.size > 0
             && !state.uploads.contains_key(f.hash.as_bytes())
+            && seen.insert(*f.hash.as_bytes())
         {
-            missing
-                .entry(*f.hash.as_bytes())
-                .or_insert_with(|| (path.clone(), f.clone()));
+            missing.push((path.clone(), f.clone()));
         }
     }
+    drop(seen);
     if missing.is_empty() {
         return Ok((0, 0));
     }
     let files = missing.len() as u64;
     let bytes = missing
-        .values()
+        .iter()
         .fold(0u64, |s, (_, f)| s.saturating_add(f.size));
     let (large, small): (Vec<_>, Vec<_>) = missing
-        .into_values()
+        .into_iter()
         .partition(|(_, f)| f.size > node::CHUNK_SIZE);
     let repo = ctx.repo;
     let mut packer = Packer::new(repo.remote.clone(), ctx.pack_size, ctx.parts_in_flight);
