@@ -145,4 +145,3 @@ pub fn v2_record_seeds() -> Vec<Vec<u8>> {
         snap.as_bytes()[..snap.len() / 2].to_vec(),
     ]
 }
-
