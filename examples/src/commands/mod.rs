@@ -14,6 +14,7 @@ pub mod cat;
 pub mod certs;
 pub mod diff;
 pub mod history;
+pub mod key;
 pub mod kube;
 pub mod ls;
 pub mod restore;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Certs(cmd) => certs::run(cmd).await,
         Command::Webhook(args) => kube::webhook(args).await,
         Command::Manifests(cmd) => kube::manifests(cmd),
+        Command::Key(cmd) => key::run(cmd).await,
     }
 }
 
