@@ -15,6 +15,10 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["webhook"],
     &["manifests", "inject"],
     &["manifests", "webhook"],
+    &["key", "generate"],
+    &["key", "list"],
+    &["key", "add"],
+    &["key", "remove"],
 ];
 
 fn words(text: &str, start: &str, allowed: impl Fn(char) -> bool) -> BTreeSet<String> {
