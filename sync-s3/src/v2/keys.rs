@@ -246,6 +246,16 @@ pub(crate) async fn add(
         .put(&key, json.clone(), PutMode::Create)
         .await
         .map_err(|e| remote_err("put", &key, e))?;
+    // Another `key add` may have passed the limit check at the same time:
+    // more than MAX_SLOTS slots would make every open refuse the
+    // repository, so the later writer takes its slot back.
+    if slot_count(&repo.remote).await? > MAX_SLOTS {
+        repo.remote.delete(&key).await?;
+        return Err(config(format!(
+            "{}: another key was added at the same time and the repository would hold more than {MAX_SLOTS} key slots; nothing added (remove one first)",
+            repo.remote.describe
+        )));
+    }
     // Report it only once it is there, as written.
     match repo.remote.get_bounded(&key, MAX_SLOT_BYTES).await? {
         Some((stored, _)) if stored[..] == json[..] => Ok(id),
@@ -255,6 +265,20 @@ pub(crate) async fn add(
             "the new key slot does not read back as written",
         )),
     }
+}
+
+/// How many objects `P/keys/` holds (counting stops past the limit).
+async fn slot_count(remote: &Remote) -> Result<usize, BackendError> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    let dir = remote.key(format::KEYS)?;
+    let listed: Vec<_> = remote
+        .store
+        .list(Some(&dir))
+        .map_err(|e| remote_err("list", &dir, e))
+        .take(MAX_SLOTS + 2)
+        .try_collect()
+        .await?;
+    Ok(listed.len())
 }
 
 /// Deletes key slot `id`. Refused: an id that is not one, a slot that does
@@ -271,12 +295,12 @@ pub(crate) async fn remove(repo: &Repo, id: &str, force: bool) -> Result<(), Bac
         )));
     }
     let slots = repo::read_slots(&repo.remote).await?;
-    if !slots.iter().any(|s| s.id() == id) {
+    let Some(removed) = slots.iter().find(|s| s.id() == id) else {
         return Err(config(format!(
             "{}: there is no key slot {id} (see `tether key list`)",
             repo.remote.describe
         )));
-    }
+    };
     if slots.len() == 1 {
         return Err(config(format!(
             "{}: key slot {id} is the only one: removing it would lock everyone out of the repository for good",
@@ -290,6 +314,9 @@ pub(crate) async fn remove(repo: &Repo, id: &str, force: bool) -> Result<(), Bac
         )));
     }
     let key = repo.remote.key(&format!("{}/{id}", format::KEYS))?;
+    let restore = removed
+        .to_json()
+        .map_err(|e| config(format!("key slot {id}: {e}")))?;
     repo.remote.delete(&key).await?;
     if repo
         .remote
@@ -302,6 +329,18 @@ pub(crate) async fn remove(repo: &Repo, id: &str, force: bool) -> Result<(), Bac
             key.to_string(),
             "the key slot is still there after it was deleted",
         ));
+    }
+    // Another `key remove` may have taken the other remaining slot at the
+    // same time: never leave the repository without any.
+    if slot_count(&repo.remote).await? == 0 {
+        repo.remote
+            .put(&key, restore, PutMode::Create)
+            .await
+            .map_err(|e| remote_err("put", &key, e))?;
+        return Err(config(format!(
+            "{}: another key was removed at the same time and no key slot was left; key slot {id} was put back",
+            repo.remote.describe
+        )));
     }
     Ok(())
 }
@@ -504,6 +543,55 @@ mod tests {
             mirror.list_keys().await,
             Err(BackendError::Unsupported { .. })
         ));
+    }
+
+    /// Two adds at once never leave more than 32 slots (every open would
+    /// then refuse the repository as hostile).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_adds_never_pass_the_slot_limit() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (a, b) = (new_key(), new_key());
+        let first = backend(&store, Some(&a));
+        push_one(&first).await;
+        first.add_key(&b, "").await.unwrap();
+        for _ in 2..super::MAX_SLOTS - 1 {
+            first.add_key(&new_key(), "").await.unwrap();
+        }
+        // 31 slots: both adds pass the limit check before either writes.
+        let (k1, k2) = (new_key(), new_key());
+        let (x, y) = (backend(&store, Some(&a)), backend(&store, Some(&b)));
+        let (rx, ry) = tokio::join!(x.add_key(&k1, ""), y.add_key(&k2, ""));
+        assert!(rx.is_err() || ry.is_err());
+        let listed = backend(&store, None).list_keys().await.unwrap();
+        assert!(listed.len() <= super::MAX_SLOTS);
+        assert!(backend(&store, Some(&a)).head().await.unwrap().is_some());
+    }
+
+    /// Two removes at once of the last two slots never leave none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_removes_never_leave_no_slot() {
+        use object_store::throttle::{ThrottleConfig, ThrottledStore};
+        // A store slow enough that both removals list the slots before
+        // either deletes one.
+        let slow = ThrottleConfig {
+            wait_list_per_call: std::time::Duration::from_millis(50),
+            wait_delete_per_call: std::time::Duration::from_millis(50),
+            ..ThrottleConfig::default()
+        };
+        let store: Arc<dyn ObjectStore> = Arc::new(ThrottledStore::new(InMemory::new(), slow));
+        let (a, b) = (new_key(), new_key());
+        let first = backend(&store, Some(&a));
+        push_one(&first).await;
+        let a_id = first.list_keys().await.unwrap()[0].id.clone();
+        let b_id = first.add_key(&b, "").await.unwrap();
+        let (x, y) = (backend(&store, Some(&a)), backend(&store, Some(&b)));
+        let (rx, ry) = tokio::join!(x.remove_key(&b_id, false), y.remove_key(&a_id, false));
+        assert!(rx.is_err() || ry.is_err(), "{rx:?} {ry:?}");
+        let left = backend(&store, None).list_keys().await.unwrap();
+        assert!(!left.is_empty());
+        let opens_a = backend(&store, Some(&a)).head().await.is_ok();
+        let opens_b = backend(&store, Some(&b)).head().await.is_ok();
+        assert!(opens_a || opens_b);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
