@@ -91,6 +91,10 @@ pub enum Command {
     /// Convert a notebook to a Python script: code cells in order, IPython
     /// magics and shell escapes commented out, markdown as comments.
     Convert(ConvertArgs),
+    /// Make and manage the keys of encrypted repositories (snapshots
+    /// layout): generate a key file, list, add and remove key slots.
+    #[command(subcommand)]
+    Key(crate::commands::key::KeyCommand),
 }
 
 /// `tether follow`.
@@ -181,6 +185,12 @@ pub struct RemoteArgs {
     /// files); for git, how long a transfer may stall.
     #[arg(long, env = "TETHER_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub request_timeout: Duration,
+    /// Object stores (snapshots layout): file holding the repository's
+    /// encryption key (`tether key generate`) or a passphrase. The first
+    /// push with it creates an encrypted repository; an encrypted one
+    /// cannot be read without it.
+    #[arg(long, env = "TETHER_ENCRYPTION_KEY_FILE", value_name = "PATH")]
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// Who git commits are by (only `sync` writes commits).
@@ -211,6 +221,7 @@ impl RemoteArgs {
                 .map_or_else(|| "tether@localhost".into(), |a| a.git_author_email.clone()),
             allow_instance_credentials: self.allow_instance_credentials,
             request_timeout: Some(self.request_timeout),
+            encryption_key_file: self.encryption_key_file.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //!                              └► health::Monitor (status every 250 ms) ─► /healthz /readyz /metrics
 //! tether restore DIR --from URL  sync_core::StateDir::open ─► sync_core::restore_and_seed (restore, seed the index)
 //! tether history --from URL      Backend::history
+//! tether key generate|list|add|remove  sync_s3::ObjectStoreBackend::{generate_key, list_keys, add_key, remove_key}
 //! tether certs create|patch|show webhook_certs::{ensure_certs, patch_ca_bundle_by_name, describe}
 //! tether webhook                 webhook_certs::CertRotation + kube_deploy::webhook::serve
 //! tether manifests inject|webhook kube_deploy::{inject_yaml, webhook_bundle}

@@ -38,6 +38,9 @@ pub struct RemoteOptions {
     /// Timeout of one object-store request; for git, how long a transfer
     /// may stall (`None`: the backend's default).
     pub request_timeout: Option<Duration>,
+    /// The encryption key file of an object store's snapshots layout
+    /// (refused for git remotes, which tether does not encrypt).
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// Which backend crate a URL belongs to.
@@ -169,6 +172,11 @@ pub fn open_backend(
                 }
                 git.ssh_key_file = options.ssh_key_file.clone();
             }
+            if options.encryption_key_file.is_some() {
+                return Err(CliError::usage(
+                    "--encryption-key-file (TETHER_ENCRYPTION_KEY_FILE) applies to object-store remotes (snapshots layout); tether does not encrypt git remotes",
+                ));
+            }
             if let Some(token) = &options.token_file {
                 check_readable("token file", token)?;
                 git.token_file = Some(token.clone());
@@ -176,22 +184,46 @@ pub fn open_backend(
             let backend = sync_git::GitBackend::from_url(url, git).map_err(CliError::usage)?;
             Ok(Arc::new(backend))
         }
-        RemoteFamily::ObjectStore => {
-            if let Some(problem) =
-                missing_s3_credentials(&spec, options.allow_instance_credentials, |n| {
-                    std::env::var(n).ok()
-                })
-            {
-                return Err(CliError::usage(problem));
-            }
-            let mut s3 = sync_s3::BackendOptions::default();
-            if let Some(t) = options.request_timeout {
-                s3.request_timeout = t;
-            }
-            let backend =
-                sync_s3::ObjectStoreBackend::from_url(url, s3).map_err(CliError::usage)?;
-            Ok(Arc::new(backend))
-        }
+        RemoteFamily::ObjectStore => Ok(Arc::new(object_store_backend(url, &spec, options)?)),
+    }
+}
+
+/// Builds the object-store backend of a checked `spec` (see
+/// [`open_backend`]); the key file, if any, is read here, and neither its
+/// content nor anything derived from it is ever part of a message.
+fn object_store_backend(
+    url: &str,
+    spec: &RemoteSpec,
+    options: &RemoteOptions,
+) -> Result<sync_s3::ObjectStoreBackend, CliError> {
+    if let Some(problem) = missing_s3_credentials(spec, options.allow_instance_credentials, |n| {
+        std::env::var(n).ok()
+    }) {
+        return Err(CliError::usage(problem));
+    }
+    let mut s3 = sync_s3::BackendOptions::default();
+    if let Some(t) = options.request_timeout {
+        s3.request_timeout = t;
+    }
+    if let Some(path) = &options.encryption_key_file {
+        check_readable("encryption key file", path)?;
+        s3.encryption_key = Some(sync_s3::EncryptionKey::from_file(path).map_err(CliError::usage)?);
+    }
+    sync_s3::ObjectStoreBackend::from_url(url, s3).map_err(CliError::usage)
+}
+
+/// The object-store backend for `url` (`tether key`): a git URL is refused
+/// (tether encrypts only object stores' snapshots layout).
+pub fn open_object_store(
+    url: &str,
+    options: &RemoteOptions,
+) -> Result<sync_s3::ObjectStoreBackend, CliError> {
+    let spec = check(url)?;
+    match spec.family() {
+        RemoteFamily::Git => Err(CliError::usage(
+            "encryption keys belong to object-store remotes (snapshots layout); tether does not encrypt git remotes",
+        )),
+        RemoteFamily::ObjectStore => object_store_backend(url, &spec, options),
     }
 }
 

@@ -18,6 +18,10 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["manifests", "app"],
     &["follow"],
     &["convert"],
+    &["key", "generate"],
+    &["key", "list"],
+    &["key", "add"],
+    &["key", "remove"],
 ];
 
 fn words(text: &str, start: &str, allowed: impl Fn(char) -> bool) -> BTreeSet<String> {

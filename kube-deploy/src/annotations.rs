@@ -40,6 +40,12 @@ pub const IMAGE: &str = "tether.dev/image";
 pub const LAYOUT: &str = "tether.dev/layout";
 /// Name of a Secret in the pod's namespace holding backend credentials.
 pub const CREDENTIALS_SECRET: &str = "tether.dev/credentials-secret";
+/// `<secret>/<key>`: the key of a Secret in the pod's namespace that holds
+/// the repository's encryption key (`tether key generate`) or passphrase.
+/// Mounted read-only as a file into the restore and sync containers, which
+/// get `TETHER_ENCRYPTION_KEY_FILE`. Object-store remotes in the snapshots
+/// layout only.
+pub const ENCRYPTION_KEY_SECRET: &str = "tether.dev/encryption-key-secret";
 /// Path of an ignore file, relative to the synced directory.
 pub const IGNORE_FILE: &str = "tether.dev/ignore-file";
 /// CPU request of each tether container.
@@ -84,6 +90,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     IMAGE,
     LAYOUT,
     CREDENTIALS_SECRET,
+    ENCRYPTION_KEY_SECRET,
     IGNORE_FILE,
     CPU_REQUEST,
     MEMORY_REQUEST,
@@ -161,6 +168,43 @@ pub struct ResourceOverrides {
     pub memory_limit: Option<String>,
 }
 
+/// One key of a Secret ([`ENCRYPTION_KEY_SECRET`]'s `<secret>/<key>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    /// The Secret's name (a DNS-1123 subdomain).
+    pub secret: String,
+    /// The key inside it (`[-._a-zA-Z0-9]+`, as Kubernetes allows).
+    pub key: String,
+}
+
+/// Reads `<secret>/<key>`: a Secret name and one of its data keys.
+fn secret_key_ref(value: &str) -> Result<SecretKeyRef, String> {
+    let Some((secret, key)) = value.split_once('/') else {
+        return Err(
+            "must be \"<secret>/<key>\": the Secret's name and the key in it that holds the encryption key"
+                .into(),
+        );
+    };
+    validate::dns1123_subdomain(secret).map_err(|e| format!("the Secret name: {e}"))?;
+    let valid_key = !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid_key {
+        return Err(
+            "the key after \"/\" must be a Secret data key: 1-253 characters of letters, digits, '-', '_' and '.' (not \".\" or \"..\")"
+                .into(),
+        );
+    }
+    Ok(SecretKeyRef {
+        secret: secret.to_owned(),
+        key: key.to_owned(),
+    })
+}
+
 /// A pod's validated request for tether, read from its annotations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TetherRequest {
@@ -176,6 +220,8 @@ pub struct TetherRequest {
     pub image: Option<String>,
     /// Secret holding backend credentials.
     pub credentials_secret: Option<String>,
+    /// The Secret key holding the encryption key ([`ENCRYPTION_KEY_SECRET`]).
+    pub encryption_key: Option<SecretKeyRef>,
     /// Ignore file relative to the synced directory.
     pub ignore_file: Option<String>,
     /// Resource overrides.
@@ -361,6 +407,29 @@ impl TetherRequest {
             ));
         }
 
+        let encryption_key = get(ENCRYPTION_KEY_SECRET)
+            .map(|value| {
+                secret_key_ref(value).map_err(|e| AnnotationError::new(ENCRYPTION_KEY_SECRET, e))
+            })
+            .transpose()?;
+        if encryption_key.is_some() {
+            if !remote_kind.is_object_store() {
+                return Err(AnnotationError::new(
+                    ENCRYPTION_KEY_SECRET,
+                    "applies only to object-store remotes (file, s3, gs, az) in the snapshots layout; tether does not encrypt git remotes",
+                ));
+            }
+            if remote
+                .query_pairs()
+                .any(|(k, v)| k == "layout" && v == "mirror")
+            {
+                return Err(AnnotationError::new(
+                    ENCRYPTION_KEY_SECRET,
+                    "the mirror layout is never encrypted (its objects are the files, browsable with any S3 tool): use the snapshots layout",
+                ));
+            }
+        }
+
         let ignore_file = get(IGNORE_FILE)
             .map(|path| {
                 validate::relative_path(path)
@@ -446,6 +515,7 @@ impl TetherRequest {
             containers,
             image,
             credentials_secret,
+            encryption_key,
             ignore_file,
             resources,
             sidecar_mode,
@@ -565,6 +635,29 @@ mod tests {
     }
 
     #[test]
+    fn the_encryption_key_names_a_secret_key() {
+        assert_eq!(requested(&BASE).encryption_key, None);
+        let mut pairs = BASE.to_vec();
+        pairs.push((ENCRYPTION_KEY_SECRET, "alice-tether.key/tether-key_1.txt"));
+        assert_eq!(
+            requested(&pairs).encryption_key,
+            Some(SecretKeyRef {
+                secret: "alice-tether.key".into(),
+                key: "tether-key_1.txt".into(),
+            })
+        );
+        pairs.push((LAYOUT, "snapshots"));
+        assert!(requested(&pairs).encryption_key.is_some());
+        let e = error(&[
+            (INJECT, "true"),
+            (REMOTE, "s3://b/p?layout=mirror"),
+            (MOUNT_PATH, "/d"),
+            (ENCRYPTION_KEY_SECRET, "s/k"),
+        ]);
+        assert!(e.reason.contains("mirror layout"), "{e}");
+    }
+
+    #[test]
     fn every_error_names_its_annotation() {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (vec![(INJECT, "yes")], INJECT),
@@ -580,6 +673,39 @@ mod tests {
             (vec![(REMOTE, "git://h/r"), (LAYOUT, "mirror")], LAYOUT),
             (vec![(CREDENTIALS_SECRET, "Bad_Name")], CREDENTIALS_SECRET),
             (vec![(IGNORE_FILE, "../../etc/shadow")], IGNORE_FILE),
+            (
+                vec![(ENCRYPTION_KEY_SECRET, "no-slash")],
+                ENCRYPTION_KEY_SECRET,
+            ),
+            (
+                vec![(ENCRYPTION_KEY_SECRET, "Bad_Secret/key")],
+                ENCRYPTION_KEY_SECRET,
+            ),
+            (
+                vec![(ENCRYPTION_KEY_SECRET, "secret/")],
+                ENCRYPTION_KEY_SECRET,
+            ),
+            (vec![(ENCRYPTION_KEY_SECRET, "/key")], ENCRYPTION_KEY_SECRET),
+            (
+                vec![(ENCRYPTION_KEY_SECRET, "secret/a/b")],
+                ENCRYPTION_KEY_SECRET,
+            ),
+            (
+                vec![(ENCRYPTION_KEY_SECRET, "secret/..")],
+                ENCRYPTION_KEY_SECRET,
+            ),
+            (
+                vec![(ENCRYPTION_KEY_SECRET, "secret/key\n")],
+                ENCRYPTION_KEY_SECRET,
+            ),
+            (
+                vec![(REMOTE, "git://h/r"), (ENCRYPTION_KEY_SECRET, "s/k")],
+                ENCRYPTION_KEY_SECRET,
+            ),
+            (
+                vec![(LAYOUT, "mirror"), (ENCRYPTION_KEY_SECRET, "s/k")],
+                ENCRYPTION_KEY_SECRET,
+            ),
             (vec![(ALLOW_MASS_DELETE, "yes")], ALLOW_MASS_DELETE),
             (vec![(CPU_LIMIT, "lots")], CPU_LIMIT),
             (vec![(MEMORY_REQUEST, "-1Gi")], MEMORY_REQUEST),

@@ -447,8 +447,11 @@ fn plan(config: &AppConfig) -> Result<PodPlan, ManifestError> {
             home_volume: "tether-home".into(),
             tmp_volume: "tether-tmp".into(),
             credentials_volume: "tether-credentials".into(),
+            encryption_key_volume: "tether-encryption-key".into(),
         },
         credentials_secret: config.credentials_secret.clone(),
+        // An app from an encrypted remote is not supported yet.
+        encryption_key: None,
         ignore_file: None,
         resources: ResourceOverrides::default(),
         mode: SidecarMode::Native,

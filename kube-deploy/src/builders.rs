@@ -33,19 +33,23 @@
 //! run with as a supplementary group; without one they are `root:root`,
 //! readable by a process whose group is 0 — what OpenShift gives its
 //! arbitrary UIDs, and what the tether image's user has. Never
-//! world-readable.
+//! world-readable. The encryption key (`tether.dev/encryption-key-secret`)
+//! is mounted the same way, alone (only that Secret key, as the file
+//! [`ENCRYPTION_KEY_FILE`]), read-only, and named by
+//! `TETHER_ENCRYPTION_KEY_FILE`: its value never appears in the pod spec
+//! or the environment.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    HTTPGetAction, KeyToPath, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
     SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::annotations::{ResourceOverrides, SidecarMode};
+use crate::annotations::{ResourceOverrides, SecretKeyRef, SidecarMode};
 use crate::validate::RemoteKind;
 
 /// Where the state emptyDir is mounted; exported as `TETHER_STATE_DIR`.
@@ -59,6 +63,11 @@ pub const HOME_DIR: &str = "/home/tether";
 pub const TMP_DIR: &str = "/tmp";
 /// Where the credentials Secret is mounted (files mode 0440).
 pub const CREDENTIALS_DIR: &str = "/var/run/secrets/tether";
+/// Where the encryption key's Secret key is mounted (one file, mode
+/// [`CREDENTIALS_MODE`]).
+pub const ENCRYPTION_KEY_DIR: &str = "/var/run/secrets/tether-encryption";
+/// The encryption key file; exported as `TETHER_ENCRYPTION_KEY_FILE`.
+pub const ENCRYPTION_KEY_FILE: &str = "/var/run/secrets/tether-encryption/key";
 /// File mode of the credentials Secret's files: owner and group read, so
 /// the pod's `fsGroup` or, without one, group 0 (OpenShift's arbitrary
 /// UIDs) can read them; never world-readable.
@@ -68,7 +77,13 @@ pub const CREDENTIALS_MODE: i32 = 0o440;
 pub const GRACE_MARGIN_SECONDS: u32 = 10;
 /// The directories tether's own containers need; the synced directory may
 /// not overlap them.
-pub const RESERVED_DIRS: &[&str] = &[STATE_DIR, HOME_DIR, TMP_DIR, CREDENTIALS_DIR];
+pub const RESERVED_DIRS: &[&str] = &[
+    STATE_DIR,
+    HOME_DIR,
+    TMP_DIR,
+    CREDENTIALS_DIR,
+    ENCRYPTION_KEY_DIR,
+];
 
 /// Default CPU request of each tether container.
 pub const DEFAULT_CPU_REQUEST: &str = "10m";
@@ -103,6 +118,8 @@ pub struct AddedNames {
     pub tmp_volume: String,
     /// The Secret volume for credentials.
     pub credentials_volume: String,
+    /// The Secret volume for the encryption key.
+    pub encryption_key_volume: String,
 }
 
 /// A fully resolved injection: everything the builders need.
@@ -122,6 +139,8 @@ pub struct PodPlan {
     pub names: AddedNames,
     /// Secret with backend credentials.
     pub credentials_secret: Option<String>,
+    /// The Secret key holding the repository's encryption key.
+    pub encryption_key: Option<SecretKeyRef>,
     /// Ignore file relative to the synced directory.
     pub ignore_file: Option<String>,
     /// Resources of each tether container.
@@ -318,6 +337,9 @@ fn common_env(plan: &PodPlan) -> Vec<EnvVar> {
     if let Some(secret) = &plan.credentials_secret {
         vars.extend(credential_env(plan.remote_kind, secret));
     }
+    if plan.encryption_key.is_some() {
+        vars.push(env("TETHER_ENCRYPTION_KEY_FILE", ENCRYPTION_KEY_FILE));
+    }
     vars
 }
 
@@ -348,6 +370,12 @@ fn common_mounts(plan: &PodPlan) -> Vec<VolumeMount> {
         mounts.push(VolumeMount {
             read_only: Some(true),
             ..mount(&plan.names.credentials_volume, CREDENTIALS_DIR)
+        });
+    }
+    if plan.encryption_key.is_some() {
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(&plan.names.encryption_key_volume, ENCRYPTION_KEY_DIR)
         });
     }
     mounts
@@ -432,8 +460,9 @@ pub fn workdir_empty_dir(name: &str) -> Volume {
     empty_dir(name)
 }
 
-/// The volumes every injection adds: state, `HOME`, `/tmp`, and the
-/// credentials Secret (mode 0440) when one is named.
+/// The volumes every injection adds: state, `HOME`, `/tmp`, the
+/// credentials Secret (mode 0440) when one is named, and the encryption
+/// key's Secret key (that key only, as `key`, mode 0440) when one is named.
 pub fn support_volumes(plan: &PodPlan) -> Vec<Volume> {
     let mut volumes = vec![
         empty_dir(&plan.names.state_volume),
@@ -447,6 +476,22 @@ pub fn support_volumes(plan: &PodPlan) -> Vec<Volume> {
                 secret_name: Some(secret.clone()),
                 default_mode: Some(CREDENTIALS_MODE),
                 ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let Some(r) = &plan.encryption_key {
+        volumes.push(Volume {
+            name: plan.names.encryption_key_volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(r.secret.clone()),
+                default_mode: Some(CREDENTIALS_MODE),
+                items: Some(vec![KeyToPath {
+                    key: r.key.clone(),
+                    path: "key".to_owned(),
+                    mode: None,
+                }]),
+                optional: Some(false),
             }),
             ..Volume::default()
         });
@@ -476,8 +521,10 @@ mod tests {
                 home_volume: "tether-home".into(),
                 tmp_volume: "tether-tmp".into(),
                 credentials_volume: "tether-credentials".into(),
+                encryption_key_volume: "tether-encryption-key".into(),
             },
             credentials_secret: Some("alice-s3".into()),
+            encryption_key: None,
             ignore_file: Some(".tetherignore".into()),
             resources: ResourceOverrides::default(),
             mode: SidecarMode::Native,
@@ -564,6 +611,59 @@ mod tests {
         let mut p = plan();
         p.mode = SidecarMode::Container;
         assert_eq!(sync_container(&p).restart_policy, None);
+    }
+
+    #[test]
+    fn the_encryption_key_is_one_read_only_file_in_both_containers() {
+        let none = plan();
+        for c in [restore_container(&none), sync_container(&none)] {
+            assert!(
+                !c.env
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|e| e.name == "TETHER_ENCRYPTION_KEY_FILE")
+            );
+        }
+        assert_eq!(support_volumes(&none).len(), 4);
+        let mut p = plan();
+        p.encryption_key = Some(SecretKeyRef {
+            secret: "alice-tether".into(),
+            key: "tether.key".into(),
+        });
+        for c in [restore_container(&p), sync_container(&p)] {
+            let env = c.env.unwrap_or_default();
+            let var = env
+                .iter()
+                .find(|e| e.name == "TETHER_ENCRYPTION_KEY_FILE")
+                .unwrap();
+            assert_eq!(var.value.as_deref(), Some(ENCRYPTION_KEY_FILE));
+            assert!(var.value_from.is_none());
+            let mounts = c.volume_mounts.unwrap_or_default();
+            let m = mounts
+                .iter()
+                .find(|m| m.mount_path == ENCRYPTION_KEY_DIR)
+                .unwrap();
+            assert_eq!(m.name, "tether-encryption-key");
+            assert_eq!(m.read_only, Some(true));
+        }
+        let volumes = support_volumes(&p);
+        let secret = volumes
+            .iter()
+            .find(|v| v.name == "tether-encryption-key")
+            .and_then(|v| v.secret.clone())
+            .unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("alice-tether"));
+        assert_eq!(secret.default_mode, Some(0o440));
+        let items = secret.items.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("tether.key", "key")
+        );
+        assert_eq!(
+            format!("{ENCRYPTION_KEY_DIR}/{}", items[0].path),
+            ENCRYPTION_KEY_FILE
+        );
     }
 
     #[test]

@@ -363,6 +363,7 @@ fn resolve(
         home_volume: unique_name("tether-home", &mut taken_volumes),
         tmp_volume: unique_name("tether-tmp", &mut taken_volumes),
         credentials_volume: unique_name("tether-credentials", &mut taken_volumes),
+        encryption_key_volume: unique_name("tether-encryption-key", &mut taken_volumes),
     };
 
     // The sidecar's port must not collide with a declared port.
@@ -411,7 +412,17 @@ fn resolve(
     // Credential files are 0440: root:<fsGroup> with an fsGroup, else
     // root:root. Without an fsGroup only group 0 can read them, so a pod
     // that forces another group (and does not add 0) locks tether out.
-    if request.credentials_secret.is_some() {
+    let secret_files = [
+        (
+            annotations::CREDENTIALS_SECRET,
+            request.credentials_secret.is_some(),
+        ),
+        (
+            annotations::ENCRYPTION_KEY_SECRET,
+            request.encryption_key.is_some(),
+        ),
+    ];
+    for (annotation, _) in secret_files.iter().filter(|(_, set)| *set) {
         let sc = spec.security_context.as_ref();
         let fs_group = sc.and_then(|sc| sc.fs_group);
         let run_as_group = sc.and_then(|sc| sc.run_as_group);
@@ -423,8 +434,7 @@ fn resolve(
             && !group_zero
         {
             warnings.push(format!(
-                "{}: credential files are mode 0440 owned by root:root without spec.securityContext.fsGroup, and the pod runs as group {group}: set fsGroup (or supplementalGroups: [0]) so tether can read them",
-                annotations::CREDENTIALS_SECRET
+                "{annotation}: credential files are mode 0440 owned by root:root without spec.securityContext.fsGroup, and the pod runs as group {group}: set fsGroup (or supplementalGroups: [0]) so tether can read them"
             ));
         }
     }
@@ -466,6 +476,7 @@ fn resolve(
         workdir,
         names,
         credentials_secret: request.credentials_secret.clone(),
+        encryption_key: request.encryption_key.clone(),
         ignore_file: request.ignore_file.clone(),
         resources,
         mode,

@@ -145,6 +145,7 @@ use sync_core::{
 
 pub use config::{BackendOptions, Compression, ConfigError, EncryptionKey, Layout};
 pub use snapshots::REUSE_WINDOW;
+pub use v2::keys::{KeyInfo, KeyKdf};
 
 use crate::store::Remote;
 
@@ -162,6 +163,8 @@ pub struct ObjectStoreBackend {
     inner: LayoutImpl,
     /// The URL's `single_writer`, for creating the marker.
     single_writer: bool,
+    /// An encryption key was given ([`BackendOptions::encryption_key`]).
+    key_given: bool,
     /// The repository marker once it has been seen (`marker` module); until
     /// then every operation checks the prefix first.
     opened: tokio::sync::Mutex<Option<marker::Opened>>,
@@ -205,6 +208,7 @@ impl ObjectStoreBackend {
             options.compression = c;
         }
         options.validate()?;
+        refuse_key_for_mirror(&options)?;
         let mut remote = store::build(&parsed, &options)?;
         remote.describe = format!("{} ({} layout)", remote.describe, options.layout);
         Ok(Self::assemble(remote, options))
@@ -220,6 +224,7 @@ impl ObjectStoreBackend {
         options: BackendOptions,
     ) -> Result<Self, ConfigError> {
         options.validate()?;
+        refuse_key_for_mirror(&options)?;
         let prefix =
             Path::parse(prefix.trim_matches('/')).map_err(|e| ConfigError::InvalidValue {
                 name: "prefix".into(),
@@ -241,6 +246,7 @@ impl ObjectStoreBackend {
         let remote = remote.with_request_budget(options.concurrency);
         let layout = options.layout;
         let single_writer = options.single_writer;
+        let key_given = options.encryption_key.is_some();
         let inner = match layout {
             Layout::Mirror => LayoutImpl::Mirror(mirror::Mirror::new(remote.clone(), options)),
             Layout::Snapshots => {
@@ -252,6 +258,7 @@ impl ObjectStoreBackend {
             layout,
             inner,
             single_writer,
+            key_given,
             opened: tokio::sync::Mutex::new(None),
         }
     }
@@ -323,6 +330,89 @@ impl ObjectStoreBackend {
     /// The prefix everything lives under.
     pub fn prefix(&self) -> &Path {
         &self.remote.prefix
+    }
+}
+
+/// A key for the mirror layout would be silently unused: refused.
+fn refuse_key_for_mirror(options: &BackendOptions) -> Result<(), ConfigError> {
+    if options.layout == Layout::Mirror && options.encryption_key.is_some() {
+        return Err(ConfigError::InvalidValue {
+            name: "encryption key".into(),
+            reason: "the mirror layout stores files as plain objects (browsable with any S3 tool) and is never encrypted: use the snapshots layout for an encrypted repository".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Key management of encrypted snapshots repositories (FORMAT.md
+/// "Encryption keys"; `tether key …`). Every slot wraps the same master
+/// secret, so adding or removing one re-encrypts nothing: a removed key
+/// that was used to read the master secret can still read the repository.
+impl ObjectStoreBackend {
+    /// The contents of a new key file for [`EncryptionKey`]:
+    /// `tether-key-1:` and 43 base64url characters (256 bits from the
+    /// operating system's RNG), then a newline. The text is the secret:
+    /// write it to the key file (mode 0600) and nowhere else; it is zeroed
+    /// when dropped.
+    pub fn generate_key() -> Result<zeroize::Zeroizing<String>, BackendError> {
+        v2::keys::generate()
+    }
+
+    fn snapshots_for_keys(&self) -> Result<&snapshots::Snapshots, BackendError> {
+        match &self.inner {
+            LayoutImpl::Snapshots(s) => Ok(s),
+            LayoutImpl::Mirror(_) => Err(BackendError::Unsupported {
+                backend: self.remote.describe.clone(),
+                what: "encryption keys (the mirror layout is never encrypted)",
+            }),
+        }
+    }
+
+    /// The repository opened with this backend's key; a fresh prefix is an
+    /// error (there is nothing to manage yet).
+    async fn keyed_repo(&self) -> Result<Arc<v2::repo::Repo>, BackendError> {
+        self.snapshots_for_keys()?
+            .repo(false)
+            .await?
+            .ok_or_else(|| v2::keys::no_repository(&self.remote))
+    }
+
+    /// The key slots of the encrypted repository, oldest first: id, label,
+    /// host, creation time and KDF, never a secret. With a key
+    /// ([`BackendOptions::encryption_key`]) the repository is opened first
+    /// (a wrong key is refused) and the slot that key opened is marked
+    /// ([`KeyInfo::opened`]); without one the slots are listed as the store
+    /// holds them (they are plaintext objects). A plaintext repository or
+    /// an empty prefix is a [`BackendError::Config`] error.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, BackendError> {
+        self.snapshots_for_keys()?;
+        if !self.key_given {
+            return v2::keys::list_unopened(&self.remote).await;
+        }
+        let repo = self.keyed_repo().await?;
+        if repo.master.is_none() {
+            return Err(v2::keys::not_encrypted(&self.remote));
+        }
+        v2::keys::list(&repo.remote, repo.slot_id.as_deref()).await
+    }
+
+    /// Adds a key slot that lets `new` open the repository; returns its id.
+    /// Needs this backend's key to open the repository first (the new slot
+    /// wraps the master secret that key unwraps). The slot is written with
+    /// create-if-absent and read back before its id is returned. Refused
+    /// ([`BackendError::Config`]): no key or a wrong one, a plaintext
+    /// repository, a `new` key that already opens it, 32 slots already, a
+    /// label over 200 bytes or with control characters.
+    pub async fn add_key(&self, new: &EncryptionKey, label: &str) -> Result<String, BackendError> {
+        v2::keys::add(self.keyed_repo().await?, new, label).await
+    }
+
+    /// Removes key slot `id` (as [`list_keys`](Self::list_keys) shows it).
+    /// Needs this backend's key. Refused ([`BackendError::Config`]): an id
+    /// that is not a slot's, the only slot, and — unless `force` — the slot
+    /// this backend's key opened. Nothing is re-encrypted.
+    pub async fn remove_key(&self, id: &str, force: bool) -> Result<(), BackendError> {
+        v2::keys::remove(&*self.keyed_repo().await?, id, force).await
     }
 }
 

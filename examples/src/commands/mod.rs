@@ -16,6 +16,7 @@ pub mod certs;
 pub mod diff;
 pub mod follow;
 pub mod history;
+pub mod key;
 pub mod kube;
 pub mod ls;
 pub mod restore;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Manifests(cmd) => kube::manifests(cmd),
         Command::Follow(args) => follow::run(args).await,
         Command::Convert(args) => app::convert(args).await,
+        Command::Key(cmd) => key::run(cmd).await,
     }
 }
 

@@ -9,7 +9,9 @@
 //! * [`pages`] — one directory's sorted entries → leaves and branch levels;
 //! * [`crypto`] — encryption: master secret and subkeys, sealing stored
 //!   units (XChaCha20-Poly1305 with their `ad`), key files and key slots,
-//!   the marker's mac.
+//!   the marker's mac;
+//! * [`keys`] — key management (`tether key list|add|remove|generate`):
+//!   key slots listed, added and removed on an open repository.
 //!
 //! Data flow for one directory on push: entries → [`pages::build_dir`]
 //! (canonical node bytes and ids, bottom-up) → [`frame::encode_record`] →
@@ -18,13 +20,13 @@
 //! [`frame::decode`] with the node limit → [`node::decode_verified`] against
 //! the id the parent named.
 
-// Key management (`tether key add|remove|list|generate`) and the lease and
-// prune-list units of prune (issue 13) are built and tested here but not yet
-// called by the backend.
+// The lease and prune-list units of prune (issue 13) are built and tested
+// here but not yet called by the backend.
 #[allow(dead_code)]
 pub(crate) mod crypto;
 pub(crate) mod format;
 pub(crate) mod frame;
+pub(crate) mod keys;
 pub(crate) mod node;
 pub(crate) mod pages;
 pub(crate) mod push;

@@ -51,6 +51,9 @@ pub(crate) struct Repo {
     pub(crate) compression: Compression,
     /// The key slot that opened it (encrypted only).
     pub(crate) slot_id: Option<String>,
+    /// The master secret (encrypted only; zeroed on drop): what
+    /// `keys::add` wraps into a new key slot.
+    pub(crate) master: Option<crypto::MasterSecret>,
     /// Most entries one walk of a snapshot reads (FORMAT.md: 10,000,000).
     pub(crate) max_total_entries: u64,
     /// Bytes a walk may hold for directories still to visit (64 MiB).
@@ -96,6 +99,7 @@ pub(crate) async fn open(
         limits,
         compression,
         slot_id: None,
+        master: None,
         max_total_entries: MAX_TOTAL_ENTRIES,
         max_tree_memory: MAX_TREE_MEMORY,
     };
@@ -124,6 +128,7 @@ pub(crate) async fn open(
             })?;
             repo.keys = Some(keys);
             repo.slot_id = Some(opened.slot_id);
+            repo.master = Some(opened.master);
             Ok(repo)
         }
     }
@@ -157,14 +162,14 @@ pub(crate) async fn read_slots(remote: &Remote) -> Result<Vec<KeySlot>, BackendE
     Ok(slots)
 }
 
-fn host() -> String {
+pub(crate) fn host() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty() && h.len() <= 255)
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
