@@ -56,11 +56,11 @@ impl Snapshots {
         }
     }
 
-    fn user_key(&self) -> Result<Option<UserKey>, BackendError> {
+    fn user_key(&self) -> Result<Option<Arc<UserKey>>, BackendError> {
         match &self.options.encryption_key {
             None => Ok(None),
             Some(k) => UserKey::from_key_file_bytes(k.expose())
-                .map(Some)
+                .map(|k| Some(Arc::new(k)))
                 .map_err(|e| BackendError::Config(format!("the encryption key: {e}"))),
         }
     }

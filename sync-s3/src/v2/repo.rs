@@ -16,6 +16,8 @@
 //! record names, blob hashes) — so the rest of v2 never sees unchecked
 //! bytes.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::PutMode;
@@ -87,7 +89,7 @@ fn key_error(remote: &Remote, e: crypto::KeyError) -> BackendError {
 pub(crate) async fn open(
     remote: &Remote,
     info: &Info,
-    key: Option<&UserKey>,
+    key: Option<&Arc<UserKey>>,
     limits: Limits,
     compression: Compression,
 ) -> Result<Repo, BackendError> {
@@ -115,8 +117,14 @@ pub(crate) async fn open(
         ))),
         (Some(_), Some(user_key)) => {
             let slots = read_slots(remote).await?;
-            let opened = crypto::open_master(&slots, &info.id, user_key)
-                .map_err(|e| key_error(remote, e))?;
+            // Argon2id (passphrase slots) is seconds of CPU and 64 MiB:
+            // never on an async worker thread.
+            let (user_key, id) = (Arc::clone(user_key), info.id);
+            let opened =
+                tokio::task::spawn_blocking(move || crypto::open_master(&slots, &id, &user_key))
+                    .await
+                    .map_err(|e| BackendError::transient("open", remote.describe.clone(), e))?
+                    .map_err(|e| key_error(remote, e))?;
             let keys = opened.master.subkeys(&info.id);
             crypto::verify_marker_mac(&keys.config_mac, &info.bytes).map_err(|e| {
                 invalid(
@@ -182,7 +190,7 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) async fn create(
     remote: &Remote,
     single_writer: bool,
-    key: Option<&UserKey>,
+    key: Option<&Arc<UserKey>>,
 ) -> Result<Info, BackendError> {
     let id: [u8; 16] = rand::random();
     let mut slot_key = None;
@@ -196,8 +204,14 @@ pub(crate) async fn create(
                 host: host(),
                 label: "created with the repository".into(),
             };
-            let slot =
-                KeySlot::create(&master, &id, user_key, info).map_err(|e| key_error(remote, e))?;
+            let uk = Arc::clone(user_key);
+            let (master, slot) = tokio::task::spawn_blocking(move || {
+                let slot = KeySlot::create(&master, &id, &uk, info);
+                (master, slot)
+            })
+            .await
+            .map_err(|e| BackendError::transient("create", remote.describe.clone(), e))?;
+            let slot = slot.map_err(|e| key_error(remote, e))?;
             let k = remote.key(&format!("{}/{}", format::KEYS, slot.id()))?;
             let json = slot.to_json().map_err(|e| key_error(remote, e))?;
             remote
