@@ -332,6 +332,12 @@ pub struct RestoreArgs {
     /// in DIR is touched, and the index is left as it is.
     #[arg(long = "path", value_name = "PATH", value_parser = parse_rel_path)]
     pub paths: Vec<sync_core::RelPath>,
+    /// With --path: write each as `name (tether YYYY-MM-DD HH:MM).ext`
+    /// beside the original (the checkpoint's time, UTC) instead of
+    /// replacing it; never overwrites anything. Works while `tether sync`
+    /// runs on DIR.
+    #[arg(long, requires = "paths")]
+    pub as_copy: bool,
     /// Remote options.
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -400,6 +406,10 @@ pub struct DiffArgs {
     /// Also report execution counts and cell metadata of notebooks.
     #[arg(long)]
     pub notebook_metadata: bool,
+    /// Compare one checkpoint (OLD, default the newest) with this local
+    /// directory as `tether sync` reads it (ignore rules applied).
+    #[arg(long, value_name = "DIR")]
+    pub local: Option<PathBuf>,
     /// Remote options.
     #[command(flatten)]
     pub remote: RemoteArgs,
