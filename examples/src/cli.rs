@@ -249,6 +249,13 @@ pub struct SyncArgs {
     /// set), e.g. `0.0.0.0:9477`.
     #[arg(long, env = "TETHER_HTTP_BIND", value_name = "ADDR")]
     pub http_bind: Option<SocketAddr>,
+    /// Serve the history page (timeline, files, diffs, "restore a copy")
+    /// on this address, e.g. `127.0.0.1:9478` (a bare port means
+    /// 127.0.0.1); off unless set. Keep it on loopback: in a pod,
+    /// jupyter-server-proxy reaches it behind JupyterHub's login. Never
+    /// the --http-bind port.
+    #[arg(long, env = "TETHER_UI_BIND", value_name = "ADDR", value_parser = parse_ui_bind)]
+    pub ui_bind: Option<SocketAddr>,
     /// /readyz fails once a change has waited this long without any push
     /// succeeding (a failing or hanging remote, a full state directory).
     #[arg(long, env = "TETHER_UNREADY_AFTER", value_parser = parse_duration, default_value = "2m")]
@@ -757,6 +764,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(t)
         .map_err(|e| format!("{e} (expected a duration like 25s, 2m, 500ms)"))
+}
+
+/// `--ui-bind`: an address, or a bare port on 127.0.0.1.
+fn parse_ui_bind(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(port) = t.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    t.parse()
+        .map_err(|e| format!("{e} (expected an address like 127.0.0.1:9478, or a port)"))
 }
 
 /// `--max-delete`: see [`sync_core::DeleteGuard`]'s `FromStr`.

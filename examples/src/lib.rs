@@ -7,6 +7,7 @@
 //!                              └► health::Monitor (status every 250 ms) ─► /healthz /readyz /metrics
 //! tether restore DIR --from URL  sync_core::StateDir::open ─► sync_core::restore_and_seed (restore, seed the index)
 //! tether history --from URL      Backend::history
+//! tether sync … --ui-bind ADDR   ui (the history page): Backend::{history, list, restore}, diff::report, restore_copies
 //! tether certs create|patch|show webhook_certs::{ensure_certs, patch_ca_bundle_by_name, describe}
 //! tether webhook                 webhook_certs::CertRotation + kube_deploy::webhook::serve
 //! tether manifests inject|webhook kube_deploy::{inject_yaml, webhook_bundle}
@@ -59,5 +60,6 @@ pub mod logging;
 pub mod paths;
 pub mod progress;
 pub mod remote;
+pub mod ui;
 
 pub use error::CliError;

@@ -9,7 +9,15 @@
 //! names exactly (as a line diff when it is not a notebook); both versions
 //! are fetched verified, as `tether cat` does. Default: the newest
 //! checkpoint against the one before it; with one id, that checkpoint
-//! against the newest.
+//! against the newest. `--local DIR` compares one checkpoint (default the
+//! newest) with the directory as `tether sync` reads it: local files are
+//! matched by BLAKE3 where the remote's content ids are BLAKE3 (snapshots,
+//! mirror), else by fetching the remote version of each same-size file
+//! (git blob ids).
+//!
+//! [`report`] is the one implementation: the command prints
+//! [`Report::text`], the history page ([`crate::ui`]) renders the same
+//! [`Report`] as HTML.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -224,12 +232,12 @@ pub async fn report(
         ),
     };
     let mut old_entries = old.entries;
-    if let Newer::Local(_) = new {
-        if !backend.capabilities().empty_dirs {
-            // Folders exist only through their files there.
-            old_entries.retain(|e| e.kind != PlanKind::Dir);
-            new_entries.retain(|e| e.kind != PlanKind::Dir);
-        }
+    if let Newer::Local(_) = new
+        && !backend.capabilities().empty_dirs
+    {
+        // Folders exist only through their files there.
+        old_entries.retain(|e| e.kind != PlanKind::Dir);
+        new_entries.retain(|e| e.kind != PlanKind::Dir);
     }
     let changes = compare(&old_entries, &new_entries, only);
     let mut files = Vec::with_capacity(changes.len());
