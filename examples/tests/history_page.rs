@@ -289,6 +289,7 @@ fn the_history_page_shows_browses_diffs_downloads_and_restores_a_copy() {
             "not a path inside",
         ),
         ("/raw?path=%2Fetc%2Fpasswd", 400, "not a path inside"),
+        ("/tree?at=..%2F..%2Fx", 400, "not a checkpoint id"),
         ("/nosuch", 404, "no page /nosuch"),
     ] {
         let (s, body) = get(port, path);

@@ -336,6 +336,32 @@ fn rel_path(raw: Option<&str>) -> Result<Option<RelPath>, PageError> {
     }
 }
 
+/// A checkpoint id from a request: letters, digits, `-`, `_`, `.`, at
+/// most 128 (snapshot ids, commit ids); anything else is refused before
+/// a backend sees it. Empty is "none given".
+fn id_param(raw: Option<&str>) -> Result<Option<String>, PageError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(id)
+            if id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            Ok(Some(id.to_owned()))
+        }
+        Some(id) => Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "Refused",
+            format!(
+                "{:?} is not a checkpoint id",
+                id.chars().take(80).collect::<String>()
+            ),
+            "Checkpoint ids are letters, digits and dashes, as the timeline shows them.",
+        )),
+    }
+}
+
 /// Breadcrumbs of the folders above and at `path`.
 #[derive(Serialize)]
 struct Crumb {
@@ -437,14 +463,6 @@ struct TreeRow {
     mtime: String,
 }
 
-/// The time of checkpoint `id`, from the newest 1,000.
-async fn time_of(app: &App, id: &str) -> String {
-    match app.history(1000).await {
-        Ok(h) => when(h.iter().find(|e| e.id == id).and_then(|e| e.time)),
-        Err(_) => "-".into(),
-    }
-}
-
 async fn tree(State(app): State<Arc<App>>, Query(q): Query<AtPath>) -> Response {
     match tree_page(&app, q).await {
         Ok(r) => r,
@@ -454,7 +472,8 @@ async fn tree(State(app): State<Arc<App>>, Query(q): Query<AtPath>) -> Response 
 
 async fn tree_page(app: &App, q: AtPath) -> Result<Response, PageError> {
     let path = rel_path(q.path.as_deref())?;
-    let listing = app.listing(q.at.as_deref()).await?;
+    let at = id_param(q.at.as_deref())?;
+    let listing = app.listing(at.as_deref()).await?;
     let Some(at) = listing.id.clone() else {
         return Err(PageError::not_found(format!(
             "{} is empty: nothing has been pushed yet",
@@ -489,7 +508,7 @@ async fn tree_page(app: &App, q: AtPath) -> Result<Response, PageError> {
             },
         })
         .collect();
-    let time = time_of(app, &at).await;
+    let time = when(history_time(app, &at).await);
     Ok(app.render(
         "tree.html",
         context! {
@@ -522,6 +541,7 @@ async fn file_page(
             "",
         ));
     };
+    let at = id_param(at.as_deref())?;
     let listing = app.listing(at.as_deref()).await?;
     let Some(at) = listing.id.clone() else {
         return Err(PageError::not_found(format!("{} is empty", app.remote)));
@@ -541,12 +561,10 @@ async fn file_page(
         ))
         .await;
     }
-    let time = time_of(app, &at).await;
-    let copy_example = sync_core::restore::copy_name(
-        path.file_name(),
-        history_time(app, &at).await.unwrap_or_else(SystemTime::now),
-        1,
-    );
+    let saved = history_time(app, &at).await;
+    let time = when(saved);
+    let copy_example =
+        sync_core::restore::copy_name(path.file_name(), saved.unwrap_or_else(SystemTime::now), 1);
     Ok(app.render(
         "file.html",
         context! {
@@ -563,6 +581,7 @@ async fn file_page(
     ))
 }
 
+/// The time of checkpoint `id`, from the newest 1,000.
 async fn history_time(app: &App, id: &str) -> Option<SystemTime> {
     app.history(1000)
         .await
@@ -586,13 +605,14 @@ async fn raw_file(app: &App, q: AtPath) -> Result<Response, PageError> {
     let Some(path) = rel_path(q.path.as_deref())? else {
         return Err(PageError::bad_path("", "empty"));
     };
+    let at = id_param(q.at.as_deref())?;
     let limit = app.config.timeout.saturating_mul(10);
     let file = app
         .within(limit, async {
             let tmp = crate::commands::cat::private_temp_dir().map_err(PageError::command)?;
             let full = crate::commands::cat::fetch_file(
                 app.backend.as_ref(),
-                q.at.as_deref(),
+                at.as_deref(),
                 &path,
                 tmp.path(),
             )
@@ -667,13 +687,7 @@ async fn diff_view(State(app): State<Arc<App>>, Query(q): Query<DiffQuery>) -> R
 
 async fn diff_page(app: &App, q: DiffQuery) -> Result<Response, PageError> {
     let path = rel_path(q.path.as_deref())?;
-    let blank = |s: &Option<String>| {
-        s.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let (old, new) = (blank(&q.old), blank(&q.new));
+    let (old, new) = (id_param(q.old.as_deref())?, id_param(q.new.as_deref())?);
     let (old, new) = match (old, new) {
         (Some(o), Some(n)) => (o, n),
         (old, new) => {
@@ -833,13 +847,18 @@ async fn restore_copy(
             "Reload the file's page and try again.",
         ));
     }
+    let at = match id_param(Some(&form.at)) {
+        Ok(Some(at)) => at,
+        Ok(None) => return app.error_page(PageError::not_found("no checkpoint named")),
+        Err(e) => return app.error_page(e),
+    };
     let path = match rel_path(Some(&form.path)) {
         Ok(Some(p)) => p,
         Ok(None) => return app.error_page(PageError::bad_path(&form.path, "empty")),
         Err(e) => return app.error_page(e),
     };
     let options = RestoreOptions {
-        at: Some(form.at.clone()),
+        at: Some(at.clone()),
         paths: vec![path],
         ..Default::default()
     };
@@ -854,7 +873,7 @@ async fn restore_copy(
     match result {
         Ok(report) => {
             for c in &report.copies {
-                tracing::info!(original = %c.original, copy = %c.copy, at = %form.at, "restored a copy from the history page");
+                tracing::info!(original = %c.original, copy = %c.copy, at = %at, "restored a copy from the history page");
             }
             let copies: Vec<_> = report
                 .copies
@@ -863,7 +882,7 @@ async fn restore_copy(
                     |c| context! { original => c.original.to_string(), copy => c.copy.to_string() },
                 )
                 .collect();
-            app.render("restored.html", context! { at => form.at.clone(), copies })
+            app.render("restored.html", context! { at, copies })
         }
         Err(e) => app.error_page(e),
     }
@@ -1004,6 +1023,15 @@ mod tests {
         }
         assert_eq!(rel_path(Some("")).unwrap(), None);
         assert_eq!(rel_path(Some("a/b/")).unwrap().unwrap().as_str(), "a/b");
+        for bad in ["../x", "a/b", "x y", "a\0b", &"1".repeat(129)] {
+            let e = id_param(Some(bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert_eq!(
+            id_param(Some("1796103357986-615561dd")).unwrap().as_deref(),
+            Some("1796103357986-615561dd")
+        );
+        assert_eq!(id_param(Some(" ")).unwrap(), None);
     }
 
     /// A backend whose remote never answers.
