@@ -1549,4 +1549,29 @@ mod tests {
         RestoreWriter::open(&only, ExistingPolicy::Fail).unwrap();
         assert_eq!(fs::read_dir(&only).unwrap().count(), 0);
     }
+
+    #[test]
+    fn copy_names_keep_the_extension_and_count_up() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_103_600); // 2026-12-01 05:40 UTC
+        assert_eq!(
+            copy_name("analysis.ipynb", t, 1),
+            "analysis (tether 2026-12-01 05:40).ipynb"
+        );
+        assert_eq!(
+            copy_name("a.tar.gz", t, 2),
+            "a.tar (tether 2026-12-01 05:40, 2).gz"
+        );
+        assert_eq!(
+            copy_name(".bashrc", t, 1),
+            ".bashrc (tether 2026-12-01 05:40)"
+        );
+        assert_eq!(copy_name("data", t, 1), "data (tether 2026-12-01 05:40)");
+        // Any time a remote reports gives a name, never a panic.
+        assert_eq!(
+            copy_name("x", UNIX_EPOCH + Duration::from_secs(u64::MAX / 4), 1),
+            format!("x (tether @{})", u64::MAX / 4)
+        );
+        assert!(copy_name("x", UNIX_EPOCH - Duration::from_secs(5), 1).contains("1969-12-31"));
+    }
 }
