@@ -123,9 +123,10 @@ prefix="$(cat "$work/backed-up" 2>/dev/null || true)"
 if [ -z "$prefix" ]; then
   prefix="restore-one-$(date +%s)"
   echo "backing up with tether (snapshots layout) and restic" >&2
-  /usr/bin/time -f "tether push: %e s" "$tether" sync "$src" \
+  /usr/bin/time -o "$work/push.time" -f "tether push: %e s" "$tether" sync "$src" \
     --to "s3://$bucket/$prefix/tether?layout=snapshots&endpoint=$ep&allow_http=true" \
     --once --state-dir "$work/push-state" >/dev/null 2>"$work/push.log"
+  cat "$work/push.time"
   rm -rf "$work/push-state"
   restic -q -r "s3:$ep/$bucket/$prefix/restic" init >/dev/null
   /usr/bin/time -f "restic backup: %e s" restic -q -r "s3:$ep/$bucket/$prefix/restic" \

@@ -46,7 +46,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -71,6 +71,8 @@ const LISTING_CACHE: usize = 64;
 /// How long the timeline spends counting changed files before it shows
 /// what it has.
 const COUNT_BUDGET: Duration = Duration::from_secs(2);
+/// Listings the timeline reads at once for its counts.
+const COUNT_CONCURRENCY: usize = 8;
 
 /// What the history page needs besides the backend.
 #[derive(Debug, Clone)]
@@ -411,21 +413,37 @@ async fn timeline(State(app): State<Arc<App>>, Query(q): Query<TimelineQuery>) -
         Err(e) => return app.error_page(e),
     };
     let shown: Vec<&HistoryEntry> = entries.iter().skip(start).take(PAGE).collect();
-    let deadline = Instant::now() + COUNT_BUDGET;
+    // Counts of changed files: several listings at once (a remote's
+    // latency, not its bandwidth, is what they cost), for at most
+    // COUNT_BUDGET; each finished count is cached, so what did not finish
+    // in time shows next time.
+    let pairs: Vec<(&str, &str)> = shown
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((entries.get(start + i + 1)?.id.as_str(), e.id.as_str())))
+        .collect();
+    let counting = futures::StreamExt::for_each_concurrent(
+        futures::stream::iter(pairs),
+        COUNT_CONCURRENCY,
+        |(old, new)| {
+            let app = &app;
+            async move {
+                let _ = app.changed(old, new).await;
+            }
+        },
+    );
+    let _ = tokio::time::timeout(COUNT_BUDGET, counting).await;
     let mut rows = Vec::with_capacity(shown.len());
     let mut partial = false;
     for (i, e) in shown.iter().enumerate() {
         let parent = entries.get(start + i + 1);
         let changed = match parent {
             None => Some(e.files as usize),
-            Some(p) if Instant::now() < deadline => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, app.changed(&p.id, &e.id)).await {
-                    Ok(Ok(n)) => Some(n),
-                    _ => None,
-                }
-            }
-            Some(_) => None,
+            Some(p) => app
+                .counts
+                .lock()
+                .get(&(p.id.clone(), e.id.clone()))
+                .copied(),
         };
         partial |= changed.is_none();
         rows.push(Row {
