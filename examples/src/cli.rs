@@ -260,6 +260,13 @@ pub struct SyncArgs {
     /// set), e.g. `0.0.0.0:9477`.
     #[arg(long, env = "TETHER_HTTP_BIND", value_name = "ADDR")]
     pub http_bind: Option<SocketAddr>,
+    /// Serve the history page (timeline, files, diffs, "restore a copy")
+    /// on this address, e.g. `127.0.0.1:9478` (a bare port means
+    /// 127.0.0.1); off unless set. Keep it on loopback: in a pod,
+    /// jupyter-server-proxy reaches it behind JupyterHub's login. Never
+    /// the --http-bind port.
+    #[arg(long, env = "TETHER_UI_BIND", value_name = "ADDR", value_parser = parse_ui_bind)]
+    pub ui_bind: Option<SocketAddr>,
     /// /readyz fails once a change has waited this long without any push
     /// succeeding (a failing or hanging remote, a full state directory).
     #[arg(long, env = "TETHER_UNREADY_AFTER", value_parser = parse_duration, default_value = "2m")]
@@ -343,6 +350,12 @@ pub struct RestoreArgs {
     /// in DIR is touched, and the index is left as it is.
     #[arg(long = "path", value_name = "PATH", value_parser = parse_rel_path)]
     pub paths: Vec<sync_core::RelPath>,
+    /// With --path: write each as `name (tether YYYY-MM-DD HH:MM).ext`
+    /// beside the original (the checkpoint's time, UTC) instead of
+    /// replacing it; never overwrites anything. Works while `tether sync`
+    /// runs on DIR.
+    #[arg(long, requires = "paths")]
+    pub as_copy: bool,
     /// Remote options.
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -411,6 +424,10 @@ pub struct DiffArgs {
     /// Also report execution counts and cell metadata of notebooks.
     #[arg(long)]
     pub notebook_metadata: bool,
+    /// Compare one checkpoint (OLD, default the newest) with this local
+    /// directory as `tether sync` reads it (ignore rules applied).
+    #[arg(long, value_name = "DIR")]
+    pub local: Option<PathBuf>,
     /// Remote options.
     #[command(flatten)]
     pub remote: RemoteArgs,
@@ -758,6 +775,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(t)
         .map_err(|e| format!("{e} (expected a duration like 25s, 2m, 500ms)"))
+}
+
+/// `--ui-bind`: an address, or a bare port on 127.0.0.1.
+fn parse_ui_bind(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(port) = t.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    t.parse()
+        .map_err(|e| format!("{e} (expected an address like 127.0.0.1:9478, or a port)"))
 }
 
 /// `--max-delete`: see [`sync_core::DeleteGuard`]'s `FromStr`.

@@ -8,6 +8,7 @@
 //! tether restore DIR --from URL  sync_core::StateDir::open ─► sync_core::restore_and_seed (restore, seed the index)
 //! tether history --from URL      Backend::history
 //! tether key generate|list|add|remove  sync_s3::ObjectStoreBackend::{generate_key, list_keys, add_key, remove_key}
+//! tether sync … --ui-bind ADDR   ui (the history page): Backend::{history, list, restore}, diff::report, restore_copies
 //! tether certs create|patch|show webhook_certs::{ensure_certs, patch_ca_bundle_by_name, describe}
 //! tether webhook                 webhook_certs::CertRotation + kube_deploy::webhook::serve
 //! tether manifests inject|webhook kube_deploy::{inject_yaml, webhook_bundle}
@@ -60,5 +61,6 @@ pub mod logging;
 pub mod paths;
 pub mod progress;
 pub mod remote;
+pub mod ui;
 
 pub use error::CliError;

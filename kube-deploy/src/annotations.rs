@@ -72,6 +72,11 @@ pub const INIT_POSITION: &str = "tether.dev/init-position";
 /// `"false"` (default): the guard holds back a checkpoint that would delete
 /// more than half of the remote's files (and more than 100).
 pub const ALLOW_MASS_DELETE: &str = "tether.dev/allow-mass-delete";
+/// `"true"`: the sidecar serves the history page (`tether sync --ui-bind`)
+/// on loopback, port [`crate::inject::DEFAULT_HISTORY_UI_PORT`] (the next
+/// free one if a container declares it), for `jupyter-server-proxy` to
+/// show at `/user/<name>/proxy/<port>/`; `"false"` (default): off.
+pub const HISTORY_UI: &str = "tether.dev/history-ui";
 /// Written by the injector: `injected` once a pod carries tether.
 pub const STATUS: &str = "tether.dev/status";
 /// Written by the injector: JSON listing everything it added or changed
@@ -101,6 +106,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     HTTP_PORT,
     INIT_POSITION,
     ALLOW_MASS_DELETE,
+    HISTORY_UI,
     STATUS,
     CHANGES,
 ];
@@ -236,6 +242,8 @@ pub struct TetherRequest {
     pub init_position: InitPosition,
     /// [`ALLOW_MASS_DELETE`] is `"true"`.
     pub allow_mass_delete: bool,
+    /// [`HISTORY_UI`] is `"true"`.
+    pub history_ui: bool,
     /// Whether the pod carries the opt-in label (the webhook only sees pods
     /// that do).
     pub labelled: bool,
@@ -508,6 +516,17 @@ impl TetherRequest {
             }
         };
 
+        let history_ui = match get(HISTORY_UI) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(AnnotationError::new(
+                    HISTORY_UI,
+                    "must be \"true\" (serve the history page on loopback) or \"false\"",
+                ));
+            }
+        };
+
         Ok(AnnotationVerdict::Requested(Box::new(TetherRequest {
             remote,
             remote_kind,
@@ -523,6 +542,7 @@ impl TetherRequest {
             http_port,
             init_position,
             allow_mass_delete,
+            history_ui,
             labelled,
         })))
     }
@@ -707,6 +727,7 @@ mod tests {
                 ENCRYPTION_KEY_SECRET,
             ),
             (vec![(ALLOW_MASS_DELETE, "yes")], ALLOW_MASS_DELETE),
+            (vec![(HISTORY_UI, "on")], HISTORY_UI),
             (vec![(CPU_LIMIT, "lots")], CPU_LIMIT),
             (vec![(MEMORY_REQUEST, "-1Gi")], MEMORY_REQUEST),
             (vec![(SIDECAR_MODE, "sometimes")], SIDECAR_MODE),

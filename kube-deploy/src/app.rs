@@ -458,6 +458,7 @@ fn plan(config: &AppConfig) -> Result<PodPlan, ManifestError> {
         grace_seconds: 0,
         http_port: FOLLOW_HTTP_PORT,
         allow_mass_delete: false,
+        history_ui_port: None,
     })
 }
 

@@ -153,6 +153,8 @@ pub struct PodPlan {
     pub http_port: u16,
     /// The sidecar pushes mass deletes (`TETHER_ALLOW_MASS_DELETE`).
     pub allow_mass_delete: bool,
+    /// Loopback port of the history page (`TETHER_UI_BIND`); `None`: off.
+    pub history_ui_port: Option<u16>,
 }
 
 /// The container security context shared by both tether containers. It
@@ -333,6 +335,11 @@ fn common_env(plan: &PodPlan) -> Vec<EnvVar> {
     }
     if plan.allow_mass_delete {
         vars.push(env("TETHER_ALLOW_MASS_DELETE", "true"));
+    }
+    if let Some(port) = plan.history_ui_port {
+        // Loopback only: jupyter-server-proxy in the same pod reaches it
+        // behind JupyterHub's login; no containerPort is declared.
+        vars.push(env("TETHER_UI_BIND", &format!("127.0.0.1:{port}")));
     }
     if let Some(secret) = &plan.credentials_secret {
         vars.extend(credential_env(plan.remote_kind, secret));
@@ -531,6 +538,7 @@ mod tests {
             grace_seconds: 20,
             http_port: 9477,
             allow_mass_delete: false,
+            history_ui_port: None,
         }
     }
 
@@ -607,6 +615,13 @@ mod tests {
         let env = sync_container(&p).env.unwrap_or_default();
         let allow = env.iter().find(|e| e.name == "TETHER_ALLOW_MASS_DELETE");
         assert_eq!(allow.and_then(|e| e.value.as_deref()), Some("true"));
+
+        assert!(!env.iter().any(|e| e.name == "TETHER_UI_BIND"));
+        let mut p = plan();
+        p.history_ui_port = Some(9478);
+        let env = sync_container(&p).env.unwrap_or_default();
+        let ui = env.iter().find(|e| e.name == "TETHER_UI_BIND");
+        assert_eq!(ui.and_then(|e| e.value.as_deref()), Some("127.0.0.1:9478"));
 
         let mut p = plan();
         p.mode = SidecarMode::Container;

@@ -55,6 +55,9 @@ pub const DEFAULT_GRACE_SECONDS: u32 = 20;
 /// Default port of the sidecar's HTTP endpoints; the injector moves to the
 /// next free port when a container of the pod already declares it.
 pub const DEFAULT_HTTP_PORT: u16 = 9477;
+/// Loopback port of the history page when [`annotations::HISTORY_UI`] is
+/// `"true"` (the next free one if a container declares it).
+pub const DEFAULT_HISTORY_UI_PORT: u16 = 9478;
 /// Kubernetes' default `terminationGracePeriodSeconds`.
 pub const KUBERNETES_DEFAULT_GRACE_PERIOD: i64 = 30;
 
@@ -391,6 +394,19 @@ fn resolve(
         }
     };
 
+    // The history page: loopback, its own port (not the HTTP endpoints').
+    let history_ui_port = if request.history_ui {
+        let mut port = DEFAULT_HISTORY_UI_PORT;
+        while used_ports.contains(&i32::from(port)) || port == http_port {
+            port = port.checked_add(1).ok_or_else(|| {
+                InjectError::PodSpec("no free port for tether's history page".into())
+            })?;
+        }
+        Some(port)
+    } else {
+        None
+    };
+
     // Containers run with runAsNonRoot; a pod that forces UID 0 would fail
     // to start them, so say so now.
     let pod_uid = spec.security_context.as_ref().and_then(|sc| sc.run_as_user);
@@ -483,6 +499,7 @@ fn resolve(
         grace_seconds: request.grace_seconds.unwrap_or(config.grace_seconds),
         http_port,
         allow_mass_delete: request.allow_mass_delete,
+        history_ui_port,
     };
     Ok(Resolved {
         plan,
@@ -875,6 +892,36 @@ mod tests {
             9478
         );
         assert_eq!(doc["spec"]["initContainers"][1]["args"][5], "45s");
+    }
+
+    #[test]
+    fn history_ui_annotation_serves_the_page_on_loopback_off_the_http_port() {
+        let ui_bind = |doc: &serde_json::Value| {
+            doc["spec"]["initContainers"][1]["env"]
+                .as_array()
+                .and_then(|env| env.iter().find(|e| e["name"] == "TETHER_UI_BIND"))
+                .and_then(|e| e["value"].as_str().map(str::to_owned))
+        };
+        let (doc, _) = patched(json!({
+            "metadata": {"name": "p", "annotations": annotated(json!({}))},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}]}
+        }));
+        assert_eq!(ui_bind(&doc), None);
+        let (doc, _) = patched(json!({
+            "metadata": {"name": "p", "annotations": annotated(json!({"tether.dev/history-ui": "true"}))},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}]}
+        }));
+        assert_eq!(ui_bind(&doc).as_deref(), Some("127.0.0.1:9478"));
+        // 9477 taken: the endpoints move to 9478, the page to 9479.
+        let (doc, _) = patched(json!({
+            "metadata": {"name": "p", "annotations": annotated(json!({"tether.dev/history-ui": "true"}))},
+            "spec": {"containers": [{"name": "app", "image": "busybox", "ports": [{"containerPort": 9477}]}]}
+        }));
+        assert_eq!(
+            doc["spec"]["initContainers"][1]["ports"][0]["containerPort"],
+            9478
+        );
+        assert_eq!(ui_bind(&doc).as_deref(), Some("127.0.0.1:9479"));
     }
 
     #[test]

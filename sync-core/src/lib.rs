@@ -97,7 +97,10 @@ pub use index::Index;
 pub use index::IndexError;
 pub use path::{PathError, RelPath, is_repository_component};
 pub use policy::{DeleteGuard, Policy};
-pub use restore::{ExistingPolicy, RestoreOptions, RestoreProgress, RestoreReport};
+pub use restore::{
+    CopiesReport, ExistingPolicy, RestoreOptions, RestoreProgress, RestoreReport, RestoredCopy,
+    restore_copies,
+};
 pub use rules::{IgnoreConfig, IgnoreRules};
 pub use source::Source;
 pub use state::{Restored, SeedError, StateDir, StateError, restore_and_seed};

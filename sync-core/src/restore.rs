@@ -979,6 +979,239 @@ impl FileWrite<'_> {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Restoring a copy beside the original (`tether restore --as-copy`, the
+// history page's "restore a copy").
+
+/// One path [`restore_copies`] brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredCopy {
+    /// The path as the stored state holds it.
+    pub original: RelPath,
+    /// Where its copy now is, beside it: `name (tether YYYY-MM-DD HH:MM).ext`.
+    pub copy: RelPath,
+}
+
+/// What [`restore_copies`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiesReport {
+    /// The state the copies come from (snapshot or commit id), if known.
+    pub head: Option<String>,
+    /// The time in the copies' names: the checkpoint's, or now when the
+    /// backend does not tell.
+    pub time: std::time::SystemTime,
+    /// One per selected path, in the order selected.
+    pub copies: Vec<RestoredCopy>,
+    /// Content bytes written.
+    pub bytes_written: u64,
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC; a time outside years 0..=9999 as `@<seconds>`.
+fn stamp(t: std::time::SystemTime) -> String {
+    let secs = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    };
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(d) if d.year() >= 0 => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute()
+        ),
+        _ => format!("@{secs}"),
+    }
+}
+
+/// The name of the `n`th (from 1) copy of `name` made from a state of time
+/// `time`: `a (tether 2026-12-01 05:40).ipynb`, then
+/// `a (tether 2026-12-01 05:40, 2).ipynb`. The extension is what follows
+/// the last dot, unless the name starts with its only dot (`.bashrc`).
+pub fn copy_name(name: &str, time: std::time::SystemTime, n: u32) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    };
+    let count = if n > 1 {
+        format!(", {n}")
+    } else {
+        String::new()
+    };
+    format!("{stem} (tether {}{count}){ext}", stamp(time))
+}
+
+/// How many numbered names [`restore_copies`] tries before giving up.
+const MAX_COPY_NAMES: u32 = 1000;
+
+/// Restores the paths `options.paths` select (files, symlinks or folders)
+/// of the newest state (or `options.at`) into `dir`, each under a new name
+/// beside its original ([`copy_name`]); nothing that exists is ever
+/// replaced or changed.
+///
+/// Data flow: the selected paths are restored by the backend (verified as
+/// every restore is) into a private directory inside `dir` whose name the
+/// sync engine ignores ([`TEMP_PREFIX`]…[`TEMP_SUFFIX`]); each is then
+/// given its final name in one step that fails rather than replace
+/// anything (`link(2)` for files and symlinks; for a folder an empty
+/// folder claims the name, then the restored one is renamed over it), so
+/// the copy appears whole or not at all. The private directory is removed
+/// at the end, also on failure. Missing parents of a copy are created; a
+/// parent that is a symlink is refused.
+pub async fn restore_copies(
+    backend: &dyn crate::Backend,
+    dir: &Path,
+    options: &RestoreOptions,
+) -> Result<CopiesReport, crate::BackendError> {
+    if options.paths.is_empty() {
+        return Err(crate::BackendError::Config(
+            "restoring a copy needs the paths to restore".into(),
+        ));
+    }
+    // A selected path below another selected one comes with it.
+    let mut selected: Vec<RelPath> = Vec::new();
+    for p in &options.paths {
+        if !options.paths.iter().any(|q| q != p && p.starts_with(q)) && !selected.contains(p) {
+            selected.push(p.clone());
+        }
+    }
+    let time = match &options.at {
+        None => backend.head().await.ok().flatten().and_then(|h| h.time),
+        Some(at) => backend
+            .history(10_000)
+            .await
+            .ok()
+            .and_then(|h| h.into_iter().find(|e| &e.id == at))
+            .and_then(|e| e.time),
+    }
+    .unwrap_or_else(std::time::SystemTime::now);
+
+    let root = dir.to_path_buf();
+    let staging = tokio::task::spawn_blocking(move || {
+        fs::create_dir_all(&root).map_err(io_err("creating", &root))?;
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
+            .rand_bytes(TEMP_RANDOM)
+            .tempdir_in(&root)
+            .map_err(io_err("creating a staging directory in", &root))
+    })
+    .await
+    .map_err(|e| crate::BackendError::Config(format!("staging task failed: {e}")))??;
+    let report = backend
+        .restore(
+            staging.path(),
+            &RestoreOptions {
+                existing: ExistingPolicy::Fail,
+                paths: selected.clone(),
+                ..options.clone()
+            },
+        )
+        .await?;
+    let root = dir.to_path_buf();
+    let copies = tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
+        let mut copies = Vec::new();
+        for original in selected {
+            let from = original.to_path(staging.path());
+            if fs::symlink_metadata(&from).is_err() {
+                // Skipped by the writer (a `.git` directory).
+                continue;
+            }
+            let copy = place_copy(&root, &original, &from, time)?;
+            copies.push(RestoredCopy { original, copy });
+        }
+        staging
+            .close()
+            .map_err(io_err("removing the staging directory in", &root))?;
+        Ok(copies)
+    })
+    .await
+    .map_err(|e| crate::BackendError::Config(format!("copy task failed: {e}")))??;
+    Ok(CopiesReport {
+        head: report.head,
+        time,
+        copies,
+        bytes_written: report.bytes_written,
+    })
+}
+
+/// Gives the restored `from` its copy name beside `original` under `root`.
+fn place_copy(
+    root: &Path,
+    original: &RelPath,
+    from: &Path,
+    time: std::time::SystemTime,
+) -> Result<RelPath, RestoreError> {
+    // The parent must be plain directories all the way (created if missing).
+    if let Some(parent) = original.parent() {
+        let mut chain: Vec<RelPath> = parent.ancestors().collect();
+        chain.reverse();
+        for a in chain {
+            let full = a.to_path(root);
+            match fs::symlink_metadata(&full) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) => {
+                    return Err(RestoreError::ThroughNonDirectory {
+                        path: original.clone(),
+                        parent: a,
+                        what: if m.file_type().is_symlink() {
+                            "a symlink"
+                        } else {
+                            "a file"
+                        },
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&full).map_err(io_err("creating", &full))?;
+                }
+                Err(e) => return Err(io_err("reading", &full)(e)),
+            }
+        }
+    }
+    let is_dir = fs::symlink_metadata(from)
+        .map_err(io_err("reading", from))?
+        .is_dir();
+    for n in 1..=MAX_COPY_NAMES {
+        let name = copy_name(original.file_name(), time, n);
+        let copy = match original.parent() {
+            Some(p) => p.join(&name),
+            None => RelPath::new(name),
+        }
+        .map_err(|reason| RestoreError::HostilePath {
+            name: original.to_string(),
+            object: "the copy's name".into(),
+            reason,
+        })?;
+        let to = copy.to_path(root);
+        let claimed = if is_dir {
+            fs::create_dir(&to)
+        } else {
+            // link(2) never replaces: the name is taken whole or not at all.
+            fs::hard_link(from, &to)
+        };
+        match claimed {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err("creating", &to)(e)),
+        }
+        if is_dir {
+            // Replaces only the empty folder just created; a folder that
+            // is no longer empty makes the rename fail, not replace it.
+            fs::rename(from, &to).map_err(io_err("renaming into", &to))?;
+        }
+        return Ok(copy);
+    }
+    Err(RestoreError::Io {
+        op: "finding a free name for the copy of",
+        path: original.to_path(root),
+        source: io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{MAX_COPY_NAMES} copies exist"),
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1315,5 +1548,30 @@ mod tests {
         fs::write(only.join(".tether-restore-0000000000000000.tmp"), b"x").unwrap();
         RestoreWriter::open(&only, ExistingPolicy::Fail).unwrap();
         assert_eq!(fs::read_dir(&only).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn copy_names_keep_the_extension_and_count_up() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_103_600); // 2026-12-01 05:40 UTC
+        assert_eq!(
+            copy_name("analysis.ipynb", t, 1),
+            "analysis (tether 2026-12-01 05:40).ipynb"
+        );
+        assert_eq!(
+            copy_name("a.tar.gz", t, 2),
+            "a.tar (tether 2026-12-01 05:40, 2).gz"
+        );
+        assert_eq!(
+            copy_name(".bashrc", t, 1),
+            ".bashrc (tether 2026-12-01 05:40)"
+        );
+        assert_eq!(copy_name("data", t, 1), "data (tether 2026-12-01 05:40)");
+        // Any time a remote reports gives a name, never a panic.
+        assert_eq!(
+            copy_name("x", UNIX_EPOCH + Duration::from_secs(u64::MAX / 4), 1),
+            format!("x (tether @{})", u64::MAX / 4)
+        );
+        assert!(copy_name("x", UNIX_EPOCH - Duration::from_secs(5), 1).contains("1969-12-31"));
     }
 }

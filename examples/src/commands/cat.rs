@@ -34,7 +34,11 @@ pub async fn fetch_file(
     tmp: &Path,
 ) -> Result<PathBuf, CliError> {
     let remote = backend.describe();
-    let dest = tmp.join(format!("state-{}", at.unwrap_or("newest")));
+    // One fresh directory per file: several files of one state may be
+    // fetched into the same `tmp` (a diff of two notebooks).
+    static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dest = tmp.join(format!("fetch-{n}"));
     let options = RestoreOptions {
         at: at.map(str::to_owned),
         existing: ExistingPolicy::Fail,

@@ -32,7 +32,7 @@ pub fn table(entries: &[sync_core::HistoryEntry]) -> String {
 /// `t` as RFC 3339 in UTC. The time comes from the remote, so it may be
 /// anything: humantime panics outside 1970 ..= 9999 (its `Display` fails),
 /// so such a time is shown as seconds relative to the epoch instead.
-fn utc(t: SystemTime) -> String {
+pub fn utc(t: SystemTime) -> String {
     const YEAR_10000: u64 = 253_402_300_800;
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) if d.as_secs() < YEAR_10000 => humantime::format_rfc3339_seconds(t).to_string(),

@@ -92,8 +92,63 @@ pub fn summary(restored: &Restored, remote: &str, dir: &Path) -> String {
     }
 }
 
+/// `tether restore --as-copy`: [`sync_core::restore_copies`] into DIR,
+/// without its state directory (a running `tether sync` holds that), then
+/// one line per copy.
+async fn run_as_copy(args: RestoreArgs) -> Result<ExitCode, CliError> {
+    let dir = crate::paths::prepare_dir(&args.dir)?;
+    let url = match args.from.as_deref().map(str::trim) {
+        Some(u) if !u.is_empty() => u.to_owned(),
+        _ => crate::paths::default_store_url(&crate::paths::BaseDirs::from_env(), &dir)?,
+    };
+    let backend = super::open_remote(&url, &args.remote)?;
+    let remote = backend.describe();
+    let options = RestoreOptions {
+        at: args.at.clone(),
+        paths: args.paths.clone(),
+        ..Default::default()
+    };
+    let report = sync_core::restore_copies(backend.as_ref(), &dir, &options)
+        .await
+        .map_err(|e| match e {
+            BackendError::NotFound { what } if what.starts_with("path ") => CliError::runtime(
+                format!("{remote} has no {what}: `tether ls --from URL` lists what it holds"),
+            ),
+            BackendError::NotFound { what } => CliError::usage(format!(
+                "{remote} has no {what}: `tether history --from URL` lists the ids it keeps"
+            )),
+            e => context(
+                e,
+                format!("restoring copies from {remote} into {}", dir.display()),
+            ),
+        })?;
+    let mut out = String::new();
+    for c in &report.copies {
+        out.push_str(&format!(
+            "restored {} as {}\n",
+            c.original,
+            c.copy.to_path(&dir).display()
+        ));
+    }
+    out.push_str(&format!(
+        "{} ({}) from {remote}{}; nothing was replaced\n",
+        super::files(report.copies.len() as u64),
+        human_bytes(report.bytes_written),
+        report
+            .head
+            .as_deref()
+            .map(|h| format!(" at {h}"))
+            .unwrap_or_default(),
+    ));
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `tether restore`.
 pub async fn run(args: RestoreArgs) -> Result<ExitCode, CliError> {
+    if args.as_copy {
+        return run_as_copy(args).await;
+    }
     let ws = open_workspace(&args.dir, args.from.as_deref(), &args.remote, None)?;
     let options = RestoreOptions {
         at: args.at.clone(),

@@ -108,6 +108,26 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         Some(addr) => Some(crate::health::serve(addr, monitor.clone()).await?),
         None => None,
     };
+    let _ui = match args.ui_bind {
+        Some(addr) => {
+            if args.http_bind.is_some_and(|h| {
+                h.port() == addr.port()
+                    && (h.ip() == addr.ip()
+                        || h.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            }) {
+                return Err(CliError::usage(format!(
+                    "--ui-bind {addr} is the metrics endpoint's address (--http-bind): give the history page a port of its own"
+                )));
+            }
+            let config = crate::ui::UiConfig {
+                dir: ws.dir.clone(),
+                timeout: args.remote.request_timeout,
+            };
+            Some(crate::ui::serve(addr, ws.backend.clone(), config).await?)
+        }
+        None => None,
+    };
     tracing::info!(dir = %ws.dir.display(), remote = %remote, state_dir = %ws.state.path().display(), "tether sync starting");
 
     if args.restore == RestoreWhen::IfEmpty && crate::paths::is_effectively_empty(&ws.dir)? {
