@@ -25,10 +25,12 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use crate::path::RelPath;
 
 /// Patterns ignored unless [`IgnoreConfig::defaults`] is false: Jupyter
-/// checkpoints, vim/emacs swap, backup and lock files, vim's `4913` write
+/// checkpoints and the temporary files of its atomic save (`.~name`, renamed
+/// over `name` once written), vim/emacs swap, backup and lock files, vim's `4913` write
 /// probe, macOS metadata, and tether's own temporary restore files.
 pub const DEFAULT_PATTERNS: &[&str] = &[
     ".ipynb_checkpoints/",
+    ".~*",
     "*.swp",
     "*.swo",
     "*.swx",
@@ -205,7 +207,14 @@ mod tests {
         let r = IgnoreRules::load(Path::new("/w"), &IgnoreConfig::default()).unwrap();
         assert!(r.is_ignored(&p(".ipynb_checkpoints"), true));
         assert!(r.is_ignored(&p("a/.ipynb_checkpoints/x-checkpoint.ipynb"), false));
-        for f in ["a/.x.swp", "b~", ".#lock", "4913", "d/.DS_Store"] {
+        for f in [
+            "a/.x.swp",
+            "b~",
+            ".#lock",
+            "4913",
+            "d/.DS_Store",
+            "nb/.~analysis.ipynb",
+        ] {
             assert!(r.is_ignored(&p(f), false), "{f}");
         }
         assert!(!r.is_ignored(&p("notebook.ipynb"), false));
