@@ -317,8 +317,10 @@ pub(crate) struct Walk<'a> {
     only: Vec<RelPath>,
 }
 
-/// Directories whose trees one prefetch reads at once.
+/// Directories whose top nodes one prefetch reads at once.
 const PREFETCH: usize = 16;
+/// Pages below those top nodes one prefetch reads at most.
+const PREFETCH_PAGES: usize = 64;
 
 /// Bytes charged per pending directory beyond its path.
 const PENDING_COST: u64 = 96;
@@ -350,9 +352,10 @@ impl<'a> Walk<'a> {
     }
 
     /// Reads the next few directories' top nodes at once, into the cache,
-    /// when the next one is not there yet: one round trip for several small
-    /// directories instead of one each (a directory of one page is all
-    /// top node). Only top nodes, so memory stays a few nodes whatever the
+    /// when the next one is not there yet, then the pages of those that
+    /// are one branch level deep: two round trips for many small
+    /// directories instead of two each. Bounded in count (and each node by
+    /// its size limit), so memory stays a few nodes whatever the
     /// directories hold. Errors are left for `next_dir`.
     async fn prefetch(&self) {
         let next: Vec<NodeId> = self
@@ -366,10 +369,29 @@ impl<'a> Walk<'a> {
             return;
         }
         let (repo, cache) = (self.repo, self.cache);
-        futures::future::join_all(next.iter().map(|id| async move {
-            let _ = node(repo, cache, id).await;
-        }))
-        .await;
+        let tops: Vec<Option<Arc<Node>>> = stream::iter(next)
+            .map(|id| async move { node(repo, cache, &id).await.ok() })
+            .buffered(PREFETCH)
+            .collect()
+            .await;
+        // Directories of a few pages: their pages too, at most
+        // PREFETCH_PAGES in all (read NODE_READS at a time).
+        let pages: Vec<NodeId> = tops
+            .iter()
+            .flatten()
+            .filter_map(|n| match &**n {
+                Node::Branch(b) if b.level == 1 => Some(b.children.iter().map(|c| c.id)),
+                _ => None,
+            })
+            .flatten()
+            .take(PREFETCH_PAGES)
+            .collect();
+        drop(tops);
+        stream::iter(pages)
+            .for_each_concurrent(NODE_READS, |id| async move {
+                let _ = node(repo, cache, &id).await;
+            })
+            .await;
     }
 
     /// The next directory: its path (`None` = the root) and its entries

@@ -481,7 +481,9 @@ async fn fetch_chunked(
     w: Wanted,
 ) -> Result<(), BackendError> {
     let chunks = chunks_of(repo, &w).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Bytes, Chunk, String)>(1);
+    // Each chunk travels with its share of the byte budget, given back once
+    // it is written: the budget bounds every chunked file's chunks at once.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, transfer::BudgetShare)>(1);
     let (wr, path, spec) = (Arc::clone(writer), w.path.clone(), w.spec.clone());
     let r2 = Arc::clone(repo);
     let task = tokio::task::spawn_blocking(move || -> Result<bool, BackendError> {
@@ -490,10 +492,10 @@ async fn fetch_chunked(
             .begin_file(&path, &spec)
             .map_err(|e| transfer::restore_err(&object, e))?;
         let mut n = 0usize;
-        while let Some((stored, c, key)) = rx.blocking_recv() {
-            let plain = r2.open_blob(&stored, &c.hash, c.plain_len, &key)?;
+        while let Some((plain, share)) = rx.blocking_recv() {
             file.write_chunk(&plain)
                 .map_err(|e| transfer::restore_err(&object, e))?;
+            drop(share);
             n += 1;
         }
         if n == 0 {
@@ -516,7 +518,9 @@ async fn fetch_chunked(
                     .offset
                     .checked_add(c.loc.stored_len)
                     .ok_or_else(|| invalid(&key, "offset and length overflow"))?;
-                let share = budget.take(c.loc.stored_len).await?;
+                // One share covers the larger of the stored bytes and the
+                // plaintext they open into.
+                let share = budget.take(c.loc.stored_len.max(c.plain_len)).await?;
                 let opts = GetOptions {
                     range: Some(GetRange::Bounded(c.loc.offset..end)),
                     ..GetOptions::default()
@@ -531,13 +535,22 @@ async fn fetch_chunked(
                 if bytes.len() as u64 != c.loc.stored_len {
                     return Err(invalid(&key, "a chunk's range came back short"));
                 }
-                Ok::<_, BackendError>((bytes, c, key.to_string(), share))
+                // Opened (decrypted, unframed, hash checked) on a blocking
+                // thread of its own, while the next chunk downloads and the
+                // previous one is written.
+                let r = Arc::clone(repo);
+                let plain = tokio::task::spawn_blocking(move || {
+                    r.open_blob(&bytes, &c.hash, c.plain_len, &key)
+                })
+                .await
+                .map_err(join_err)??;
+                Ok::<_, BackendError>((plain, share))
             })
             .buffered(2);
         let mut n = 0;
         while let Some(r) = fetched.next().await {
-            let (bytes, c, key, _share) = r?;
-            if tx.send((bytes, c, key)).await.is_err() {
+            let (plain, share) = r?;
+            if tx.send((plain, share)).await.is_err() {
                 break;
             }
             n += 1;
