@@ -13,6 +13,7 @@
 #   TETHER_BIN=/path/to/tether bash ...         # measure that build instead
 #   BENCH_BASELINE=/path/to/old/tether bash ... # also that build's mirror layout,
 #                                               # in the same runs ("before/after")
+#   BENCH_BASELINE_LAYOUTS="mirror snapshots"   # ... and its snapshots layout
 #
 # tether is measured as users run it: the release `tether` binary,
 # `tether sync DIR --to URL --once` (scan, hash, push, index) and
@@ -150,9 +151,11 @@ for run in $(seq 1 "$runs"); do
     measure "tether-$layout small restore" env "$(key_env "$layout")" "$tether" restore "$(fresh_out)" --from "$(turl "$p" $layout)" --state-dir "$(fresh_state)"
   done
   if [ -n "${BENCH_BASELINE:-}" ]; then
-    p=$(tag "baseline-mirror-small")
-    measure "baseline-mirror small push" "$BENCH_BASELINE" sync "$small" --to "$(turl "$p" mirror)" --once --state-dir "$(fresh_state)"
-    measure "baseline-mirror small restore" "$BENCH_BASELINE" restore "$(fresh_out)" --from "$(turl "$p" mirror)" --state-dir "$(fresh_state)"
+    for layout in ${BENCH_BASELINE_LAYOUTS:-mirror}; do
+      p=$(tag "baseline-$layout-small")
+      measure "baseline-$layout small push" "$BENCH_BASELINE" sync "$small" --to "$(turl "$p" "$layout")" --once --state-dir "$(fresh_state)"
+      measure "baseline-$layout small restore" "$BENCH_BASELINE" restore "$(fresh_out)" --from "$(turl "$p" "$layout")" --state-dir "$(fresh_state)"
+    done
   fi
   p=$(tag rclone-small)
   measure "rclone small push" "$rclone" copy --transfers 16 "$small" "s3:$bucket/$p"
@@ -212,7 +215,7 @@ print()
 print("| workload | tool | push (wall / peak RSS) | restore (wall / peak RSS) |")
 print("|---|---|---|---|")
 for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
-    for tool in ("tether-mirror", "baseline-mirror", "tether-snapshots", "tether-snapshots-enc", "rclone", "restic"):
+    for tool in ("tether-mirror", "baseline-mirror", "tether-snapshots", "baseline-snapshots", "tether-snapshots-enc", "rclone", "restic"):
         if f"{tool} {size} push" in rows:
             print(f"| {label} | {tool} | {cell(f'{tool} {size} push')} | {cell(f'{tool} {size} restore')} |")
 print()
@@ -221,7 +224,7 @@ print()
 print("| workload | tether layout | vs | push | restore |")
 print("|---|---|---|---|---|")
 for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
-    for layout, peer in (("mirror", "rclone"), ("snapshots", "restic"), ("snapshots-enc", "restic"), ("mirror", "restic"), ("snapshots", "rclone"), ("baseline-mirror", "rclone")):
+    for layout, peer in (("mirror", "rclone"), ("snapshots", "restic"), ("snapshots-enc", "restic"), ("mirror", "restic"), ("snapshots", "rclone"), ("baseline-mirror", "rclone"), ("baseline-snapshots", "restic")):
         t = f"{layout if layout.startswith('baseline') else 'tether-' + layout} {size}"
         if f"{t} push" not in rows or f"{peer} {size} push" not in rows: continue
         r = [med(f"{peer} {size} {op}")[0] / med(f"{t} {op}")[0] for op in ("push", "restore")]

@@ -115,21 +115,22 @@ pub(crate) async fn history(repo: &Repo, limit: usize) -> Result<Vec<HistoryEntr
     // The newest names (they sort by time), read concurrently; a chain
     // that leaves them is followed one record at a time.
     let dir = repo.remote.key(format::SNAPSHOTS)?;
-    let mut names: Vec<String> = repo
-        .remote
-        .store
-        .list(Some(&dir))
-        .map_err(|e| remote_err("list", &dir, e))
-        .try_filter_map(|m| async move {
-            Ok(m.location
-                .filename()
-                .and_then(format::parse_snapshot_id)
-                .map(str::to_owned))
-        })
-        .try_collect()
-        .await?;
-    names.sort_unstable_by(|a, b| b.cmp(a));
-    names.truncate(limit.saturating_add(8));
+    // Only the newest `limit + 8` names are kept while listing, however
+    // many a bucket holds.
+    let keep = limit.saturating_add(8);
+    let mut newest: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut listing = repo.remote.store.list(Some(&dir));
+    while let Some(m) = listing.next().await {
+        let m = m.map_err(|e| remote_err("list", &dir, e))?;
+        if let Some(id) = m.location.filename().and_then(format::parse_snapshot_id) {
+            newest.insert(id.to_owned());
+            if newest.len() > keep {
+                newest.pop_first();
+            }
+        }
+    }
+    drop(listing);
+    let names: Vec<String> = newest.into_iter().rev().collect();
     let mut records: HashMap<String, SnapshotRecord> = stream::iter(names)
         .map(|n| async move { Ok::<_, BackendError>(repo.get_snapshot(&n).await?.map(|(r, _)| r)) })
         .buffer_unordered(RECORD_READS)
