@@ -317,10 +317,13 @@ pub(crate) struct Walk<'a> {
     only: Vec<RelPath>,
 }
 
-/// Directories whose top nodes one prefetch reads at once.
-const PREFETCH: usize = 16;
+/// Directories whose top nodes one prefetch reads.
+const PREFETCH: usize = 32;
 /// Pages below those top nodes one prefetch reads at most.
-const PREFETCH_PAGES: usize = 64;
+const PREFETCH_PAGES: usize = 128;
+/// Nodes a prefetch reads at once (each at most 4 MiB: the in-flight
+/// bound).
+const PREFETCH_READS: usize = 16;
 
 /// Bytes charged per pending directory beyond its path.
 const PENDING_COST: u64 = 96;
@@ -369,26 +372,24 @@ impl<'a> Walk<'a> {
             return;
         }
         let (repo, cache) = (self.repo, self.cache);
-        let tops: Vec<Option<Arc<Node>>> = stream::iter(next)
-            .map(|id| async move { node(repo, cache, &id).await.ok() })
-            .buffered(PREFETCH)
+        // Directories of a few pages: their pages too, at most
+        // PREFETCH_PAGES in all. Only ids are kept, not the top nodes.
+        let pages: Vec<NodeId> = stream::iter(next)
+            .map(|id| async move {
+                match node(repo, cache, &id).await.as_deref() {
+                    Ok(Node::Branch(b)) if b.level == 1 => {
+                        b.children.iter().map(|c| c.id).collect::<Vec<_>>()
+                    }
+                    _ => Vec::new(),
+                }
+            })
+            .buffered(PREFETCH_READS)
+            .flat_map(stream::iter)
+            .take(PREFETCH_PAGES)
             .collect()
             .await;
-        // Directories of a few pages: their pages too, at most
-        // PREFETCH_PAGES in all (read NODE_READS at a time).
-        let pages: Vec<NodeId> = tops
-            .iter()
-            .flatten()
-            .filter_map(|n| match &**n {
-                Node::Branch(b) if b.level == 1 => Some(b.children.iter().map(|c| c.id)),
-                _ => None,
-            })
-            .flatten()
-            .take(PREFETCH_PAGES)
-            .collect();
-        drop(tops);
         stream::iter(pages)
-            .for_each_concurrent(NODE_READS, |id| async move {
+            .for_each_concurrent(PREFETCH_READS, |id| async move {
                 let _ = node(repo, cache, &id).await;
             })
             .await;
