@@ -34,10 +34,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -268,40 +264,19 @@ impl FollowMonitor {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(monitor): State<Arc<FollowMonitor>>) -> Response {
-    match monitor.ready() {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
+impl crate::health::Probe for FollowMonitor {
+    fn ready(&self) -> Result<(), String> {
+        FollowMonitor::ready(self)
+    }
+    fn encode_metrics(&self) -> String {
+        FollowMonitor::encode_metrics(self)
     }
 }
 
-async fn metrics(State(monitor): State<Arc<FollowMonitor>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        monitor.encode_metrics(),
-    )
-        .into_response()
-}
-
 /// `/healthz` (the process answers), `/readyz` (a sync is in place) and
-/// `/metrics`.
+/// `/metrics`: the sidecar's endpoint ([`crate::health::router`]).
 pub fn router(monitor: Arc<FollowMonitor>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(monitor)
+    crate::health::router(monitor)
 }
 
 /// What one [`Follower::sync_once`] did.

@@ -349,12 +349,31 @@ impl Monitor {
     }
 }
 
+/// What the HTTP endpoint asks of a process (the sync sidecar's
+/// [`Monitor`], `tether follow`'s monitor): one implementation of
+/// `/healthz`, `/readyz` and `/metrics` for both.
+pub trait Probe: Send + Sync + 'static {
+    /// `Ok` when ready; otherwise why not (the 503 body).
+    fn ready(&self) -> Result<(), String>;
+    /// The metrics in OpenMetrics text format.
+    fn encode_metrics(&self) -> String;
+}
+
+impl Probe for Monitor {
+    fn ready(&self) -> Result<(), String> {
+        Monitor::ready(self)
+    }
+    fn encode_metrics(&self) -> String {
+        Monitor::encode_metrics(self)
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(monitor): State<Arc<Monitor>>) -> Response {
-    match monitor.ready() {
+async fn readyz<P: Probe>(State(probe): State<Arc<P>>) -> Response {
+    match probe.ready() {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -364,24 +383,24 @@ async fn readyz(State(monitor): State<Arc<Monitor>>) -> Response {
     }
 }
 
-async fn metrics(State(monitor): State<Arc<Monitor>>) -> Response {
+async fn metrics<P: Probe>(State(probe): State<Arc<P>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        monitor.encode_metrics(),
+        probe.encode_metrics(),
     )
         .into_response()
 }
 
-/// `/healthz`, `/readyz` and `/metrics`.
-pub fn router(monitor: Arc<Monitor>) -> Router {
+/// `/healthz` (the process answers), `/readyz` and `/metrics` of `probe`.
+pub fn router<P: Probe>(probe: Arc<P>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(monitor)
+        .route("/readyz", get(readyz::<P>))
+        .route("/metrics", get(metrics::<P>))
+        .with_state(probe)
 }
 
 /// Binds `addr` and serves [`router`] in a background task until the

@@ -40,7 +40,6 @@ fn rel(s: &str) -> RelPath {
     RelPath::new(s).expect("seed path")
 }
 
-
 fn tree(entries: &[(&[u8], EntryKind, gix::ObjectId)]) -> (Vec<u8>, gix::ObjectId) {
     let mut t = Tree::empty();
     for (name, kind, oid) in entries {
