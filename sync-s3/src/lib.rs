@@ -123,6 +123,7 @@ mod decode;
 #[doc(hidden)]
 pub mod fuzzing;
 mod heads;
+pub mod maintenance;
 mod marker;
 mod mirror;
 mod snapshots;
@@ -144,6 +145,10 @@ use sync_core::{
 };
 
 pub use config::{BackendOptions, Compression, ConfigError, EncryptionKey, Layout};
+pub use maintenance::{
+    CheckOptions, CheckReport, ForgetPolicy, ForgetReport, MaintenanceReport, PruneOptions,
+    PruneReport, ReadData,
+};
 pub use snapshots::REUSE_WINDOW;
 pub use v2::keys::{KeyInfo, KeyKdf};
 
@@ -413,6 +418,66 @@ impl ObjectStoreBackend {
     /// this backend's key opened. Nothing is re-encrypted.
     pub async fn remove_key(&self, id: &str, force: bool) -> Result<(), BackendError> {
         v2::keys::remove(&*self.keyed_repo().await?, id, force).await
+    }
+
+    fn snapshots_for(&self, what: &'static str) -> Result<&snapshots::Snapshots, BackendError> {
+        match &self.inner {
+            LayoutImpl::Snapshots(s) => Ok(s),
+            LayoutImpl::Mirror(_) => Err(BackendError::Unsupported {
+                backend: self.remote.describe.clone(),
+                what,
+            }),
+        }
+    }
+
+    /// Removes the snapshots `policy` does not keep (restic's `forget`
+    /// rules; see [`sync_core::retention`]), under the maintenance lease.
+    /// The newest snapshot is always kept, and so is one that stopped being
+    /// the newest less than the reuse window plus five minutes ago (a
+    /// writer may still build on it). Only snapshot records are deleted;
+    /// what they alone referenced is left for [`prune`](Self::prune).
+    /// `dry_run` reports without deleting or taking the lease. Snapshots
+    /// layout only; a fresh prefix is [`BackendError::NotFound`].
+    pub async fn forget(
+        &self,
+        policy: &ForgetPolicy,
+        dry_run: bool,
+    ) -> Result<ForgetReport, BackendError> {
+        let s = self.snapshots_for("forget (the mirror layout keeps only the newest state)")?;
+        s.forget(policy, dry_run).await
+    }
+
+    /// Deletes packs and tree nodes that no snapshot references and that
+    /// are older than [`PruneOptions::grace`] by the store's clock, under
+    /// the maintenance lease; safe beside live writers (FORMAT.md "What
+    /// prune may delete"). Does not repack partly used packs (their unused
+    /// bytes are reported). Snapshots layout only.
+    pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport, BackendError> {
+        let s = self.snapshots_for("prune (the mirror layout deletes as it pushes)")?;
+        s.prune(options).await
+    }
+
+    /// [`forget`](Self::forget) then [`prune`](Self::prune) under one
+    /// lease: what the sidecar runs every maintenance interval.
+    pub async fn maintain(
+        &self,
+        policy: &ForgetPolicy,
+        options: &PruneOptions,
+    ) -> Result<MaintenanceReport, BackendError> {
+        let s =
+            self.snapshots_for("maintenance (the mirror layout keeps only the newest state)")?;
+        s.maintain(policy, options).await
+    }
+
+    /// Verifies the repository: every snapshot record, every tree node it
+    /// reaches (read and verified against its id), every pack named (it
+    /// exists and is long enough) and, with [`CheckOptions::read_data`],
+    /// the content of every (or a sample of) blob. Problems are collected,
+    /// not raised: the report lists each. Errors are only for what stops
+    /// the check itself (credentials, an unreachable store, a wrong key).
+    pub async fn check(&self, options: &CheckOptions) -> Result<CheckReport, BackendError> {
+        let s = self.snapshots_for("check (the mirror layout has no trees to verify)")?;
+        s.check(options).await
     }
 }
 

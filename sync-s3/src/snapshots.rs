@@ -17,10 +17,15 @@ use sync_core::{
 };
 
 use crate::config::{BackendOptions, Layout};
+use crate::maintenance::{
+    CheckOptions, CheckReport, ForgetPolicy, ForgetReport, MaintenanceReport, PruneOptions,
+    PruneReport,
+};
 use crate::marker;
 use crate::store::Remote;
 use crate::transfer;
 use crate::v2::crypto::UserKey;
+use crate::v2::maintain;
 use crate::v2::node::Limits;
 use crate::v2::push::{self, Ctx, WriterState};
 use crate::v2::read::NodeCache;
@@ -188,5 +193,83 @@ impl Snapshots {
             Some(repo) => read_side::history(&repo, limit).await,
             None => Ok(Vec::new()),
         }
+    }
+}
+
+impl Snapshots {
+    async fn existing(&self) -> Result<Arc<Repo>, BackendError> {
+        self.repo(false)
+            .await?
+            .ok_or_else(|| BackendError::NotFound {
+                what: format!(
+                    "a repository in {} (nothing was pushed there yet)",
+                    self.remote.describe
+                ),
+            })
+    }
+
+    fn maintainer<'a>(&'a self, repo: &'a Arc<Repo>) -> maintain::Maintainer<'a> {
+        maintain::Maintainer {
+            repo,
+            reuse_window: self.options.reuse_window,
+            pack_limit: self.options.pack_size as u64,
+        }
+    }
+
+    pub async fn forget(
+        &self,
+        policy: &ForgetPolicy,
+        dry_run: bool,
+    ) -> Result<ForgetReport, BackendError> {
+        let repo = self.existing().await?;
+        let m = self.maintainer(&repo);
+        if dry_run {
+            return m.forget(policy, None).await;
+        }
+        let mut lease = m.lease(crate::maintenance::DEFAULT_LEASE_TTL).await?;
+        let r = m.forget(policy, Some(&mut lease)).await;
+        lease.release().await;
+        r
+    }
+
+    pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport, BackendError> {
+        let repo = self.existing().await?;
+        let m = self.maintainer(&repo);
+        if options.dry_run {
+            return m.prune(options, None).await;
+        }
+        let mut lease = m.lease(options.lease_ttl).await?;
+        let r = m.prune(options, Some(&mut lease)).await;
+        lease.release().await;
+        r
+    }
+
+    pub async fn maintain(
+        &self,
+        policy: &ForgetPolicy,
+        options: &PruneOptions,
+    ) -> Result<MaintenanceReport, BackendError> {
+        let repo = self.existing().await?;
+        let m = self.maintainer(&repo);
+        if options.dry_run {
+            return Ok(MaintenanceReport {
+                forget: m.forget(policy, None).await?,
+                prune: m.prune(options, None).await?,
+            });
+        }
+        let mut lease = m.lease(options.lease_ttl).await?;
+        let r = async {
+            let forget = m.forget(policy, Some(&mut lease)).await?;
+            let prune = m.prune(options, Some(&mut lease)).await?;
+            Ok(MaintenanceReport { forget, prune })
+        }
+        .await;
+        lease.release().await;
+        r
+    }
+
+    pub async fn check(&self, options: &CheckOptions) -> Result<CheckReport, BackendError> {
+        let repo = self.existing().await?;
+        self.maintainer(&repo).check(options).await
     }
 }

@@ -24,11 +24,17 @@ pub(crate) const KEYS: &str = "keys";
 pub(crate) const SNAPSHOT_FORMAT: &str = "tether-snapshot-2";
 /// `format` of a head record.
 pub(crate) const HEAD_FORMAT: &str = "tether-head-2";
+/// `format` of a lease record.
+pub(crate) const LEASE_FORMAT: &str = "tether-lease-2";
 
 /// Largest snapshot record (stored and plain).
 pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 1 << 20;
 /// Largest head record (stored and plain).
 pub(crate) const MAX_HEAD_BYTES: u64 = 64 << 10;
+/// Largest lease record (stored and plain).
+pub(crate) const MAX_LEASE_BYTES: u64 = 64 << 10;
+/// Longest lease a record may ask for (one hour).
+pub(crate) const MAX_LEASE_TTL_MS: u64 = 3_600_000;
 /// Largest key slot.
 pub(crate) const MAX_SLOT_BYTES: u64 = 16 << 10;
 /// Most key slots read.
@@ -88,6 +94,11 @@ pub(crate) fn parse_node_id(s: &str) -> Option<NodeId> {
     parse_hex32(s).map(NodeId)
 }
 
+/// A pack id from 64 lower-hex digits.
+pub(crate) fn parse_pack_id(s: &str) -> Option<PackId> {
+    parse_hex32(s).map(PackId)
+}
+
 /// A fresh random pack id.
 pub(crate) fn new_pack_id() -> PackId {
     PackId(rand::random())
@@ -137,6 +148,49 @@ pub(crate) struct HeadRecord {
     pub(crate) snapshot: String,
     pub(crate) parent_snapshot: Option<String>,
     pub(crate) time_ms: u64,
+}
+
+/// `lease/<20 digits>`: who holds the maintenance lease, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LeaseRecord {
+    pub(crate) format: String,
+    pub(crate) generation: u64,
+    /// 16 random lower-hex digits, fresh per maintainer run.
+    pub(crate) holder: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    /// Valid this long after the object's `LastModified` (store time);
+    /// 0 = released.
+    pub(crate) ttl_ms: u64,
+}
+
+impl LeaseRecord {
+    /// Checks one lease record stored as generation `n`.
+    pub(crate) fn check(&self, n: u64) -> Result<(), String> {
+        if self.format != LEASE_FORMAT {
+            return Err(format!(
+                "lease format {:?} is not {LEASE_FORMAT:?}",
+                self.format
+            ));
+        }
+        if self.generation != n {
+            return Err(format!(
+                "says generation {}, but is stored as generation {n} (copied or replayed)",
+                self.generation
+            ));
+        }
+        if self.ttl_ms > MAX_LEASE_TTL_MS {
+            return Err(format!(
+                "asks for a lease of {} ms, more than the {MAX_LEASE_TTL_MS} ms allowed",
+                self.ttl_ms
+            ));
+        }
+        if self.holder.len() != 16 || self.host.len() > 255 {
+            return Err("holder is not 16 characters, or host is longer than 255 bytes".into());
+        }
+        Ok(())
+    }
 }
 
 impl SnapshotRecord {

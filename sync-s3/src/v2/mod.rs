@@ -27,6 +27,7 @@ pub(crate) mod crypto;
 pub(crate) mod format;
 pub(crate) mod frame;
 pub(crate) mod keys;
+pub(crate) mod maintain;
 pub(crate) mod node;
 pub(crate) mod pages;
 pub(crate) mod push;

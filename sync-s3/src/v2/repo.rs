@@ -26,8 +26,8 @@ use sync_core::BackendError;
 
 use super::crypto::{self, Ad, KeySlot, SlotInfo, Subkeys, UserKey};
 use super::format::{
-    self, HeadRecord, MAX_HEAD_BYTES, MAX_SLOT_BYTES, MAX_SLOTS, MAX_SNAPSHOT_BYTES, SEAL_OVERHEAD,
-    SnapshotRecord,
+    self, HeadRecord, LeaseRecord, MAX_HEAD_BYTES, MAX_LEASE_BYTES, MAX_SLOT_BYTES, MAX_SLOTS,
+    MAX_SNAPSHOT_BYTES, SEAL_OVERHEAD, SnapshotRecord,
 };
 use super::frame::{self, Compression};
 use super::node::{self, Limits, Node, NodeId};
@@ -394,6 +394,37 @@ impl Repo {
             .map_err(|e| invalid(object, format!("not a head record: {e}")))?;
         rec.check(n).map_err(|r| invalid(object, r))?;
         Ok(rec)
+    }
+
+    /// A lease record as stored (bytes for the head protocol).
+    pub(crate) fn lease_unit(&self, rec: &LeaseRecord) -> Result<Bytes, BackendError> {
+        let json = serde_json::to_vec(rec).map_err(|e| {
+            BackendError::permanent("encode", self.remote.describe.clone(), e.to_string())
+        })?;
+        Ok(Bytes::from(
+            self.seal(frame::encode_record(&json), || {
+                Ad::lease(&self.id, rec.generation)
+            })?,
+        ))
+    }
+
+    /// Decodes and checks lease `n`'s stored bytes.
+    pub(crate) fn decode_lease(
+        &self,
+        n: u64,
+        bytes: &[u8],
+        object: &Path,
+    ) -> Result<LeaseRecord, BackendError> {
+        let plain = self.unseal(bytes, || Ad::lease(&self.id, n), MAX_LEASE_BYTES, object)?;
+        let rec: LeaseRecord = serde_json::from_slice(&plain)
+            .map_err(|e| invalid(object, format!("not a lease record: {e}")))?;
+        rec.check(n).map_err(|r| invalid(object, r))?;
+        Ok(rec)
+    }
+
+    /// Upper bound of a lease unit's stored size.
+    pub(crate) fn lease_limit(&self) -> u64 {
+        self.stored_limit(MAX_LEASE_BYTES)
     }
 
     /// Upper bound of a head unit's stored size.
