@@ -160,12 +160,13 @@ pub struct BackendOptions {
     /// Timeout of one request (default 120 s: a whole multipart part on a
     /// slow link).
     pub request_timeout: Duration,
-    /// Snapshots layout: blobs found only in a pack that no snapshot
-    /// references yet (another writer's, or an earlier failed attempt's)
-    /// are reused only while that pack is younger than this (default
-    /// [`REUSE_WINDOW`](crate::REUSE_WINDOW), 10 minutes). `prune` deletes
-    /// such packs once they are older than its `min_age` (default 1 hour),
-    /// which must stay well above this.
+    /// Snapshots layout: a push does not store again a node it read (in the
+    /// snapshot it builds on) or stored, nor content it stored, within
+    /// this window (default [`REUSE_WINDOW`](crate::REUSE_WINDOW), 10
+    /// minutes). Maintenance depends on it: prune's grace
+    /// ([`PruneOptions::grace`](crate::PruneOptions::grace), default 25
+    /// minutes) must stay above twice the window of every writer, and
+    /// forget keeps a snapshot superseded less than twice the window ago.
     pub reuse_window: Duration,
     /// The URL's `single_writer=true`: accept a store that does not enforce
     /// create-if-absent (`If-None-Match`) when the repository marker is

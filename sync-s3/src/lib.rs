@@ -16,7 +16,8 @@
 //!
 //! # What it does
 //!
-//! It implements sync-core's [`Backend`]: `push` applies
+//! It implements sync-core's [`Backend`] (and, for the snapshots layout,
+//! `forget`, `prune`, `maintain` and `check`: [`maintenance`]): `push` applies
 //! a checkpoint to the store, `restore` writes the newest (or a named)
 //! state into a directory, `history` lists snapshots and `list` a stored
 //! state's entries. Two layouts,
@@ -44,7 +45,9 @@
 //! object_store's per-request retries (the engine retries whole pushes), no
 //! bucket creation, no encryption in the mirror layout (it stays browsable),
 //! no content-defined chunking (a changed large file is uploaded whole), no
-//! prune of the snapshots layout yet (issue 13 builds it on format v2).
+//! repack (prune deletes whole packs and nodes; unused bytes inside packs
+//! that are still referenced stay and are reported), no scheduling of its
+//! own (the caller runs [`ObjectStoreBackend::maintain`] when it likes).
 //!
 //! # How data flows
 //!
@@ -52,6 +55,7 @@
 //! push:    Checkpoint ─► Source (hash-verified reads) ─► blobs (frame, seal) ─► packs ─► changed directory pages ─► snapshot ─► head (create-if-absent) ─► confirm
 //! restore: head ─► snapshot ─► depth-first walk of the pages (each verified against its id) ─► ranged GETs ─► open + check each blob ─► RestoreWriter (hash-verified, temp + rename)
 //! mirror:  Checkpoint ─► one object per file ─► index generation (create-if-absent) ─► confirm
+//! maintain: lease ─► forget (records a policy drops) ─► prune (walk every snapshot; delete what none reaches and the store dates older than the grace)
 //! ```
 //!
 //! # Design choices and trade-offs
@@ -433,8 +437,8 @@ impl ObjectStoreBackend {
     /// Removes the snapshots `policy` does not keep (restic's `forget`
     /// rules; see [`sync_core::retention`]), under the maintenance lease.
     /// The newest snapshot is always kept, and so is one that stopped being
-    /// the newest less than the reuse window plus five minutes ago (a
-    /// writer may still build on it). Only snapshot records are deleted;
+    /// the newest less than twice the reuse window ago (a writer may still
+    /// build on it). Only snapshot records are deleted;
     /// what they alone referenced is left for [`prune`](Self::prune).
     /// `dry_run` reports without deleting or taking the lease. Snapshots
     /// layout only; a fresh prefix is [`BackendError::NotFound`].
@@ -449,8 +453,8 @@ impl ObjectStoreBackend {
 
     /// Deletes packs and tree nodes that no snapshot references and that
     /// are older than [`PruneOptions::grace`] by the store's clock, under
-    /// the maintenance lease; safe beside live writers (FORMAT.md "What
-    /// prune may delete"). Does not repack partly used packs (their unused
+    /// the maintenance lease; safe beside live writers (FORMAT.md
+    /// "Maintenance as built"). Does not repack partly used packs (their unused
     /// bytes are reported). Snapshots layout only.
     pub async fn prune(&self, options: &PruneOptions) -> Result<PruneReport, BackendError> {
         let s = self.snapshots_for("prune (the mirror layout deletes as it pushes)")?;

@@ -60,8 +60,8 @@ pub struct SnapshotVerdict {
     /// Why it is kept (the policy's rules); empty when it is not.
     pub reasons: Vec<Reason>,
     /// Not kept by the policy, but kept anyway because a writer may still
-    /// be building on it: it stopped being the newest less than the reuse
-    /// window plus five minutes ago (it goes on a later run).
+    /// be building on it: it stopped being the newest less than twice the
+    /// reuse window ago (it goes on a later run).
     pub too_recent: bool,
     /// Removed (or, in a dry run, would be).
     pub removed: bool,
@@ -109,6 +109,9 @@ pub struct PruneReport {
     pub objects_waiting: u64,
     /// Bytes of those.
     pub bytes_waiting: u64,
+    /// Bytes the kept snapshots need: the tree nodes reached and the
+    /// stored bytes of every distinct blob reached.
+    pub bytes_referenced: u64,
     /// Bytes inside packs that are still referenced but that no snapshot
     /// uses (left in place: prune does not repack; see FORMAT.md).
     pub bytes_unused_in_live_packs: u64,

@@ -34,8 +34,9 @@ use crate::v2::restore as read_side;
 
 /// Content and nodes a writer stored or read are reused (not stored
 /// again) only within this window of its head; a prune never deletes
-/// anything younger than twice it plus five minutes (FORMAT.md "What prune
-/// may delete, and when").
+/// anything younger than twice it plus five minutes, and forget keeps a
+/// snapshot superseded less than twice it ago (FORMAT.md "Maintenance as
+/// built").
 pub const REUSE_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug)]
@@ -44,7 +45,12 @@ pub(crate) struct Snapshots {
     options: BackendOptions,
     repo: tokio::sync::Mutex<Option<Arc<Repo>>>,
     state: tokio::sync::Mutex<WriterState>,
+    /// Nodes of the snapshots pushes build on: being here within the reuse
+    /// window lets a push skip storing a node again (FORMAT.md rule W1).
     cache: NodeCache,
+    /// Nodes restore, list and conflict notes read (any snapshot, maybe
+    /// one forget removes): never a reason to skip a store.
+    read_cache: NodeCache,
     pub(crate) budget: transfer::ByteBudget,
 }
 
@@ -57,6 +63,7 @@ impl Snapshots {
             repo: tokio::sync::Mutex::new(None),
             state: tokio::sync::Mutex::new(WriterState::default()),
             cache: NodeCache::default(),
+            read_cache: NodeCache::default(),
             budget,
         }
     }
@@ -131,6 +138,7 @@ impl Snapshots {
         let ctx = Ctx {
             repo: &repo,
             cache: &self.cache,
+            read_cache: &self.read_cache,
             budget: &self.budget,
             pack_size: self.options.pack_size,
             parts_in_flight: self.options.parts_in_flight,
@@ -149,7 +157,7 @@ impl Snapshots {
             Some(repo) => {
                 read_side::restore(
                     &repo,
-                    &self.cache,
+                    &self.read_cache,
                     &self.budget,
                     self.options.pack_size as u64,
                     dest,
@@ -175,7 +183,7 @@ impl Snapshots {
 
     pub async fn list(&self, at: Option<&str>) -> Result<sync_core::Listing, BackendError> {
         match self.repo(false).await? {
-            Some(repo) => read_side::list(&repo, &self.cache, at).await,
+            Some(repo) => read_side::list(&repo, &self.read_cache, at).await,
             None => match at {
                 Some(at) => Err(BackendError::NotFound {
                     what: format!(

@@ -286,3 +286,29 @@ pub async fn plant_wide_directory(
     plant_head(backend, 1, &id, None).await?;
     Ok(id)
 }
+
+/// Plants the maintenance lease as another maintainer holding it for
+/// `ttl_ms` from now (by the store's clock), as generation `n`: what a
+/// maintainer that crashed leaves behind.
+pub async fn plant_lease(
+    backend: &ObjectStoreBackend,
+    n: u64,
+    ttl_ms: u64,
+) -> Result<(), BackendError> {
+    let repo = backend.snapshots_repo().await?;
+    let rec = format::LeaseRecord {
+        format: format::LEASE_FORMAT.into(),
+        generation: n,
+        holder: "0123456789abcdef".into(),
+        host: "crashed-maintainer".into(),
+        pid: 4242,
+        ttl_ms,
+    };
+    let leases = &crate::v2::maintain::LEASES;
+    let key = leases.key(&repo.remote, n)?;
+    repo.remote
+        .put(&key, repo.lease_unit(&rec)?, PutMode::Overwrite)
+        .await
+        .map_err(|e| remote_err("put", &key, e))?;
+    Ok(())
+}

@@ -153,15 +153,19 @@ impl Workbench {
 
     /// Pushes `c`, records it in the scratch index and returns the receipt.
     pub async fn push(&mut self, c: &Checkpoint) -> PushReceipt {
-        let receipt = self
-            .backend
-            .push(c, &Source::new(&self.src))
+        self.try_push(c)
             .await
-            .unwrap_or_else(|e| panic!("push to {} failed: {e}", self.backend.describe()));
+            .unwrap_or_else(|e| panic!("push to {} failed: {e}", self.backend.describe()))
+    }
+
+    /// Pushes `c` and, when it succeeds, records it in the scratch index
+    /// (a failed push leaves the index as it was, as the engine does).
+    pub async fn try_push(&mut self, c: &Checkpoint) -> Result<PushReceipt, BackendError> {
+        let receipt = self.backend.push(c, &Source::new(&self.src)).await?;
         self.index
             .apply(c, receipt.head.clone())
             .expect("index apply");
-        receipt
+        Ok(receipt)
     }
 
     /// Pushes whatever changed in the source tree.

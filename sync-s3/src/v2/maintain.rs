@@ -21,8 +21,8 @@
 //! walked, or built after the walk began on one that was — or by reusing
 //! something it read or wrote within its reuse window, which is younger
 //! than the grace or was reached from a snapshot that forget protects
-//! (forget keeps any snapshot that stopped being the newest less than the
-//! reuse window plus five minutes ago). FORMAT.md gives the whole
+//! (forget keeps any snapshot that stopped being the newest less than twice
+//! the reuse window ago). FORMAT.md gives the whole
 //! argument. Any read that fails while the live set is built stops prune
 //! before it deletes anything: an incomplete live set is never used.
 
@@ -392,7 +392,9 @@ impl Maintainer<'_> {
                 *e = (*e).max(r.modified_ms);
             }
         }
-        let settle = duration_ms(self.reuse_window).saturating_add(5 * 60 * 1000);
+        // A writer reading it may build on it for one reuse window; the
+        // second covers the moment between a child's record and its head.
+        let settle = duration_ms(self.reuse_window).saturating_mul(2);
         let candidates: Vec<Candidate> = records
             .iter()
             .map(|r| Candidate {
@@ -472,7 +474,7 @@ impl Maintainer<'_> {
         let mut reach = Reach::default();
         for r in &records {
             if let Some(root) = r.root {
-                reach.walk(repo, root, &mut |_, _| {}).await?;
+                reach.walk(repo, root, &mut ignore_blob).await?;
             }
         }
         let nodes = self
@@ -504,11 +506,16 @@ impl Maintainer<'_> {
             }
         };
         for (id, l) in nodes {
-            judge(reach.nodes.contains(&id), l, &mut doomed_nodes, &mut report);
+            let live = reach.nodes.contains(&id);
+            if live {
+                report.bytes_referenced = report.bytes_referenced.saturating_add(l.size);
+            }
+            judge(live, l, &mut doomed_nodes, &mut report);
         }
         for (id, l) in packs {
             let live = reach.live_bytes.get(&id).copied();
             if let Some(used) = live {
+                report.bytes_referenced = report.bytes_referenced.saturating_add(used);
                 report.bytes_unused_in_live_packs = report
                     .bytes_unused_in_live_packs
                     .saturating_add(l.size.saturating_sub(used));
@@ -613,16 +620,21 @@ impl Maintainer<'_> {
 /// Deletes `keys` in rounds, checking the lease before each.
 async fn delete_under(lease: &mut Lease<'_>, keys: Vec<Path>) -> Result<(), BackendError> {
     let remote = &lease.repo.remote;
-    for round in keys.chunks(DELETE_ROUND) {
+    let mut keys = keys.into_iter().peekable();
+    while keys.peek().is_some() {
+        let round: Vec<Path> = keys.by_ref().take(DELETE_ROUND).collect();
         lease.ensure().await?;
         stream::iter(round)
-            .map(|k| async move { remote.delete(k).await })
+            .map(|k| async move { remote.delete(&k).await })
             .buffer_unordered(remote.requests)
             .try_collect::<Vec<()>>()
             .await?;
     }
     Ok(())
 }
+
+/// For walks that need only the reach.
+fn ignore_blob(_: &Loc, _: BlobRef) {}
 
 /// The time a snapshot id carries (ms).
 fn snapshot_time_ms(id: &str) -> u64 {
@@ -657,7 +669,7 @@ impl Reach {
         &mut self,
         repo: &Repo,
         root: NodeId,
-        on_blob: &mut dyn FnMut(&Loc, BlobRef),
+        on_blob: &mut (dyn FnMut(&Loc, BlobRef) + Send),
     ) -> Result<(), BackendError> {
         let mut stack = vec![root];
         while !stack.is_empty() {
@@ -694,7 +706,7 @@ impl Reach {
         Ok(())
     }
 
-    fn blob(&mut self, loc: &Loc, what: BlobRef, on_blob: &mut dyn FnMut(&Loc, BlobRef)) {
+    fn blob(&mut self, loc: &Loc, what: BlobRef, on_blob: &mut (dyn FnMut(&Loc, BlobRef) + Send)) {
         if self.blobs.insert((loc.pack, loc.offset)) {
             let used = self.live_bytes.entry(loc.pack).or_insert(0);
             *used = used.saturating_add(loc.stored_len);
@@ -706,7 +718,7 @@ impl Reach {
         &mut self,
         node: &Node,
         stack: &mut Vec<NodeId>,
-        on_blob: &mut dyn FnMut(&Loc, BlobRef),
+        on_blob: &mut (dyn FnMut(&Loc, BlobRef) + Send),
     ) {
         match node {
             Node::Branch(b) => stack.extend(b.children.iter().map(|c| c.id)),

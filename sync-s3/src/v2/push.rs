@@ -57,7 +57,10 @@ const BLOCKING_FRAME: usize = 64 << 10;
 /// What a push needs besides the checkpoint.
 pub(crate) struct Ctx<'a> {
     pub(crate) repo: &'a Repo,
+    /// Nodes of bases this writer read or nodes it wrote (rule W1).
     pub(crate) cache: &'a NodeCache,
+    /// Nodes read for anything else (conflict notes).
+    pub(crate) read_cache: &'a NodeCache,
     pub(crate) budget: &'a ByteBudget,
     pub(crate) pack_size: usize,
     pub(crate) parts_in_flight: usize,
@@ -191,6 +194,7 @@ pub(crate) async fn push(
             .await
             .map_err(|e| remote_err("put", &skey, e))?;
         let next = HEADS.next(&repo.remote, base.as_ref().map(|b| b.generation))?;
+        verify_aged_uploads(ctx, state).await?;
         let head = HeadRecord {
             format: format::HEAD_FORMAT.into(),
             generation: next,
@@ -235,6 +239,61 @@ pub(crate) async fn push(
         repo.remote.describe.clone(),
         format!(
             "the head kept moving under concurrent writers ({MAX_ATTEMPTS} attempts); the checkpoint is kept and retried"
+        ),
+    ))
+}
+
+/// Rule W2 for a slow push: content this writer stored more than the
+/// reuse window ago is no longer protected by prune's grace period on its
+/// own, so before a head names it, check that it is still there. Missing →
+/// a transient error: the engine retries the checkpoint, which stores it
+/// again (the stale uploads are forgotten).
+async fn verify_aged_uploads(ctx: &Ctx<'_>, state: &mut WriterState) -> Result<(), BackendError> {
+    let now = now_ms();
+    let mut keys: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for (content, at) in state.uploads.values() {
+        if now.saturating_sub(*at) < ctx.reuse_window_ms {
+            continue;
+        }
+        match content {
+            Content::Empty => {}
+            Content::Blob(loc) => {
+                keys.insert(format::pack_rel(&loc.pack));
+            }
+            Content::Chunks(chunks) => {
+                keys.extend(chunks.iter().map(|c| format::pack_rel(&c.loc.pack)));
+            }
+            Content::Lists(ids) => keys.extend(ids.iter().map(format::node_rel)),
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let remote = &ctx.repo.remote;
+    let missing: Vec<String> = stream::iter(keys)
+        .map(|rel| async move {
+            let key = remote.key(&rel)?;
+            match object_store::ObjectStoreExt::head(&*remote.store, &key).await {
+                Ok(_) => Ok(None),
+                Err(object_store::Error::NotFound { .. }) => Ok(Some(key.to_string())),
+                Err(e) => Err(remote_err("head", &key, e)),
+            }
+        })
+        .buffer_unordered(remote.requests)
+        .try_filter_map(|m| async move { Ok(m) })
+        .try_collect()
+        .await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    state.uploads.clear();
+    Err(BackendError::transient(
+        "push",
+        remote.describe.clone(),
+        format!(
+            "{} object(s) this push stored more than the reuse window ago are gone (removed by prune while the push was slow), e.g. {}; the checkpoint is kept and pushed again",
+            missing.len(),
+            missing[0]
         ),
     ))
 }
@@ -285,8 +344,8 @@ async fn conflict_note(
     };
     let mut contested = Vec::new();
     for path in checkpoint.paths() {
-        let old = read::lookup(ctx.repo, ctx.cache, &old_root, path).await;
-        let new = read::lookup(ctx.repo, ctx.cache, &base.root, path).await;
+        let old = read::lookup(ctx.repo, ctx.read_cache, &old_root, path).await;
+        let new = read::lookup(ctx.repo, ctx.read_cache, &base.root, path).await;
         match (old, new) {
             (Ok(o), Ok(n)) if !same(&o, &n) => contested.push(path.as_str().to_owned()),
             (Ok(_), Ok(_)) => {}

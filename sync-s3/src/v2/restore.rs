@@ -106,32 +106,40 @@ pub(crate) async fn list(
     })
 }
 
+/// Snapshot names `history` keeps from one listing (the newest).
+const MAX_LISTED: usize = 200_000;
+
 /// Checkpoints that became head, newest first, at most `limit`: the chain
-/// of parents from the head, read from records only.
+/// of parents from the head, read from records only; where forget removed
+/// a parent, the chain goes on at the next older record.
 pub(crate) async fn history(repo: &Repo, limit: usize) -> Result<Vec<HistoryEntry>, BackendError> {
     let Some(base) = read_base(repo).await? else {
         return Ok(Vec::new());
     };
-    // The newest names (they sort by time), read concurrently; a chain
-    // that leaves them is followed one record at a time.
+    // Every name (they sort by time; at most MAX_LISTED, the newest), the
+    // newest `limit + 8` read concurrently; a chain that leaves them is
+    // followed one record at a time. A parent that is gone (removed by
+    // forget) is stepped over to the next older record.
     let dir = repo.remote.key(format::SNAPSHOTS)?;
-    // Only the newest `limit + 8` names are kept while listing, however
-    // many a bucket holds.
-    let keep = limit.saturating_add(8);
-    let mut newest: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut names: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut listing = repo.remote.store.list(Some(&dir));
     while let Some(m) = listing.next().await {
         let m = m.map_err(|e| remote_err("list", &dir, e))?;
         if let Some(id) = m.location.filename().and_then(format::parse_snapshot_id) {
-            newest.insert(id.to_owned());
-            if newest.len() > keep {
-                newest.pop_first();
+            names.insert(id.to_owned());
+            if names.len() > MAX_LISTED {
+                names.pop_first();
             }
         }
     }
     drop(listing);
-    let names: Vec<String> = newest.into_iter().rev().collect();
-    let mut records: HashMap<String, SnapshotRecord> = stream::iter(names)
+    let batch: Vec<String> = names
+        .iter()
+        .rev()
+        .take(limit.saturating_add(8))
+        .cloned()
+        .collect();
+    let mut records: HashMap<String, SnapshotRecord> = stream::iter(batch)
         .map(|n| async move { Ok::<_, BackendError>(repo.get_snapshot(&n).await?.map(|(r, _)| r)) })
         .buffer_unordered(RECORD_READS)
         .try_filter_map(|r| async move { Ok(r) })
@@ -160,12 +168,18 @@ pub(crate) async fn history(repo: &Repo, limit: usize) -> Result<Vec<HistoryEntr
             files: rec.totals.files,
             bytes: rec.totals.bytes,
         });
-        if let Some(parent) = rec.parent.as_deref().or(rec.rewrites.as_deref()) {
-            next = match records.remove(parent) {
+        let mut want = rec.parent.clone().or(rec.rewrites.clone());
+        while let Some(id) = want.take() {
+            next = match records.remove(&id) {
                 Some(r) => Some(r),
-                // Removed by forget, or older than the batch read.
-                None => repo.get_snapshot(parent).await?.map(|(r, _)| r),
+                None => repo.get_snapshot(&id).await?.map(|(r, _)| r),
             };
+            if next.is_none() {
+                // Forgotten: the next older record that exists, if any
+                // (ids sort by time; each miss is dropped, so this ends).
+                names.remove(&id);
+                want = names.range(..rec.id.clone()).next_back().cloned();
+            }
         }
     }
     Ok(out)
