@@ -391,7 +391,7 @@ async fn two_writers_and_a_pruner_for_a_minute_lose_nothing() {
                 // Fresh content every push (a pack each, so a push takes
                 // long enough for a careless prune to catch it midway).
                 w.write(&format!("{who}/big.bin"), &noise(i * 7 + 13, 1 << 20));
-                if i % 4 == 0 {
+                if i.is_multiple_of(4) {
                     let _ = std::fs::remove_dir_all(w.src.join(format!("{who}/sub{}", i % 3)));
                 }
                 let c = w.checkpoint();

@@ -368,7 +368,7 @@ impl Maintainer<'_> {
     pub(crate) async fn forget(
         &self,
         policy: &ForgetPolicy,
-        mut lease: Option<&mut Lease<'_>>,
+        lease: Option<&mut Lease<'_>>,
     ) -> Result<ForgetReport, BackendError> {
         let repo = self.repo;
         let dry_run = lease.is_none();
@@ -434,7 +434,7 @@ impl Maintainer<'_> {
                 removed,
             });
         }
-        if let Some(lease) = lease.as_deref_mut() {
+        if let Some(lease) = lease {
             let doomed: Vec<Path> = out
                 .iter()
                 .filter(|v| v.removed)
@@ -454,7 +454,7 @@ impl Maintainer<'_> {
     pub(crate) async fn prune(
         &self,
         options: &PruneOptions,
-        mut lease: Option<&mut Lease<'_>>,
+        lease: Option<&mut Lease<'_>>,
     ) -> Result<PruneReport, BackendError> {
         let repo = self.repo;
         let dry_run = lease.is_none();
@@ -522,7 +522,7 @@ impl Maintainer<'_> {
             }
             judge(live.is_some(), l, &mut doomed_packs, &mut report);
         }
-        if let Some(lease) = lease.as_deref_mut() {
+        if let Some(lease) = lease {
             // Nodes before packs: a crash in between leaves unreferenced
             // nodes naming missing packs, never a reachable one.
             delete_under(lease, doomed_nodes).await?;
