@@ -66,9 +66,9 @@ pub fn v2_node(frame: &[u8]) -> bool {
     }
 }
 
-/// Parses and checks a snapshots format v2 head record (as generation 1)
-/// and snapshot record (as snapshot `1700000000000-0123456789abcdef`).
-/// Returns whether either was accepted.
+/// Parses and checks a snapshots format v2 head record and lease record
+/// (as generation 1) and snapshot record (as snapshot
+/// `1700000000000-0123456789abcdef`). Returns whether any was accepted.
 pub fn v2_records(json: &[u8]) -> bool {
     let head = serde_json::from_slice::<crate::v2::format::HeadRecord>(json)
         .ok()
@@ -76,7 +76,10 @@ pub fn v2_records(json: &[u8]) -> bool {
     let snap = serde_json::from_slice::<crate::v2::format::SnapshotRecord>(json)
         .ok()
         .is_some_and(|s| s.check("1700000000000-0123456789abcdef").is_ok());
-    head || snap
+    let lease = serde_json::from_slice::<crate::v2::format::LeaseRecord>(json)
+        .ok()
+        .is_some_and(|l| l.check(1).is_ok());
+    head || snap || lease
 }
 
 /// Valid and nearly valid inputs for [`v2_node`]: framed nodes of a small
@@ -133,7 +136,10 @@ pub fn v2_record_seeds() -> Vec<Vec<u8>> {
         r#"{{"format":"tether-snapshot-2","id":"1700000000000-0123456789abcdef","parent":null,"time_ms":1700000000000,"host":"h","tether":"0.1","root":"{}","totals":{{"files":1,"dirs":0,"symlinks":0,"bytes":2}},"change":{{"upserts":1,"deletes":0,"bytes_uploaded":2}},"rewrites":null}}"#,
         "ab".repeat(32)
     );
+    let lease = r#"{"format":"tether-lease-2","generation":1,"holder":"0123456789abcdef","host":"h","pid":1,"ttl_ms":900000}"#;
     vec![
+        lease.as_bytes().to_vec(),
+        lease.replace("900000", "99999999999").into_bytes(),
         head.as_bytes().to_vec(),
         head.replace("\"generation\":1", "\"generation\":18446744073709551615")
             .into_bytes(),

@@ -489,3 +489,47 @@ async fn two_writers_and_a_pruner_for_a_minute_lose_nothing() {
         assert_eq!(want, got, "writer {who}'s newest tree");
     }
 }
+
+/// History goes on past snapshots removed from the middle of the chain
+/// (what forget does with calendar rules), in order, and restores of what
+/// remains still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_steps_over_forgotten_snapshots() {
+    let fx = StoreFixture::new(Store::Memory, sync_s3::Layout::Snapshots);
+    let b = Arc::new(backend(
+        &fx,
+        &unique("gaps"),
+        Duration::from_millis(100),
+        false,
+    ));
+    let mut w = Workbench::new(b.clone());
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        w.write("f.txt", format!("version {i}").as_bytes());
+        w.sync().await;
+        ids.push(b.head().await.unwrap().unwrap().id);
+    }
+    for gone in [&ids[1], &ids[3], &ids[4]] {
+        b.store()
+            .delete(&key(&b, &format!("snapshots/{gone}")))
+            .await
+            .unwrap();
+    }
+    let history: Vec<String> = b
+        .history(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(
+        history,
+        vec![ids[5].clone(), ids[2].clone(), ids[0].clone()]
+    );
+    assert_eq!(b.history(2).await.unwrap().len(), 2);
+    restore_at(&b, &w, &ids[2], "at-2").await;
+    assert_eq!(
+        std::fs::read_to_string(w.tmp.path().join("at-2/f.txt")).unwrap(),
+        "version 2"
+    );
+}

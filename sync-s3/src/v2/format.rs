@@ -278,6 +278,30 @@ mod tests {
     }
 
     #[test]
+    fn lease_records_bound_their_time_and_generation() {
+        let l = LeaseRecord {
+            format: LEASE_FORMAT.into(),
+            generation: 3,
+            holder: "0123456789abcdef".into(),
+            host: "h".into(),
+            pid: 1,
+            ttl_ms: MAX_LEASE_TTL_MS,
+        };
+        assert!(l.check(3).is_ok());
+        assert!(l.check(4).unwrap_err().contains("replayed"));
+        let long = LeaseRecord {
+            ttl_ms: MAX_LEASE_TTL_MS + 1,
+            ..l.clone()
+        };
+        assert!(long.check(3).unwrap_err().contains("more than"));
+        let odd = LeaseRecord {
+            holder: "x".into(),
+            ..l
+        };
+        assert!(odd.check(3).is_err());
+    }
+
+    #[test]
     fn records_refuse_unknown_fields_and_mismatched_names() {
         let h = HeadRecord {
             format: HEAD_FORMAT.into(),

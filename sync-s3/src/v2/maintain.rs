@@ -68,6 +68,9 @@ const RECORD_READS: usize = 16;
 const MAX_RECORDS: usize = 10_000_000;
 /// Most distinct nodes one walk holds (32 bytes each).
 const MAX_NODES: usize = 20_000_000;
+/// Most objects one listing of `trees/` or `data/` holds (about 50 bytes
+/// each); more is refused rather than outgrowing a sidecar's memory.
+const MAX_OBJECTS: usize = 5_000_000;
 /// Bytes of one pack read at once by `check --read-data`.
 const READ_BATCH: u64 = 32 << 20;
 
@@ -274,9 +277,9 @@ impl Lease<'_> {
     }
 }
 
-/// A listed object: its key, `LastModified` (ms) and size.
+/// A listed object: `LastModified` (ms) and size (its key is rebuilt
+/// from its parsed name, so a listing costs ~50 bytes an object).
 struct Listed {
-    key: Path,
     modified_ms: u64,
     size: u64,
 }
@@ -318,7 +321,6 @@ impl Maintainer<'_> {
                         Listed {
                             modified_ms: ms_of_meta(&meta),
                             size: meta.size,
-                            key: meta.location,
                         },
                     ));
                 }
@@ -478,10 +480,10 @@ impl Maintainer<'_> {
             }
         }
         let nodes = self
-            .list(format::TREES, usize::MAX, format::parse_node_id)
+            .list(format::TREES, MAX_OBJECTS, format::parse_node_id)
             .await?;
         let packs = self
-            .list(format::DATA, usize::MAX, format::parse_pack_id)
+            .list(format::DATA, MAX_OBJECTS, format::parse_pack_id)
             .await?;
         let mut report = PruneReport {
             snapshots: records.len() as u64,
@@ -490,27 +492,34 @@ impl Maintainer<'_> {
         };
         let mut doomed_nodes = Vec::new();
         let mut doomed_packs = Vec::new();
-        let judge = |live: bool, l: Listed, doomed: &mut Vec<Path>, report: &mut PruneReport| {
+        let judge = |live: bool,
+                     l: Listed,
+                     key: &dyn Fn() -> Result<Path, BackendError>,
+                     doomed: &mut Vec<Path>,
+                     report: &mut PruneReport|
+         -> Result<(), BackendError> {
             report.objects_before += 1;
             report.bytes_before = report.bytes_before.saturating_add(l.size);
             if live {
-                return;
+                return Ok(());
             }
             if l.modified_ms < cutoff {
                 report.objects_deleted += 1;
                 report.bytes_freed = report.bytes_freed.saturating_add(l.size);
-                doomed.push(l.key);
+                doomed.push(key()?);
             } else {
                 report.objects_waiting += 1;
                 report.bytes_waiting = report.bytes_waiting.saturating_add(l.size);
             }
+            Ok(())
         };
         for (id, l) in nodes {
             let live = reach.nodes.contains(&id);
             if live {
                 report.bytes_referenced = report.bytes_referenced.saturating_add(l.size);
             }
-            judge(live, l, &mut doomed_nodes, &mut report);
+            let key = || repo.remote.key(&format::node_rel(&id));
+            judge(live, l, &key, &mut doomed_nodes, &mut report)?;
         }
         for (id, l) in packs {
             let live = reach.live_bytes.get(&id).copied();
@@ -520,7 +529,8 @@ impl Maintainer<'_> {
                     .bytes_unused_in_live_packs
                     .saturating_add(l.size.saturating_sub(used));
             }
-            judge(live.is_some(), l, &mut doomed_packs, &mut report);
+            let key = || repo.remote.key(&format::pack_rel(&id));
+            judge(live.is_some(), l, &key, &mut doomed_packs, &mut report)?;
         }
         if let Some(lease) = lease {
             // Nodes before packs: a crash in between leaves unreferenced
@@ -564,7 +574,7 @@ impl Maintainer<'_> {
         report.packs = blobs.len() as u64;
         report.blobs = blobs.values().map(|b| b.len() as u64).sum();
         let listed: HashMap<PackId, u64> = self
-            .list(format::DATA, usize::MAX, format::parse_pack_id)
+            .list(format::DATA, MAX_OBJECTS, format::parse_pack_id)
             .await?
             .into_iter()
             .map(|(id, l)| (id, l.size))
