@@ -533,3 +533,79 @@ async fn history_steps_over_forgotten_snapshots() {
         "version 2"
     );
 }
+
+/// A prune stopped midway (its task dropped while deleting, as a SIGKILL
+/// would) leaves a repository that check passes; its lease blocks the next
+/// maintainer until it expires, which then finishes the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_stopped_midway_leaves_a_sound_repository_and_is_finished_later() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let slow = common::interposer::Interposer::new(inner.clone(), Duration::from_millis(20));
+    let b = Arc::new(
+        ObjectStoreBackend::new(
+            slow,
+            "stopped",
+            "memory (slow deletes)",
+            sync_s3::BackendOptions {
+                use_env: false,
+                reuse_window: Duration::from_millis(100),
+                ..sync_s3::BackendOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let mut w = Workbench::new(b.clone());
+    w.write("kept.txt", b"kept");
+    w.sync().await;
+    // 3,000 unreferenced nodes (well-formed names, nothing names them).
+    for i in 0..3_000u32 {
+        let id = blake3::hash(&i.to_le_bytes()).to_hex().to_string();
+        inner
+            .put(
+                &key(&b, &format!("trees/{}/{id}", &id[..2])),
+                PutPayload::from_static(b"garbage"),
+            )
+            .await
+            .unwrap();
+    }
+    let trees = || async {
+        let all: Vec<_> = inner
+            .list(Some(&key(&b, "trees")))
+            .try_collect()
+            .await
+            .unwrap();
+        all.len()
+    };
+    let before = trees().await;
+    let mut options = grace(Duration::ZERO);
+    options.lease_ttl = Duration::from_secs(2);
+    let task = {
+        let (b, options) = (b.clone(), options.clone());
+        tokio::spawn(async move { b.prune(&options).await })
+    };
+    while trees().await > before - 100 {
+        assert!(
+            !task.is_finished(),
+            "prune finished before it could be stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let left = trees().await;
+    assert!(
+        left > 100,
+        "prune was not stopped midway ({left} nodes left)"
+    );
+
+    let check = b.check(&CheckOptions::new(ReadData::All)).await.unwrap();
+    assert!(check.is_ok(), "{:?}", check.problems);
+    let busy = b.prune(&options).await.unwrap_err();
+    assert!(busy.to_string().contains("lease"), "{busy}");
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let done = b.prune(&options).await.unwrap();
+    assert!(done.objects_deleted as usize >= left - 2, "{done:?}");
+    assert!(trees().await <= 2, "garbage left after the second prune");
+    let dest = w.restore_new("after").await;
+    w.assert_same(&dest);
+}
