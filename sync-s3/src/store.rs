@@ -282,7 +282,7 @@ pub(crate) fn build(url: &RemoteUrl, options: &BackendOptions) -> Result<Remote,
         .iter()
         .chain(options.store_options.iter())
     {
-        if k == "allow_http" || k == "aws_allow_http" {
+        if k == "allow_http" || k == "aws_allow_http" || k == "azure_allow_http" {
             allow_http = v == "true" || v == "1";
             client = client.with_allow_http(allow_http);
         } else {
@@ -309,22 +309,11 @@ pub(crate) fn build(url: &RemoteUrl, options: &BackendOptions) -> Result<Remote,
                     .map_err(|_| ConfigError::UnknownParameter(k.clone()))?;
                 b = b.with_config(key, v);
             }
-            // Refused by every request later, with an opaque message:
-            // say so now.
-            let endpoint = b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint);
-            if let Some(ep) = endpoint
-                && ep
-                    .get(..7)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-                && !allow_http
-            {
-                return Err(ConfigError::InvalidValue {
-                    name: "endpoint".into(),
-                    reason: format!(
-                        "{ep} is plain HTTP, which is off by default: add allow_http=true to the URL (or set AWS_ALLOW_HTTP=true), or use an https:// endpoint"
-                    ),
-                });
-            }
+            refuse_plain_http(
+                b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint),
+                allow_http,
+                "AWS_ALLOW_HTTP",
+            )?;
             Arc::new(
                 b.with_client_options(client)
                     .with_retry(retry)
@@ -361,11 +350,26 @@ pub(crate) fn build(url: &RemoteUrl, options: &BackendOptions) -> Result<Remote,
                 object_store::azure::MicrosoftAzureBuilder::new()
             };
             b = b.with_container_name(container);
+            if options.use_env && std::env::var("AZURE_ALLOW_HTTP").is_ok_and(|v| v == "true") {
+                client = client.with_allow_http(true);
+                allow_http = true;
+            }
             for (k, v) in &settings {
                 let key = k
                     .parse::<object_store::azure::AzureConfigKey>()
                     .map_err(|_| ConfigError::UnknownParameter(k.clone()))?;
                 b = b.with_config(key, v);
+            }
+            // The emulator (Azurite) is plain HTTP by design.
+            let emulator = b
+                .get_config_value(&object_store::azure::AzureConfigKey::UseEmulator)
+                .is_some_and(|v| v == "true" || v == "1");
+            if !emulator {
+                refuse_plain_http(
+                    b.get_config_value(&object_store::azure::AzureConfigKey::Endpoint),
+                    allow_http,
+                    "AZURE_ALLOW_HTTP",
+                )?;
             }
             Arc::new(
                 b.with_client_options(client)
@@ -407,6 +411,31 @@ pub(crate) fn build(url: &RemoteUrl, options: &BackendOptions) -> Result<Remote,
         attributes: Arc::new(attributes.into()),
         requests: options.concurrency,
     })
+}
+
+/// A plain `http://` endpoint without `allow_http` is refused by every
+/// request later, with an opaque message: say so before anything runs.
+fn refuse_plain_http(
+    endpoint: Option<String>,
+    allow_http: bool,
+    env: &str,
+) -> Result<(), ConfigError> {
+    match endpoint {
+        Some(ep)
+            if !allow_http
+                && ep
+                    .get(..7)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("http://")) =>
+        {
+            Err(ConfigError::InvalidValue {
+                name: "endpoint".into(),
+                reason: format!(
+                    "{ep} is plain HTTP, which is off by default: add allow_http=true to the URL (or set {env}=true), or use an https:// endpoint"
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// reqwest is built without a bundled crypto provider (see the workspace
@@ -492,6 +521,33 @@ mod tests {
         let (b, v) = r.get_bounded(&k, 100).await.unwrap().unwrap();
         assert_eq!(&b[..], b"0123456789abc");
         assert!(v.e_tag.is_some());
+    }
+
+    #[test]
+    fn a_plain_http_endpoint_without_allow_http_is_refused_up_front() {
+        let opts = BackendOptions {
+            use_env: false,
+            store_options: vec![
+                ("azure_storage_account_name".into(), "acct".into()),
+                ("azure_storage_account_key".into(), "a2V5".into()),
+            ],
+            ..BackendOptions::default()
+        };
+        for (url, ok) in [
+            ("az://c/p?endpoint=http://127.0.0.1:1", false),
+            ("az://c/p?endpoint=http://127.0.0.1:1&allow_http=true", true),
+            ("az://c/p?endpoint=https://acct.example", true),
+        ] {
+            let r = build(&RemoteUrl::parse(url).unwrap(), &opts);
+            match (r, ok) {
+                (Ok(_), true) => {}
+                (Err(e), false) => {
+                    let e = e.to_string();
+                    assert!(e.contains("allow_http=true"), "{url}: {e}");
+                }
+                (r, _) => panic!("{url}: {:?}", r.map(|_| ())),
+            }
+        }
     }
 
     #[test]
