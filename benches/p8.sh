@@ -44,15 +44,7 @@ echo "|---|---|---|---|---|"
 for n in $sizes; do
   rm -rf "$work/src" "$work/stores"
   mkdir -p "$work/stores"
-  python3 - "$work/src" "$n" <<'EOF'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    d = os.path.join(root, f"dir{i % 50:02d}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"file{i:06d}.bin"), "wb") as f:
-        f.write(os.urandom(2048))
-EOF
+  python3 benches/make-tree.py "$work/src" "$n"
   edited="$work/src/dir17/file000017.bin"
   original="$work/original"
   cp "$edited" "$original"

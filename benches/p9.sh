@@ -55,15 +55,7 @@ start=$(date -u -d '8 days ago' +%s)
 if [ "$phase" = all ] || [ "$phase" = history ]; then
   rm -rf "$work"
   mkdir -p "$work"
-  python3 - "$work/src" "$n_files" <<'EOF'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    d = os.path.join(root, f"dir{i % 50:02d}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"file{i:06d}.bin"), "wb") as f:
-        f.write(os.urandom(2048))
-EOF
+  python3 benches/make-tree.py "$work/src" "$n_files"
   restic -q -r "$work/restic" init >/dev/null
   t0=$(date +%s)
   for i in $(seq 0 $((checkpoints - 1))); do

@@ -35,6 +35,23 @@ fn backend(fx: &StoreFixture, name: &str, window: Duration, encrypted: bool) -> 
     ObjectStoreBackend::from_url(&url, options).unwrap()
 }
 
+/// A backend in memory with a 100 ms reuse window.
+fn memory(name: &str, encrypted: bool) -> Arc<ObjectStoreBackend> {
+    let fx = StoreFixture::new(Store::Memory, sync_s3::Layout::Snapshots);
+    Arc::new(backend(
+        &fx,
+        &unique(name),
+        Duration::from_millis(100),
+        encrypted,
+    ))
+}
+
+/// Every object under `dir` of the backend's prefix.
+async fn listed(b: &ObjectStoreBackend, dir: &str) -> Vec<object_store::ObjectMeta> {
+    let prefix = key(b, dir);
+    b.store().list(Some(&prefix)).try_collect().await.unwrap()
+}
+
 fn stores() -> Vec<StoreFixture> {
     let mut s = vec![Store::Memory, Store::File];
     s.extend(Store::s3());
@@ -58,8 +75,7 @@ fn grace(g: Duration) -> PruneOptions {
 
 /// Objects under a backend's prefix in one directory: (count, bytes).
 async fn count(b: &ObjectStoreBackend, dir: &str) -> (usize, u64) {
-    let prefix = key(b, dir);
-    let all: Vec<_> = b.store().list(Some(&prefix)).try_collect().await.unwrap();
+    let all = listed(b, dir).await;
     (all.len(), all.iter().map(|m| m.size).sum())
 }
 
@@ -260,9 +276,9 @@ async fn the_lease_excludes_a_second_maintainer_and_is_taken_over_after_expiry()
 }
 
 async fn lease_generations(b: &ObjectStoreBackend) -> u64 {
-    let prefix = key(b, "lease");
-    let all: Vec<_> = b.store().list(Some(&prefix)).try_collect().await.unwrap();
-    all.iter()
+    listed(b, "lease")
+        .await
+        .iter()
         .filter_map(|m| m.location.filename()?.parse::<u64>().ok())
         .max()
         .unwrap_or(0)
@@ -274,13 +290,7 @@ async fn lease_generations(b: &ObjectStoreBackend) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_finds_missing_and_corrupt_packs() {
     for encrypted in [false, true] {
-        let fx = StoreFixture::new(Store::Memory, sync_s3::Layout::Snapshots);
-        let b = Arc::new(backend(
-            &fx,
-            &unique("check"),
-            Duration::from_millis(100),
-            encrypted,
-        ));
+        let b = memory("check", encrypted);
         let mut w = Workbench::new(b.clone());
         w.write("one.txt", &noise(1, 10_000));
         w.sync().await;
@@ -290,12 +300,7 @@ async fn check_finds_missing_and_corrupt_packs() {
         assert!(ok.is_ok(), "{:?}", ok.problems);
         assert_eq!(ok.packs, 2);
 
-        let packs: Vec<_> = b
-            .store()
-            .list(Some(&key(&b, "data")))
-            .try_collect()
-            .await
-            .unwrap();
+        let packs = listed(&b, "data").await;
         // Flip a byte in the first pack; delete the second.
         let first = &packs[0].location;
         let mut bytes = b
@@ -330,12 +335,7 @@ async fn check_finds_missing_and_corrupt_packs() {
             missing.problems
         );
         // A node gone is a problem too, not an abort.
-        let trees: Vec<_> = b
-            .store()
-            .list(Some(&key(&b, "trees")))
-            .try_collect()
-            .await
-            .unwrap();
+        let trees = listed(&b, "trees").await;
         for t in &trees {
             b.store().delete(&t.location).await.unwrap();
         }
@@ -495,13 +495,7 @@ async fn two_writers_and_a_pruner_for_a_minute_lose_nothing() {
 /// remains still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_steps_over_forgotten_snapshots() {
-    let fx = StoreFixture::new(Store::Memory, sync_s3::Layout::Snapshots);
-    let b = Arc::new(backend(
-        &fx,
-        &unique("gaps"),
-        Duration::from_millis(100),
-        false,
-    ));
+    let b = memory("gaps", false);
     let mut w = Workbench::new(b.clone());
     let mut ids = Vec::new();
     for i in 0..6 {

@@ -129,6 +129,15 @@ async fn store_now(repo: &Repo, holder: &str) -> Result<u64, BackendError> {
     Ok(ms_of_meta(&meta))
 }
 
+/// The store's clock for a lease holder; a dry run (no lease, nothing
+/// written) makes do with this machine's.
+async fn now_for(repo: &Repo, lease: Option<&Lease<'_>>) -> Result<u64, BackendError> {
+    match lease {
+        Some(l) => store_now(repo, &l.holder).await,
+        None => Ok(ms_of(SystemTime::now())),
+    }
+}
+
 fn new_holder() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
@@ -374,10 +383,7 @@ impl Maintainer<'_> {
     ) -> Result<ForgetReport, BackendError> {
         let repo = self.repo;
         let dry_run = lease.is_none();
-        let now = match &lease {
-            Some(l) => store_now(repo, &l.holder).await?,
-            None => ms_of(SystemTime::now()),
-        };
+        let now = now_for(repo, lease.as_deref()).await?;
         let Some(base) = read_base(repo).await? else {
             return Ok(ForgetReport {
                 snapshots: Vec::new(),
@@ -461,10 +467,7 @@ impl Maintainer<'_> {
         let repo = self.repo;
         let dry_run = lease.is_none();
         // The store's "now" first: everything below is judged against it.
-        let now = match &lease {
-            Some(l) => store_now(repo, &l.holder).await?,
-            None => ms_of(SystemTime::now()),
-        };
+        let now = now_for(repo, lease.as_deref()).await?;
         let cutoff = now.saturating_sub(duration_ms(options.grace));
         let records = self.records().await?;
         if let Some(r) = records.iter().find(|r| r.root.is_none()) {

@@ -370,16 +370,35 @@ impl Repo {
         Ok(Some((rec, root)))
     }
 
-    /// A head record as stored (bytes for the head protocol).
-    pub(crate) fn head_unit(&self, rec: &HeadRecord) -> Result<Bytes, BackendError> {
+    /// A JSON record as stored: framed, sealed with `ad` when encrypted.
+    fn record_unit(
+        &self,
+        rec: &impl serde::Serialize,
+        ad: impl FnOnce() -> Ad,
+    ) -> Result<Bytes, BackendError> {
         let json = serde_json::to_vec(rec).map_err(|e| {
             BackendError::permanent("encode", self.remote.describe.clone(), e.to_string())
         })?;
-        Ok(Bytes::from(
-            self.seal(frame::encode_record(&json), || {
-                Ad::head(&self.id, rec.generation)
-            })?,
-        ))
+        Ok(Bytes::from(self.seal(frame::encode_record(&json), ad)?))
+    }
+
+    /// A stored JSON record back: opened with `ad`, at most `max` plain
+    /// bytes, parsed (`what` names the kind in errors).
+    fn decode_record<T: serde::de::DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        ad: impl FnOnce() -> Ad,
+        max: u64,
+        object: &Path,
+        what: &str,
+    ) -> Result<T, BackendError> {
+        let plain = self.unseal(bytes, ad, max, object)?;
+        serde_json::from_slice(&plain).map_err(|e| invalid(object, format!("not a {what}: {e}")))
+    }
+
+    /// A head record as stored (bytes for the head protocol).
+    pub(crate) fn head_unit(&self, rec: &HeadRecord) -> Result<Bytes, BackendError> {
+        self.record_unit(rec, || Ad::head(&self.id, rec.generation))
     }
 
     /// Decodes and checks head `n`'s stored bytes.
@@ -389,23 +408,20 @@ impl Repo {
         bytes: &[u8],
         object: &Path,
     ) -> Result<HeadRecord, BackendError> {
-        let plain = self.unseal(bytes, || Ad::head(&self.id, n), MAX_HEAD_BYTES, object)?;
-        let rec: HeadRecord = serde_json::from_slice(&plain)
-            .map_err(|e| invalid(object, format!("not a head record: {e}")))?;
+        let rec: HeadRecord = self.decode_record(
+            bytes,
+            || Ad::head(&self.id, n),
+            MAX_HEAD_BYTES,
+            object,
+            "head record",
+        )?;
         rec.check(n).map_err(|r| invalid(object, r))?;
         Ok(rec)
     }
 
     /// A lease record as stored (bytes for the head protocol).
     pub(crate) fn lease_unit(&self, rec: &LeaseRecord) -> Result<Bytes, BackendError> {
-        let json = serde_json::to_vec(rec).map_err(|e| {
-            BackendError::permanent("encode", self.remote.describe.clone(), e.to_string())
-        })?;
-        Ok(Bytes::from(
-            self.seal(frame::encode_record(&json), || {
-                Ad::lease(&self.id, rec.generation)
-            })?,
-        ))
+        self.record_unit(rec, || Ad::lease(&self.id, rec.generation))
     }
 
     /// Decodes and checks lease `n`'s stored bytes.
@@ -415,9 +431,13 @@ impl Repo {
         bytes: &[u8],
         object: &Path,
     ) -> Result<LeaseRecord, BackendError> {
-        let plain = self.unseal(bytes, || Ad::lease(&self.id, n), MAX_LEASE_BYTES, object)?;
-        let rec: LeaseRecord = serde_json::from_slice(&plain)
-            .map_err(|e| invalid(object, format!("not a lease record: {e}")))?;
+        let rec: LeaseRecord = self.decode_record(
+            bytes,
+            || Ad::lease(&self.id, n),
+            MAX_LEASE_BYTES,
+            object,
+            "lease record",
+        )?;
         rec.check(n).map_err(|r| invalid(object, r))?;
         Ok(rec)
     }
