@@ -13,12 +13,15 @@ use crate::paths::{self, BaseDirs};
 pub mod app;
 pub mod cat;
 pub mod certs;
+pub mod check;
 pub mod diff;
 pub mod follow;
+pub mod forget;
 pub mod history;
 pub mod key;
 pub mod kube;
 pub mod ls;
+pub mod prune;
 pub mod restore;
 pub mod sync;
 
@@ -38,6 +41,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Follow(args) => follow::run(args).await,
         Command::Convert(args) => app::convert(args).await,
         Command::Key(cmd) => key::run(cmd).await,
+        Command::Forget(args) => forget::run(args).await,
+        Command::Prune(args) => prune::run(args).await,
+        Command::Check(args) => check::run(args).await,
     }
 }
 
