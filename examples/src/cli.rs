@@ -271,7 +271,8 @@ pub struct ForgetArgs {
     pub remote: MaintenanceRemoteArgs,
     /// The whole policy in one spec, as `tether sync --retention` takes it:
     /// `within=24h,hourly=48,daily=14,weekly=8,monthly=6,yearly=2,last=10`
-    /// (any subset); the --keep-* flags override its rules.
+    /// (any subset); the --keep-last … --keep-within flags override its
+    /// rules.
     #[arg(long, value_name = "SPEC", value_parser = parse_policy)]
     pub policy: Option<sync_core::retention::ForgetPolicy>,
     /// The rules.
@@ -555,7 +556,8 @@ pub struct SyncArgs {
     /// rules `within`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`,
     /// `last`) or `off`. The sidecar runs forget + prune with it in the
     /// background every --maintenance-interval. Without --retention, the
-    /// --keep-* flags alone form the policy when any is given.
+    /// --keep-last … --keep-within flags alone form the policy when any is
+    /// given.
     #[arg(long, env = "TETHER_RETENTION", value_name = "SPEC|off", value_parser = parse_retention)]
     pub retention: Option<Retention>,
     /// Retention rules (override --retention's).
