@@ -62,7 +62,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Restore DIR if it is empty, then watch it and push checkpoints until
     /// stopped (SIGTERM or SIGINT flush pending changes first).
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
     /// Restore DIR from a remote (for init containers): exits 0 only when
     /// DIR holds the complete state.
     Restore(RestoreArgs),
@@ -1251,7 +1251,7 @@ mod tests {
     fn parse(extra: &[&str]) -> SyncArgs {
         let argv = ["tether", "sync", "/w"].iter().chain(extra).copied();
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Sync(s) => s,
+            Command::Sync(s) => *s,
             _ => panic!("not sync"),
         }
     }

@@ -201,7 +201,7 @@ fn spec_duration(d: Duration) -> String {
         return humantime::format_duration(d).to_string().replace(' ', "");
     }
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs % size == 0 {
+        if secs.is_multiple_of(size) {
             return format!("{}{unit}", secs / size);
         }
     }

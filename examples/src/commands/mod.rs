@@ -28,7 +28,7 @@ pub mod sync;
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Sync(args) => sync::run(args).await,
+        Command::Sync(args) => sync::run(*args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::History(args) => history::run(args).await,
         Command::Cat(args) => cat::run(args).await,
