@@ -84,6 +84,12 @@ fn push_versions(sb: &Sandbox, store: &Store, n: usize) {
         fs::write(w.join("notes.md"), format!("version {i}\n").repeat(200)).unwrap();
         let out = store.run(sb, &["sync", "w", "--to", &store.url, "--once"]);
         assert!(out.status.success(), "{}: {}", store.name, stderr(&out));
+        // A one-shot push never starts maintenance.
+        assert!(
+            !stderr(&out).contains("background maintenance"),
+            "{}",
+            stderr(&out)
+        );
     }
 }
 
