@@ -62,7 +62,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Restore DIR if it is empty, then watch it and push checkpoints until
     /// stopped (SIGTERM or SIGINT flush pending changes first).
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
     /// Restore DIR from a remote (for init containers): exits 0 only when
     /// DIR holds the complete state.
     Restore(RestoreArgs),
@@ -95,6 +95,238 @@ pub enum Command {
     /// layout): generate a key file, list, add and remove key slots.
     #[command(subcommand)]
     Key(crate::commands::key::KeyCommand),
+    /// Remove the snapshots a retention policy does not keep (object
+    /// stores, snapshots layout; restic's `forget` rules). Prints every
+    /// snapshot with keep or remove and why.
+    Forget(ForgetArgs),
+    /// Delete what no snapshot references and the store dated before the
+    /// grace period (object stores, snapshots layout); safe beside running
+    /// writers. Prints what it freed.
+    Prune(PruneArgs),
+    /// Verify a repository (object stores, snapshots layout): every tree
+    /// and pack a snapshot needs, and with --read-data every byte. Exits 0
+    /// only when no problem is found.
+    Check(CheckArgs),
+}
+
+/// The retention rules as separate flags (`tether forget`, `tether sync`);
+/// each overrides the same rule of `--policy`/`--retention`. Counts are
+/// whole numbers from 1, or `unlimited`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeepArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, env = "TETHER_KEEP_LAST", value_name = "N", value_parser = parse_keep_count)]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    /// (UTC calendar hours).
+    #[arg(long, env = "TETHER_KEEP_HOURLY", value_name = "N", value_parser = parse_keep_count)]
+    pub keep_hourly: Option<u32>,
+    /// … of each of the last N days (UTC).
+    #[arg(long, env = "TETHER_KEEP_DAILY", value_name = "N", value_parser = parse_keep_count)]
+    pub keep_daily: Option<u32>,
+    /// … of each of the last N ISO weeks (Monday to Sunday, UTC).
+    #[arg(long, env = "TETHER_KEEP_WEEKLY", value_name = "N", value_parser = parse_keep_count)]
+    pub keep_weekly: Option<u32>,
+    /// … of each of the last N months (UTC).
+    #[arg(long, env = "TETHER_KEEP_MONTHLY", value_name = "N", value_parser = parse_keep_count)]
+    pub keep_monthly: Option<u32>,
+    /// … of each of the last N years (UTC).
+    #[arg(long, env = "TETHER_KEEP_YEARLY", value_name = "N", value_parser = parse_keep_count)]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot taken less than DURATION before the newest one
+    /// (`24h`, `7d`).
+    #[arg(long, env = "TETHER_KEEP_WITHIN", value_name = "DURATION", value_parser = parse_keep_within)]
+    pub keep_within: Option<Duration>,
+}
+
+impl KeepArgs {
+    /// True when no `--keep-*` flag is set.
+    pub fn is_empty(&self) -> bool {
+        self.overlay(sync_core::retention::ForgetPolicy::default())
+            .is_empty()
+    }
+
+    /// `base` with every rule these flags set replaced.
+    pub fn overlay(
+        &self,
+        mut base: sync_core::retention::ForgetPolicy,
+    ) -> sync_core::retention::ForgetPolicy {
+        let set = |slot: &mut Option<u32>, v: Option<u32>| {
+            if v.is_some() {
+                *slot = v;
+            }
+        };
+        set(&mut base.keep_last, self.keep_last);
+        set(&mut base.keep_hourly, self.keep_hourly);
+        set(&mut base.keep_daily, self.keep_daily);
+        set(&mut base.keep_weekly, self.keep_weekly);
+        set(&mut base.keep_monthly, self.keep_monthly);
+        set(&mut base.keep_yearly, self.keep_yearly);
+        if self.keep_within.is_some() {
+            base.keep_within = self.keep_within;
+        }
+        base
+    }
+}
+
+/// `--retention`: a policy spec, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// No maintenance.
+    Off,
+    /// Keep what this policy keeps.
+    Policy(sync_core::retention::ForgetPolicy),
+}
+
+/// `--retention SPEC|off`.
+pub fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(Retention::Off);
+    }
+    s.parse()
+        .map(Retention::Policy)
+        .map_err(|e: sync_core::retention::ParsePolicyError| e.reason)
+}
+
+fn parse_policy(s: &str) -> Result<sync_core::retention::ForgetPolicy, String> {
+    s.parse()
+        .map_err(|e: sync_core::retention::ParsePolicyError| e.reason)
+}
+
+/// A `--keep-*` count: 1 or more, or `unlimited`.
+fn parse_keep_count(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("unlimited") {
+        return Ok(u32::MAX);
+    }
+    match t.parse::<u32>() {
+        Ok(0) => Err("0 keeps nothing; leave the flag out, or give at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{t:?} is not a count (a whole number from 1, or \"unlimited\")"
+        )),
+    }
+}
+
+fn parse_keep_within(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(
+            "0 keeps nothing but the newest; leave the flag out, or give a positive duration"
+                .into(),
+        ),
+        d => Ok(d),
+    }
+}
+
+/// The repository a maintenance command works on.
+#[derive(Debug, Clone, Args)]
+pub struct MaintenanceRemoteArgs {
+    /// Remote URL of the repository (`s3://…`, `gs://…`, `az://…`,
+    /// `file:///dir`; the snapshots layout).
+    #[arg(long, env = "TETHER_REMOTE", value_name = "URL")]
+    pub from: String,
+    /// File holding the repository's encryption key or passphrase
+    /// (encrypted repositories).
+    #[arg(long, env = "TETHER_ENCRYPTION_KEY_FILE", value_name = "PATH")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Let S3 remotes run without `AWS_*` credentials (EC2 instance
+    /// metadata, public buckets).
+    #[arg(long, env = "TETHER_ALLOW_INSTANCE_CREDENTIALS")]
+    pub allow_instance_credentials: bool,
+    /// Give up on one request to the store after this long.
+    #[arg(long, env = "TETHER_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub request_timeout: Duration,
+}
+
+impl MaintenanceRemoteArgs {
+    /// The backend options these flags describe.
+    pub fn options(&self) -> crate::remote::RemoteOptions {
+        crate::remote::RemoteOptions {
+            allow_instance_credentials: self.allow_instance_credentials,
+            request_timeout: Some(self.request_timeout),
+            encryption_key_file: self.encryption_key_file.clone(),
+            ..crate::remote::RemoteOptions::default()
+        }
+    }
+}
+
+/// How prune runs (`tether prune`, `tether forget --prune`).
+#[derive(Debug, Clone, Args)]
+pub struct PruneFlags {
+    /// Delete an unreferenced object only once the store dates it older
+    /// than this (default 25m: twice the writers' 10-minute reuse window
+    /// plus 5 minutes). Lower is safe only when no writer runs.
+    #[arg(long, env = "TETHER_PRUNE_GRACE", value_parser = parse_duration, value_name = "DURATION")]
+    pub grace: Option<Duration>,
+    /// How long the maintenance lease lasts without renewal (tests).
+    #[arg(long, env = "TETHER_LEASE_TTL", value_parser = parse_duration, hide = true)]
+    pub lease_ttl: Option<Duration>,
+}
+
+/// `tether forget`.
+#[derive(Debug, Clone, Args)]
+pub struct ForgetArgs {
+    /// The repository.
+    #[command(flatten)]
+    pub remote: MaintenanceRemoteArgs,
+    /// The whole policy in one spec, as `tether sync --retention` takes it:
+    /// `within=24h,hourly=48,daily=14,weekly=8,monthly=6,yearly=2,last=10`
+    /// (any subset); the --keep-last … --keep-within flags override its
+    /// rules.
+    #[arg(long, value_name = "SPEC", value_parser = parse_policy)]
+    pub policy: Option<sync_core::retention::ForgetPolicy>,
+    /// The rules.
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Print what would be kept and removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune as well, under the same lease (what the sidecar runs).
+    #[arg(long)]
+    pub prune: bool,
+    /// Prune settings (with --prune).
+    #[command(flatten)]
+    pub prune_flags: PruneFlags,
+}
+
+/// `tether prune`.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// The repository.
+    #[command(flatten)]
+    pub remote: MaintenanceRemoteArgs,
+    /// Print what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune settings.
+    #[command(flatten)]
+    pub prune_flags: PruneFlags,
+}
+
+/// `tether check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The repository.
+    #[command(flatten)]
+    pub remote: MaintenanceRemoteArgs,
+    /// Also read every blob a snapshot references and verify its length
+    /// and hash (reads the whole repository).
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read and verify the blobs of a random sample of the packs: `5%`
+    /// (1–100).
+    #[arg(long, value_name = "N%", value_parser = parse_percent)]
+    pub read_data_subset: Option<u8>,
+}
+
+/// `5%` or `5` → 5 (1–100).
+fn parse_percent(s: &str) -> Result<u8, String> {
+    let t = s.trim();
+    let n = t.strip_suffix('%').unwrap_or(t).trim();
+    match n.parse::<u8>() {
+        Ok(p) if (1..=100).contains(&p) => Ok(p),
+        _ => Err(format!("{t:?} is not a percentage from 1% to 100%")),
+    }
 }
 
 /// `tether follow`.
@@ -222,6 +454,7 @@ impl RemoteArgs {
             allow_instance_credentials: self.allow_instance_credentials,
             request_timeout: Some(self.request_timeout),
             encryption_key_file: self.encryption_key_file.clone(),
+            concurrency: None,
         }
     }
 }
@@ -318,6 +551,26 @@ pub struct SyncArgs {
     /// delete the guard held back; see --max-delete).
     #[arg(long, env = "TETHER_ALLOW_MASS_DELETE")]
     pub allow_mass_delete: bool,
+    /// Retention of an object store's snapshots (snapshots layout): a
+    /// policy spec (`within=1h,hourly=48,daily=14,weekly=8`, the default;
+    /// rules `within`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`,
+    /// `last`) or `off`. The sidecar runs forget + prune with it in the
+    /// background every --maintenance-interval. Without --retention, the
+    /// --keep-last … --keep-within flags alone form the policy when any is
+    /// given.
+    #[arg(long, env = "TETHER_RETENTION", value_name = "SPEC|off", value_parser = parse_retention)]
+    pub retention: Option<Retention>,
+    /// Retention rules (override --retention's).
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Time between two background maintenance runs (forget + prune under
+    /// the repository's lease); the first runs one minute after start (or
+    /// after one interval, if shorter).
+    #[arg(long, env = "TETHER_MAINTENANCE_INTERVAL", value_parser = parse_duration, default_value = "1h", value_name = "DURATION")]
+    pub maintenance_interval: Duration,
+    /// The grace period of the background prune (see `tether prune --grace`).
+    #[arg(long, env = "TETHER_PRUNE_GRACE", value_parser = parse_duration, value_name = "DURATION")]
+    pub prune_grace: Option<Duration>,
     /// Git commit author.
     #[command(flatten)]
     pub author: GitAuthorArgs,
@@ -519,6 +772,17 @@ pub struct InjectorArgs {
     /// Port of the sidecar's /healthz, /readyz and /metrics.
     #[arg(long, env = "TETHER_SIDECAR_HTTP_PORT", default_value_t = kube_deploy::inject::DEFAULT_HTTP_PORT)]
     pub sidecar_http_port: u16,
+    /// Retention of injected sidecars whose pod has no
+    /// `tether.dev/retention` (object stores in the snapshots layout): a
+    /// policy spec or `off`.
+    #[arg(long, env = "TETHER_SIDECAR_RETENTION", value_name = "SPEC|off",
+          default_value = sync_core::retention::DEFAULT_SIDECAR_POLICY_SPEC,
+          value_parser = parse_injector_retention)]
+    pub retention: kube_deploy::annotations::Retention,
+}
+
+fn parse_injector_retention(s: &str) -> Result<kube_deploy::annotations::Retention, String> {
+    s.parse()
 }
 
 impl InjectorArgs {
@@ -532,6 +796,7 @@ impl InjectorArgs {
             },
             grace_seconds: self.grace_seconds,
             http_port: self.sidecar_http_port,
+            retention: self.retention,
             ..kube_deploy::InjectorConfig::default()
         }
     }
@@ -892,13 +1157,101 @@ mod tests {
         let cli = Cli::try_parse_from(argv.iter().map(String::as_str).chain(["--namespace", "x"]))
             .unwrap();
         assert!(matches!(cli.command, Command::Webhook(_)));
+        // A non-default retention reaches the webhook's injector.
+        let mut config = kube_deploy::WebhookManifestConfig::default();
+        config.injector.retention = kube_deploy::annotations::Retention::Off;
+        let mut argv = vec!["tether".to_owned()];
+        argv.extend(config.container_args());
+        let cli = Cli::try_parse_from(argv.iter().map(String::as_str).chain(["--namespace", "x"]))
+            .unwrap();
+        let Command::Webhook(w) = cli.command else {
+            panic!("not webhook")
+        };
+        assert_eq!(
+            w.injector.config().retention,
+            kube_deploy::annotations::Retention::Off
+        );
+        let d = Cli::try_parse_from(["tether", "manifests", "inject", "-f", "-"]).unwrap();
+        let Command::Manifests(ManifestsCommand::Inject { injector, .. }) = d.command else {
+            panic!("not inject")
+        };
+        assert_eq!(
+            injector.config().retention,
+            kube_deploy::annotations::Retention::DEFAULT
+        );
+    }
+
+    #[test]
+    fn retention_flags() {
+        let s = parse(&[]);
+        assert_eq!(s.retention, None);
+        assert!(s.keep.is_empty());
+        assert_eq!(s.maintenance_interval, Duration::from_secs(3600));
+        let s = parse(&[
+            "--retention",
+            "off",
+            "--maintenance-interval",
+            "10m",
+            "--prune-grace",
+            "30m",
+        ]);
+        assert_eq!(s.retention, Some(Retention::Off));
+        assert_eq!(s.prune_grace, Some(Duration::from_secs(1800)));
+        let s = parse(&[
+            "--retention",
+            "daily=7",
+            "--keep-last",
+            "3",
+            "--keep-weekly",
+            "unlimited",
+        ]);
+        assert_eq!(
+            s.retention,
+            Some(Retention::Policy("daily=7".parse().unwrap()))
+        );
+        assert_eq!(s.keep.keep_last, Some(3));
+        assert_eq!(s.keep.keep_weekly, Some(u32::MAX));
+        for bad in [
+            &["--retention", "daily=0"][..],
+            &["--retention", ""],
+            &["--keep-last", "0"],
+            &["--keep-within", "0s"],
+            &["--keep-daily", "many"],
+        ] {
+            let argv = ["tether", "sync", "/w"].iter().chain(bad).copied();
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(render_clap_error(&e).1, 2, "{bad:?}");
+        }
+        let e = Cli::try_parse_from([
+            "tether",
+            "check",
+            "--from",
+            "file:///s",
+            "--read-data-subset",
+            "0%",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("1% to 100%"), "{e}");
+        let c = Cli::try_parse_from([
+            "tether",
+            "check",
+            "--from",
+            "file:///s",
+            "--read-data-subset",
+            "5%",
+        ])
+        .unwrap();
+        let Command::Check(c) = c.command else {
+            panic!("not check")
+        };
+        assert_eq!(c.read_data_subset, Some(5));
     }
 
     /// `tether sync /w` with `extra` flags.
     fn parse(extra: &[&str]) -> SyncArgs {
         let argv = ["tether", "sync", "/w"].iter().chain(extra).copied();
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Sync(s) => s,
+            Command::Sync(s) => *s,
             _ => panic!("not sync"),
         }
     }

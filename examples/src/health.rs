@@ -10,7 +10,10 @@
 //! that hangs completes no push and fails none, and a state directory that
 //! is full fails after the remote said yes.
 //! `tether_oldest_unsaved_change_seconds` shows the age of the oldest
-//! change not yet confirmed.
+//! change not yet confirmed. The background maintenance
+//! ([`crate::maintenance`]) reports its runs through
+//! [`Monitor::maintenance_done`] and friends (`tether_maintenance_*`); it
+//! never affects readiness.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -145,6 +148,71 @@ struct Metrics {
     ready: Gauge,
     permanent_error: Gauge,
     withheld_deletes: Gauge,
+    maintenance: MaintenanceMetrics,
+}
+
+/// The background maintenance's metrics (`tether_maintenance_*`).
+#[derive(Debug, Default)]
+struct MaintenanceMetrics {
+    runs: Counter,
+    failures: Counter,
+    skipped: Counter,
+    last_success: Gauge<f64, AtomicU64>,
+    kept: Gauge,
+    removed: Counter,
+    objects_deleted: Counter,
+    bytes_freed: Counter,
+    unused_bytes: Gauge,
+}
+
+impl MaintenanceMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "maintenance_runs",
+            "Background maintenance runs (forget + prune) started: succeeded, failed or skipped",
+            self.runs.clone(),
+        );
+        registry.register(
+            "maintenance_failures",
+            "Background maintenance runs that failed (retried next interval; see the log)",
+            self.failures.clone(),
+        );
+        registry.register(
+            "maintenance_skipped",
+            "Background maintenance runs skipped because another maintainer held the repository's lease",
+            self.skipped.clone(),
+        );
+        registry.register(
+            "maintenance_last_success_timestamp_seconds",
+            "Unix time of the last successful background maintenance run",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "maintenance_snapshots_kept",
+            "Snapshots the last successful maintenance run kept",
+            self.kept.clone(),
+        );
+        registry.register(
+            "maintenance_snapshots_removed",
+            "Snapshots removed by background maintenance",
+            self.removed.clone(),
+        );
+        registry.register(
+            "maintenance_objects_deleted",
+            "Objects (packs, tree nodes) deleted by background maintenance",
+            self.objects_deleted.clone(),
+        );
+        registry.register(
+            "maintenance_bytes_freed",
+            "Bytes deleted from the remote by background maintenance",
+            self.bytes_freed.clone(),
+        );
+        registry.register(
+            "maintenance_unused_bytes_in_live_packs",
+            "Bytes inside still-referenced packs that no snapshot uses, as the last run measured (prune does not repack)",
+            self.unused_bytes.clone(),
+        );
+    }
 }
 
 impl Metrics {
@@ -167,6 +235,7 @@ impl Metrics {
             ready: Gauge::default(),
             permanent_error: Gauge::default(),
             withheld_deletes: Gauge::default(),
+            maintenance: MaintenanceMetrics::default(),
         };
         registry.register(
             "pending_paths",
@@ -223,6 +292,7 @@ impl Metrics {
             "Deletes held back by the mass-delete guard (--max-delete): restore the files or confirm with --allow-mass-delete",
             m.withheld_deletes.clone(),
         );
+        m.maintenance.register(&mut registry);
         Metrics { registry, ..m }
     }
 }
@@ -306,6 +376,34 @@ impl Monitor {
     /// engine's push events).
     pub fn observe_push(&self, duration: Duration) {
         self.metrics.duration.observe(duration.as_secs_f64());
+    }
+
+    /// Records a successful background maintenance run at `now`.
+    pub fn maintenance_done(&self, report: &sync_s3::MaintenanceReport, now: SystemTime) {
+        let m = &self.metrics.maintenance;
+        m.runs.inc();
+        m.kept
+            .set(i64::try_from(report.forget.kept()).unwrap_or(i64::MAX));
+        m.removed.inc_by(report.forget.removed() as u64);
+        m.objects_deleted.inc_by(report.prune.objects_deleted);
+        m.bytes_freed.inc_by(report.prune.bytes_freed);
+        m.unused_bytes
+            .set(i64::try_from(report.prune.bytes_unused_in_live_packs).unwrap_or(i64::MAX));
+        if let Ok(since) = now.duration_since(SystemTime::UNIX_EPOCH) {
+            m.last_success.set(since.as_secs_f64());
+        }
+    }
+
+    /// Records a failed background maintenance run.
+    pub fn maintenance_failed(&self) {
+        self.metrics.maintenance.runs.inc();
+        self.metrics.maintenance.failures.inc();
+    }
+
+    /// Records a run skipped because another maintainer held the lease.
+    pub fn maintenance_skipped(&self) {
+        self.metrics.maintenance.runs.inc();
+        self.metrics.maintenance.skipped.inc();
     }
 
     /// Records that the first round finished: the first flush succeeded
@@ -572,5 +670,34 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tether_ready 1"), "{text}");
+    }
+
+    #[test]
+    fn maintenance_runs_are_counted() {
+        let m = Monitor::new(Duration::from_secs(60));
+        let text = m.encode_metrics();
+        assert!(text.contains("tether_maintenance_runs_total 0"), "{text}");
+        let mut report = sync_s3::MaintenanceReport::default();
+        report.prune.bytes_freed = 4096;
+        report.prune.objects_deleted = 3;
+        m.maintenance_done(
+            &report,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        );
+        m.maintenance_failed();
+        m.maintenance_skipped();
+        let text = m.encode_metrics();
+        for line in [
+            "tether_maintenance_runs_total 3",
+            "tether_maintenance_failures_total 1",
+            "tether_maintenance_skipped_total 1",
+            "tether_maintenance_bytes_freed_total 4096",
+            "tether_maintenance_objects_deleted_total 3",
+            "tether_maintenance_snapshots_removed_total 0",
+            "tether_maintenance_snapshots_kept 0",
+            "tether_maintenance_last_success_timestamp_seconds 1800000000",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

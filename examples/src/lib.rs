@@ -8,6 +8,8 @@
 //! tether restore DIR --from URL  sync_core::StateDir::open ─► sync_core::restore_and_seed (restore, seed the index)
 //! tether history --from URL      Backend::history
 //! tether key generate|list|add|remove  sync_s3::ObjectStoreBackend::{generate_key, list_keys, add_key, remove_key}
+//! tether forget|prune|check --from URL  sync_s3::ObjectStoreBackend::{forget, maintain, prune, check} (maintenance)
+//! tether sync … (object store, snapshots)  maintenance::Sidecar: ObjectStoreBackend::maintain every --maintenance-interval
 //! tether sync … --ui-bind ADDR   ui (the history page): Backend::{history, list, restore}, diff::report, restore_copies
 //! tether certs create|patch|show webhook_certs::{ensure_certs, patch_ca_bundle_by_name, describe}
 //! tether webhook                 webhook_certs::CertRotation + kube_deploy::webhook::serve
@@ -58,6 +60,7 @@ pub mod error;
 pub mod follow;
 pub mod health;
 pub mod logging;
+pub mod maintenance;
 pub mod paths;
 pub mod progress;
 pub mod remote;

@@ -41,6 +41,9 @@ pub struct RemoteOptions {
     /// The encryption key file of an object store's snapshots layout
     /// (refused for git remotes, which tether does not encrypt).
     pub encryption_key_file: Option<PathBuf>,
+    /// Requests an object-store backend sends at once (`None`: its
+    /// default; the URL's `concurrency=` wins over both).
+    pub concurrency: Option<usize>,
 }
 
 /// Which backend crate a URL belongs to.
@@ -205,6 +208,9 @@ fn object_store_backend(
     if let Some(t) = options.request_timeout {
         s3.request_timeout = t;
     }
+    if let Some(n) = options.concurrency {
+        s3.concurrency = n;
+    }
     if let Some(path) = &options.encryption_key_file {
         check_readable("encryption key file", path)?;
         s3.encryption_key = Some(sync_s3::EncryptionKey::from_file(path).map_err(CliError::usage)?);
@@ -212,17 +218,17 @@ fn object_store_backend(
     sync_s3::ObjectStoreBackend::from_url(url, s3).map_err(CliError::usage)
 }
 
-/// The object-store backend for `url` (`tether key`): a git URL is refused
-/// (tether encrypts only object stores' snapshots layout).
+/// The object-store backend for `url` (`tether key`, `forget`, `prune`,
+/// `check`, the sidecar's maintenance): a git URL is refused with
+/// `git_refusal` (a usage error), since these work on object stores alone.
 pub fn open_object_store(
     url: &str,
     options: &RemoteOptions,
+    git_refusal: &str,
 ) -> Result<sync_s3::ObjectStoreBackend, CliError> {
     let spec = check(url)?;
     match spec.family() {
-        RemoteFamily::Git => Err(CliError::usage(
-            "encryption keys belong to object-store remotes (snapshots layout); tether does not encrypt git remotes",
-        )),
+        RemoteFamily::Git => Err(CliError::usage(git_refusal)),
         RemoteFamily::ObjectStore => object_store_backend(url, &spec, options),
     }
 }

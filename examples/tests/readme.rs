@@ -22,6 +22,9 @@ const SUBCOMMANDS: &[&[&str]] = &[
     &["key", "list"],
     &["key", "add"],
     &["key", "remove"],
+    &["forget"],
+    &["prune"],
+    &["check"],
 ];
 
 fn words(text: &str, start: &str, allowed: impl Fn(char) -> bool) -> BTreeSet<String> {

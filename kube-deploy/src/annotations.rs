@@ -77,6 +77,14 @@ pub const ALLOW_MASS_DELETE: &str = "tether.dev/allow-mass-delete";
 /// free one if a container declares it), for `jupyter-server-proxy` to
 /// show at `/user/<name>/proxy/<port>/`; `"false"` (default): off.
 pub const HISTORY_UI: &str = "tether.dev/history-ui";
+/// Retention of the remote's history (object stores in the snapshots
+/// layout): `"off"`, or a policy spec such as
+/// `"within=24h,hourly=48,daily=14,weekly=8"` (rules `within`, `hourly`,
+/// `daily`, `weekly`, `monthly`, `yearly`, `last`; see
+/// `sync_core::retention`). The sidecar runs forget + prune with it in the
+/// background (`TETHER_RETENTION`). Default: the injector's
+/// ([`Retention::DEFAULT`]).
+pub const RETENTION: &str = "tether.dev/retention";
 /// Written by the injector: `injected` once a pod carries tether.
 pub const STATUS: &str = "tether.dev/status";
 /// Written by the injector: JSON listing everything it added or changed
@@ -107,6 +115,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     INIT_POSITION,
     ALLOW_MASS_DELETE,
     HISTORY_UI,
+    RETENTION,
     STATUS,
     CHANGES,
 ];
@@ -158,6 +167,57 @@ pub enum InitPosition {
     Last,
     /// Before them, so they already see the restored directory.
     First,
+}
+
+/// What a sidecar keeps of its remote's history ([`RETENTION`],
+/// `TETHER_RETENTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// No background forget or prune.
+    Off,
+    /// Forget + prune with this policy.
+    Policy(sync_core::retention::ForgetPolicy),
+}
+
+impl Retention {
+    /// tether's default for injected sidecars
+    /// (`within=1h,hourly=48,daily=14,weekly=8`): every checkpoint of the
+    /// last hour, hourly ones for two days, daily ones for two weeks,
+    /// weekly ones for two months — at most about 430 snapshots.
+    pub const DEFAULT: Retention = Retention::Policy(sync_core::retention::DEFAULT_SIDECAR_POLICY);
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention::DEFAULT
+    }
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+
+    /// `off`, or a policy spec (`sync_core::retention::ForgetPolicy`'s
+    /// `FromStr`, the same reading as `tether sync --retention`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(Retention::Off);
+        }
+        s.parse()
+            .map(Retention::Policy)
+            .map_err(|e: sync_core::retention::ParsePolicyError| {
+                format!("must be \"off\" or a retention policy: {}", e.reason)
+            })
+    }
+}
+
+/// `off`, or the policy's spec (what `TETHER_RETENTION` carries).
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retention::Off => f.write_str("off"),
+            Retention::Policy(p) => p.fmt(f),
+        }
+    }
 }
 
 /// Resource settings for the tether containers, as Kubernetes quantities.
@@ -244,6 +304,8 @@ pub struct TetherRequest {
     pub allow_mass_delete: bool,
     /// [`HISTORY_UI`] is `"true"`.
     pub history_ui: bool,
+    /// [`RETENTION`], when set.
+    pub retention: Option<Retention>,
     /// Whether the pod carries the opt-in label (the webhook only sees pods
     /// that do).
     pub labelled: bool,
@@ -527,6 +589,30 @@ impl TetherRequest {
             }
         };
 
+        let retention = get(RETENTION)
+            .map(|v| {
+                v.parse::<Retention>()
+                    .map_err(|e| AnnotationError::new(RETENTION, e))
+            })
+            .transpose()?;
+        if let Some(Retention::Policy(_)) = retention {
+            if !remote_kind.is_object_store() {
+                return Err(AnnotationError::new(
+                    RETENTION,
+                    "applies only to object-store remotes (file, s3, gs, az) in the snapshots layout: a git remote keeps every commit (use \"off\" or leave it out)",
+                ));
+            }
+            if remote
+                .query_pairs()
+                .any(|(k, v)| k == "layout" && v == "mirror")
+            {
+                return Err(AnnotationError::new(
+                    RETENTION,
+                    "the mirror layout keeps only the newest state, there is no history to forget: use the snapshots layout (or \"off\")",
+                ));
+            }
+        }
+
         Ok(AnnotationVerdict::Requested(Box::new(TetherRequest {
             remote,
             remote_kind,
@@ -543,6 +629,7 @@ impl TetherRequest {
             init_position,
             allow_mass_delete,
             history_ui,
+            retention,
             labelled,
         })))
     }
@@ -728,6 +815,15 @@ mod tests {
             ),
             (vec![(ALLOW_MASS_DELETE, "yes")], ALLOW_MASS_DELETE),
             (vec![(HISTORY_UI, "on")], HISTORY_UI),
+            (vec![(RETENTION, "daily=0")], RETENTION),
+            (vec![(RETENTION, "forever")], RETENTION),
+            (vec![(RETENTION, "")], RETENTION),
+            (vec![(RETENTION, "daily=7,daily=8")], RETENTION),
+            (
+                vec![(REMOTE, "git://h/r"), (RETENTION, "daily=7")],
+                RETENTION,
+            ),
+            (vec![(LAYOUT, "mirror"), (RETENTION, "daily=7")], RETENTION),
             (vec![(CPU_LIMIT, "lots")], CPU_LIMIT),
             (vec![(MEMORY_REQUEST, "-1Gi")], MEMORY_REQUEST),
             (vec![(SIDECAR_MODE, "sometimes")], SIDECAR_MODE),
@@ -763,6 +859,37 @@ mod tests {
             );
             assert!(!err.to_string().contains('\n'), "{err:?}");
         }
+    }
+
+    #[test]
+    fn retention_is_off_or_a_policy_read_by_the_one_parser() {
+        assert_eq!(requested(&BASE).retention, None);
+        let mut pairs = BASE.to_vec();
+        pairs.push((RETENTION, "within=24h, hourly=48,daily=14,weekly=8"));
+        let r = requested(&pairs).retention.unwrap();
+        assert_eq!(r.to_string(), "within=1d,hourly=48,daily=14,weekly=8");
+        let mut off = BASE.to_vec();
+        off.push((RETENTION, "off"));
+        assert_eq!(requested(&off).retention, Some(Retention::Off));
+        // "off" is accepted on any remote.
+        let git = requested(&[
+            (INJECT, "true"),
+            (REMOTE, "git://h/r.git"),
+            (MOUNT_PATH, "/d"),
+            (RETENTION, "off"),
+        ]);
+        assert_eq!(git.retention, Some(Retention::Off));
+        let e = error(&[
+            (INJECT, "true"),
+            (REMOTE, "s3://b/p"),
+            (MOUNT_PATH, "/d"),
+            (RETENTION, "daily=0"),
+        ]);
+        assert!(e.reason.contains("daily=0 keeps nothing"), "{e}");
+        assert_eq!(
+            Retention::DEFAULT.to_string(),
+            sync_core::retention::DEFAULT_SIDECAR_POLICY_SPEC
+        );
     }
 
     #[test]

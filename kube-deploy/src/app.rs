@@ -459,6 +459,7 @@ fn plan(config: &AppConfig) -> Result<PodPlan, ManifestError> {
         http_port: FOLLOW_HTTP_PORT,
         allow_mass_delete: false,
         history_ui_port: None,
+        retention: None,
     })
 }
 

@@ -155,6 +155,9 @@ pub struct PodPlan {
     pub allow_mass_delete: bool,
     /// Loopback port of the history page (`TETHER_UI_BIND`); `None`: off.
     pub history_ui_port: Option<u16>,
+    /// The sidecar's retention (`TETHER_RETENTION`); `None` for remotes
+    /// it does not apply to (git, the mirror layout): nothing is set.
+    pub retention: Option<crate::annotations::Retention>,
 }
 
 /// The container security context shared by both tether containers. It
@@ -444,6 +447,12 @@ pub fn sync_container(plan: &PodPlan) -> Container {
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()
     }]);
+    if let Some(retention) = plan.retention {
+        container
+            .env
+            .get_or_insert_with(Vec::new)
+            .push(env("TETHER_RETENTION", &retention.to_string()));
+    }
     // No readiness probe: see the module docs.
     container.startup_probe = Some(startup_probe(plan.http_port));
     container.liveness_probe = Some(liveness_probe(plan.http_port));
@@ -539,6 +548,7 @@ mod tests {
             http_port: 9477,
             allow_mass_delete: false,
             history_ui_port: None,
+            retention: Some(crate::annotations::Retention::DEFAULT),
         }
     }
 
@@ -622,6 +632,25 @@ mod tests {
         let env = sync_container(&p).env.unwrap_or_default();
         let ui = env.iter().find(|e| e.name == "TETHER_UI_BIND");
         assert_eq!(ui.and_then(|e| e.value.as_deref()), Some("127.0.0.1:9478"));
+
+        // Retention: the sidecar alone gets it; none for git or mirror.
+        let retention = |c: Container| {
+            c.env
+                .unwrap_or_default()
+                .into_iter()
+                .find(|e| e.name == "TETHER_RETENTION")
+                .and_then(|e| e.value)
+        };
+        assert_eq!(
+            retention(sync_container(&plan())).as_deref(),
+            Some("within=1h,hourly=48,daily=14,weekly=8")
+        );
+        assert_eq!(retention(restore_container(&plan())), None);
+        let mut p = plan();
+        p.retention = Some(crate::annotations::Retention::Off);
+        assert_eq!(retention(sync_container(&p)).as_deref(), Some("off"));
+        p.retention = None;
+        assert_eq!(retention(sync_container(&p)), None);
 
         let mut p = plan();
         p.mode = SidecarMode::Container;

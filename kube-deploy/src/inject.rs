@@ -34,8 +34,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
 use crate::annotations::{
-    self, AnnotationError, AnnotationVerdict, InitPosition, ResourceOverrides, SidecarMode,
-    TetherRequest,
+    self, AnnotationError, AnnotationVerdict, InitPosition, ResourceOverrides, Retention,
+    SidecarMode, TetherRequest,
 };
 use crate::builders::{self, AddedNames, PodPlan, WorkdirMount};
 use crate::validate;
@@ -74,6 +74,9 @@ pub struct InjectorConfig {
     pub grace_seconds: u32,
     /// Port used when the pod has no `tether.dev/http-port`.
     pub http_port: u16,
+    /// Retention used when the pod has no `tether.dev/retention` (object
+    /// stores in the snapshots layout; default [`Retention::DEFAULT`]).
+    pub retention: Retention,
 }
 
 impl Default for InjectorConfig {
@@ -84,6 +87,7 @@ impl Default for InjectorConfig {
             resources: ResourceOverrides::default(),
             grace_seconds: DEFAULT_GRACE_SECONDS,
             http_port: DEFAULT_HTTP_PORT,
+            retention: Retention::DEFAULT,
         }
     }
 }
@@ -484,6 +488,16 @@ fn resolve(
             .or_else(|| config.resources.memory_limit.clone()),
     };
 
+    // Retention runs on object stores in the snapshots layout only (the
+    // annotation refuses a policy elsewhere); the effective setting is
+    // always written, so the pod spec says what the sidecar does whatever
+    // the image's own default.
+    let snapshots_store = request.remote_kind.is_object_store()
+        && !request
+            .remote
+            .query_pairs()
+            .any(|(k, v)| k == "layout" && v == "mirror");
+    let retention = snapshots_store.then(|| request.retention.unwrap_or(config.retention));
     let plan = PodPlan {
         image,
         remote: request.remote.to_string(),
@@ -500,6 +514,7 @@ fn resolve(
         http_port,
         allow_mass_delete: request.allow_mass_delete,
         history_ui_port,
+        retention,
     };
     Ok(Resolved {
         plan,

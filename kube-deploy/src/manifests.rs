@@ -452,7 +452,7 @@ impl WebhookManifestConfig {
             SidecarMode::Native => "native",
             SidecarMode::Container => "container",
         };
-        vec![
+        let mut args = vec![
             "webhook".into(),
             "--bind".into(),
             format!("0.0.0.0:{}", self.port),
@@ -468,7 +468,12 @@ impl WebhookManifestConfig {
             mode.into(),
             "--grace-seconds".into(),
             self.injector.grace_seconds.to_string(),
-        ]
+        ];
+        if self.injector.retention != crate::annotations::Retention::DEFAULT {
+            args.push("--retention".into());
+            args.push(self.injector.retention.to_string());
+        }
+        args
     }
 
     /// Every namespace the webhook never sees.

@@ -373,3 +373,71 @@ fn unrelated_documents_pass_unchanged() {
     assert_eq!(yaml_documents(&out), yaml_documents(&input));
     assert_valid_for_kubernetes(&[("unrelated", out)]);
 }
+
+/// The sidecar's retention: the injector's default policy unless the pod's
+/// `tether.dev/retention` says otherwise, written into the sidecar's
+/// environment (the restore container never gets it), and nothing for a
+/// git remote, where retention does not apply.
+#[test]
+fn retention_reaches_the_sidecar_only_where_it_applies() {
+    use kube_deploy::annotations::Retention;
+    let retention_of = |yaml: &str, config: &InjectorConfig| {
+        let pod = yaml_documents(&inject_yaml(yaml, config).unwrap()).remove(0);
+        let spec = pod_spec(&pod);
+        let value = |c: &Value| {
+            c["env"].as_array().and_then(|env| {
+                env.iter()
+                    .find(|e| e["name"] == "TETHER_RETENTION")
+                    .map(|e| e["value"].as_str().unwrap().to_owned())
+            })
+        };
+        assert_eq!(value(tether_containers(spec, "restore")[0]), None);
+        assert_valid_for_kubernetes(&[("retention", to_yaml(&pod))]);
+        value(tether_containers(spec, "sync")[0])
+    };
+    let hub = fixture("jupyterhub-singleuser.yaml");
+    let default = InjectorConfig::default();
+    assert_eq!(
+        retention_of(&hub, &default).as_deref(),
+        Some("within=1h,hourly=48,daily=14,weekly=8")
+    );
+    let off = InjectorConfig {
+        retention: Retention::Off,
+        ..InjectorConfig::default()
+    };
+    assert_eq!(retention_of(&hub, &off).as_deref(), Some("off"));
+    let annotated = hub.replace(
+        "tether.dev/mount-path:",
+        "tether.dev/retention: \"last=10, daily=7\"\n    tether.dev/mount-path:",
+    );
+    assert_ne!(annotated, hub);
+    assert_eq!(
+        retention_of(&annotated, &off).as_deref(),
+        Some("daily=7,last=10")
+    );
+    // A bad value is refused naming the annotation.
+    let bad = hub.replace(
+        "tether.dev/mount-path:",
+        "tether.dev/retention: \"daily=0\"\n    tether.dev/mount-path:",
+    );
+    let e = inject_yaml(&bad, &default).unwrap_err().to_string();
+    assert!(
+        e.contains("tether.dev/retention") && e.contains("daily=0"),
+        "{e}"
+    );
+    // git: nothing set.
+    let git = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: nb
+  annotations:
+    tether.dev/inject: "true"
+    tether.dev/remote: git://git.example.com/notes.git
+    tether.dev/mount-path: /home/jovyan
+spec:
+  containers:
+  - name: app
+    image: jupyter/base-notebook
+"#;
+    assert_eq!(retention_of(git, &default), None);
+}

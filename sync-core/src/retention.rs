@@ -26,6 +26,12 @@
 //!   dated in the future (after `now`: a writer with a wrong clock) are
 //!   kept and take no part in the rules; a policy without any rule is
 //!   refused rather than read as "keep nothing".
+//!
+//! One spelling for every place a policy is written (`tether sync
+//! --retention`, the `tether.dev/retention` annotation): `FromStr` reads
+//! `within=24h,hourly=48,daily=14,weekly=8,monthly=6,yearly=2,last=10` and
+//! `Display` writes it back. [`DEFAULT_SIDECAR_POLICY`] is what a sidecar
+//! keeps unless told otherwise.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -61,6 +67,172 @@ impl ForgetPolicy {
             && self.keep_monthly.is_none()
             && self.keep_yearly.is_none()
             && self.keep_within.is_none()
+    }
+}
+
+/// tether's default policy for a sidecar's remote, as a policy spec (see
+/// [`DEFAULT_SIDECAR_POLICY`]).
+pub const DEFAULT_SIDECAR_POLICY_SPEC: &str = "within=1h,hourly=48,daily=14,weekly=8";
+
+/// tether's default policy for a sidecar's remote: every checkpoint of the
+/// last hour (fine-grained undo of what was just typed), then the newest of
+/// each hour for two days, of each day for two weeks and of each week for
+/// two months. At the default 10 s checkpoint rate that is at most about
+/// 360 + 47 + 12 + 6 ≈ 430 snapshots, however long the pod lives.
+pub const DEFAULT_SIDECAR_POLICY: ForgetPolicy = ForgetPolicy {
+    keep_last: None,
+    keep_hourly: Some(48),
+    keep_daily: Some(14),
+    keep_weekly: Some(8),
+    keep_monthly: None,
+    keep_yearly: None,
+    keep_within: Some(Duration::from_secs(3600)),
+};
+
+/// A policy spec that could not be read (see `ForgetPolicy`'s `FromStr`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("retention policy {spec:?}: {reason}")]
+pub struct ParsePolicyError {
+    /// The spec as given (a policy holds no secret).
+    pub spec: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The rule names of a spec, in the order [`Display`](std::fmt::Display)
+/// writes them.
+const SPEC_KEYS: &str = "within, hourly, daily, weekly, monthly, yearly, last";
+
+impl std::str::FromStr for ForgetPolicy {
+    type Err = ParsePolicyError;
+
+    /// Reads `within=24h,hourly=48,daily=14,weekly=8,monthly=6,yearly=2,last=10`
+    /// (any non-empty subset, any order, each rule once, spaces around
+    /// `,` and `=` allowed): counts are whole numbers from 1, or
+    /// `unlimited` (`u32::MAX`: every period that has a snapshot; for
+    /// `last`, every snapshot); `within` is a duration (`90m`, `24h`, `7d`, `1h30m`; a
+    /// bare number is seconds). An empty spec, and `off`, are refused: "no
+    /// retention" is not a policy, and where it may be switched off the
+    /// caller reads `off` itself.
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let err = |reason: String| ParsePolicyError {
+            spec: spec.to_owned(),
+            reason,
+        };
+        let t = spec.trim();
+        if t.is_empty() {
+            return Err(err(format!(
+                "no rule; give at least one of {SPEC_KEYS} (e.g. {DEFAULT_SIDECAR_POLICY_SPEC})"
+            )));
+        }
+        if t.eq_ignore_ascii_case("off") {
+            return Err(err(
+                "\"off\" keeps everything and is not a policy; it is accepted only where retention can be switched off (tether sync --retention, the tether.dev/retention annotation)".into(),
+            ));
+        }
+        let mut policy = ForgetPolicy::default();
+        for part in t.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                return Err(err("an empty rule between commas".into()));
+            }
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(err(format!(
+                    "{part:?} is not RULE=VALUE (rules: {SPEC_KEYS})"
+                )));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let count = || -> Result<u32, ParsePolicyError> {
+                if value.eq_ignore_ascii_case("unlimited") {
+                    return Ok(u32::MAX);
+                }
+                match value.parse::<u32>() {
+                    Ok(0) => Err(err(format!(
+                        "{key}=0 keeps nothing; leave the rule out, or give at least 1"
+                    ))),
+                    Ok(n) => Ok(n),
+                    Err(_) => Err(err(format!(
+                        "{key}={value:?}: expected a whole number from 1 to {} or \"unlimited\"",
+                        u32::MAX
+                    ))),
+                }
+            };
+            let twice = match key {
+                "last" => policy.keep_last.replace(count()?).is_some(),
+                "hourly" => policy.keep_hourly.replace(count()?).is_some(),
+                "daily" => policy.keep_daily.replace(count()?).is_some(),
+                "weekly" => policy.keep_weekly.replace(count()?).is_some(),
+                "monthly" => policy.keep_monthly.replace(count()?).is_some(),
+                "yearly" => policy.keep_yearly.replace(count()?).is_some(),
+                "within" => {
+                    let d = if let Ok(secs) = value.parse::<u64>() {
+                        Duration::from_secs(secs)
+                    } else {
+                        humantime::parse_duration(value).map_err(|e| {
+                            err(format!(
+                                "within={value:?}: {e} (expected a duration like 90m, 24h, 7d)"
+                            ))
+                        })?
+                    };
+                    if d.is_zero() {
+                        return Err(err(
+                            "within=0 keeps nothing but the newest; leave the rule out, or give a positive duration".into(),
+                        ));
+                    }
+                    policy.keep_within.replace(d).is_some()
+                }
+                other => {
+                    return Err(err(format!("unknown rule {other:?} (rules: {SPEC_KEYS})")));
+                }
+            };
+            if twice {
+                return Err(err(format!("{key} is given twice")));
+            }
+        }
+        Ok(policy)
+    }
+}
+
+/// A duration as a spec writes it: whole days, hours, minutes or seconds
+/// when exact, else humantime's spelling (which parses back).
+fn spec_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return humantime::format_duration(d).to_string().replace(' ', "");
+    }
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
+/// The policy as a spec that [`FromStr`](std::str::FromStr) reads back to
+/// the same policy (`within`, `hourly`, `daily`, `weekly`, `monthly`,
+/// `yearly`, `last`, in that order). An empty policy is written as the
+/// empty string (which the parser refuses, as [`apply`] does).
+impl std::fmt::Display for ForgetPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(d) = self.keep_within {
+            parts.push(format!("within={}", spec_duration(d)));
+        }
+        for (key, n) in [
+            ("hourly", self.keep_hourly),
+            ("daily", self.keep_daily),
+            ("weekly", self.keep_weekly),
+            ("monthly", self.keep_monthly),
+            ("yearly", self.keep_yearly),
+            ("last", self.keep_last),
+        ] {
+            match n {
+                None => {}
+                Some(u32::MAX) => parts.push(format!("{key}=unlimited")),
+                Some(n) => parts.push(format!("{key}={n}")),
+            }
+        }
+        f.write_str(&parts.join(","))
     }
 }
 
@@ -553,6 +725,108 @@ mod tests {
             .unwrap()
             .is_empty()
         );
+    }
+
+    #[test]
+    fn a_spec_reads_every_rule_and_writes_itself_back() {
+        let p: ForgetPolicy = "within=24h,hourly=48,daily=14,weekly=8,monthly=6,yearly=2,last=10"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            p,
+            ForgetPolicy {
+                keep_last: Some(10),
+                keep_hourly: Some(48),
+                keep_daily: Some(14),
+                keep_weekly: Some(8),
+                keep_monthly: Some(6),
+                keep_yearly: Some(2),
+                keep_within: Some(Duration::from_secs(24 * 3600)),
+            }
+        );
+        assert_eq!(
+            p.to_string(),
+            "within=1d,hourly=48,daily=14,weekly=8,monthly=6,yearly=2,last=10"
+        );
+        // Any subset, any order, spaces, `unlimited`, durations humantime reads.
+        let q: ForgetPolicy = " daily = unlimited , within=1h30m,last=3 ".parse().unwrap();
+        assert_eq!(q.keep_daily, Some(u32::MAX));
+        assert_eq!(q.keep_within, Some(Duration::from_secs(5400)));
+        assert_eq!(q.to_string(), "within=90m,daily=unlimited,last=3");
+        assert_eq!(
+            "within=90".parse::<ForgetPolicy>().unwrap().keep_within,
+            Some(Duration::from_secs(90))
+        );
+        // Display round-trips through FromStr.
+        for p in [
+            p,
+            q,
+            DEFAULT_SIDECAR_POLICY,
+            ForgetPolicy {
+                keep_within: Some(Duration::from_millis(1500)),
+                keep_last: Some(u32::MAX),
+                ..ForgetPolicy::default()
+            },
+            ForgetPolicy {
+                keep_within: Some(Duration::from_secs(3661)),
+                keep_yearly: Some(1),
+                ..ForgetPolicy::default()
+            },
+        ] {
+            assert_eq!(p.to_string().parse::<ForgetPolicy>(), Ok(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_default_sidecar_policy_is_its_spec_and_stays_bounded() {
+        assert_eq!(
+            DEFAULT_SIDECAR_POLICY_SPEC.parse::<ForgetPolicy>(),
+            Ok(DEFAULT_SIDECAR_POLICY)
+        );
+        assert_eq!(
+            DEFAULT_SIDECAR_POLICY.to_string(),
+            DEFAULT_SIDECAR_POLICY_SPEC
+        );
+        // A checkpoint every 10 s for 100 days: at most ~430 kept.
+        let start = datetime!(2026-01-01 0:00 UTC);
+        let times: Vec<OffsetDateTime> = (0..100 * 8640)
+            .map(|i| start + time::Duration::seconds(10 * i))
+            .collect();
+        let s = snaps(&times);
+        let end = at(*times.last().unwrap());
+        let v = apply(&DEFAULT_SIDECAR_POLICY, &s, end).unwrap();
+        let n = kept(&v).len();
+        assert!((400..=430).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_a_reason() {
+        for (spec, needle) in [
+            ("", "no rule"),
+            ("  ", "no rule"),
+            ("off", "not a policy"),
+            ("OFF", "not a policy"),
+            ("daily", "not RULE=VALUE"),
+            ("daily=", "expected a whole number"),
+            ("daily=-1", "expected a whole number"),
+            ("daily=1.5", "expected a whole number"),
+            ("daily=4294967296", "expected a whole number"),
+            ("daily=0", "daily=0 keeps nothing"),
+            ("last=0", "last=0 keeps nothing"),
+            ("daily=7,daily=8", "daily is given twice"),
+            ("dayly=7", "unknown rule \"dayly\""),
+            ("keep-daily=7", "unknown rule"),
+            ("daily=7,,weekly=2", "empty rule"),
+            ("daily=7,", "empty rule"),
+            ("within=soon", "expected a duration"),
+            ("within=0s", "within=0"),
+            ("within=0", "within=0"),
+        ] {
+            let e = spec.parse::<ForgetPolicy>().unwrap_err();
+            assert!(e.to_string().contains(needle), "{spec:?}: {e}");
+            assert!(e.to_string().starts_with("retention policy "), "{e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
     }
 
     #[test]

@@ -105,7 +105,11 @@ impl KeyRemoteArgs {
             encryption_key_file: self.encryption_key_file.clone(),
             ..RemoteOptions::default()
         };
-        crate::remote::open_object_store(url, &options)
+        crate::remote::open_object_store(
+            url,
+            &options,
+            "encryption keys belong to object-store remotes (snapshots layout); tether does not encrypt git remotes",
+        )
     }
 
     fn require_key(&self, what: &str) -> Result<(), CliError> {

@@ -13,19 +13,22 @@ use crate::paths::{self, BaseDirs};
 pub mod app;
 pub mod cat;
 pub mod certs;
+pub mod check;
 pub mod diff;
 pub mod follow;
+pub mod forget;
 pub mod history;
 pub mod key;
 pub mod kube;
 pub mod ls;
+pub mod prune;
 pub mod restore;
 pub mod sync;
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Sync(args) => sync::run(args).await,
+        Command::Sync(args) => sync::run(*args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::History(args) => history::run(args).await,
         Command::Cat(args) => cat::run(args).await,
@@ -38,6 +41,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Follow(args) => follow::run(args).await,
         Command::Convert(args) => app::convert(args).await,
         Command::Key(cmd) => key::run(cmd).await,
+        Command::Forget(args) => forget::run(args).await,
+        Command::Prune(args) => prune::run(args).await,
+        Command::Check(args) => check::run(args).await,
     }
 }
 

@@ -1,6 +1,10 @@
 //! `tether sync DIR [--to URL]`: restore if DIR is empty, then watch and
 //! push until SIGTERM/SIGINT, which flush pending changes within `--grace`.
-//! `--once` pushes the current state and exits.
+//! `--once` pushes the current state and exits. On an object store in the
+//! snapshots layout the sidecar also keeps the remote's history bounded:
+//! `--retention` (default `within=1h,hourly=48,daily=14,weekly=8`) runs as
+//! forget + prune in the background every `--maintenance-interval`
+//! ([`crate::maintenance::Sidecar`]), never delaying a push or the flush.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -96,6 +100,7 @@ fn log_transitions(old: &Status, new: &Status) {
 /// Runs `tether sync`.
 pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
     let mut signals = StopSignals::new()?;
+    let policy = crate::maintenance::sidecar_policy(args.retention, &args.keep)?;
     let ws = open_workspace(
         &args.dir,
         args.to.as_deref(),
@@ -103,6 +108,20 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         Some(&args.author),
     )?;
     let remote = ws.backend.describe();
+    // Background retention (not for --once: a one-shot push must not
+    // start deleting). Opened now, so a bad setting fails before anything
+    // runs; started once the engine runs.
+    let maintenance = if args.once {
+        None
+    } else {
+        crate::maintenance::Sidecar::new(
+            &ws.url,
+            &args.remote.options(Some(&args.author)),
+            policy,
+            args.maintenance_interval,
+            args.prune_grace,
+        )?
+    };
     let monitor = Monitor::new(args.unready_after);
     let _http = match args.http_bind {
         Some(addr) => Some(crate::health::serve(addr, monitor.clone()).await?),
@@ -206,6 +225,9 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    // Aborted when dropped: at a stop signal, before the flush, and on any
+    // early return. Stopping a run mid-way is safe; the next one redoes it.
+    let mut maintenance = maintenance.map(|m| m.start(monitor.clone()));
     let bar = crate::progress::push_bar();
     let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
     let mut push_events = engine.push_events();
@@ -255,6 +277,8 @@ pub async fn run(args: SyncArgs) -> Result<ExitCode, CliError> {
         }
     };
     bar.finish_and_clear();
+    // Never let maintenance compete with the flush.
+    drop(maintenance.take());
     monitor.set_phase(Phase::Stopping);
     let pending = engine.status().pending_paths;
     tracing::info!(
