@@ -143,7 +143,7 @@ pub fn forget_text(report: &ForgetReport) -> String {
         } else if v.too_recent {
             (
                 "keep",
-                "too recent: it stopped being the newest less than the writers' reuse window + 5 min ago, and a writer may still build on it (a later run removes it)".to_owned(),
+                "too recent: it stopped being the newest less than twice the writers' reuse window ago, and a writer may still build on it (a later run removes it)".to_owned(),
             )
         } else {
             ("keep", reasons(v))
@@ -302,17 +302,11 @@ impl Sidecar {
             "background maintenance (forget + prune) enabled"
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        // sync-s3's maintain future is not `Send` (its tree walk holds a
-        // non-Send callback), so it cannot be `tokio::spawn`ed: it runs on
-        // a blocking-pool thread driven by this runtime's handle.
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            handle.block_on(async move {
-                tokio::select! {
-                    () = self.run_forever(&monitor) => {}
-                    _ = stopped => tracing::debug!("background maintenance stopped"),
-                }
-            });
+        tokio::spawn(async move {
+            tokio::select! {
+                () = self.run_forever(&monitor) => {}
+                _ = stopped => tracing::debug!("background maintenance stopped"),
+            }
         });
         Running { _stop: stop }
     }

@@ -104,9 +104,12 @@ pub(crate) struct Maintainer<'a> {
     pub(crate) pack_limit: u64,
 }
 
-/// The maintenance lease, held until [`Lease::release`].
-pub(crate) struct Lease<'a> {
-    repo: &'a Repo,
+/// The maintenance lease, held until [`Lease::release`] (or dropped: a
+/// run stopped midway releases it in the background, best effort, so the
+/// next maintainer need not wait for it to expire).
+pub(crate) struct Lease {
+    repo: Arc<Repo>,
+    released: bool,
     holder: String,
     generation: u64,
     renewed: Instant,
@@ -131,7 +134,7 @@ async fn store_now(repo: &Repo, holder: &str) -> Result<u64, BackendError> {
 
 /// The store's clock for a lease holder; a dry run (no lease, nothing
 /// written) makes do with this machine's.
-async fn now_for(repo: &Repo, lease: Option<&Lease<'_>>) -> Result<u64, BackendError> {
+async fn now_for(repo: &Repo, lease: Option<&Lease>) -> Result<u64, BackendError> {
     match lease {
         Some(l) => store_now(repo, &l.holder).await,
         None => Ok(ms_of(SystemTime::now())),
@@ -157,7 +160,7 @@ impl<'a> Maintainer<'a> {
     /// Takes the maintenance lease: refused (transient) while another
     /// maintainer's lease is valid by the store's clock; an expired one is
     /// taken over.
-    pub(crate) async fn lease(&self, ttl: Duration) -> Result<Lease<'a>, BackendError> {
+    pub(crate) async fn lease(&self, ttl: Duration) -> Result<Lease, BackendError> {
         let repo = self.repo;
         let remote = &repo.remote;
         if ttl.is_zero() || duration_ms(ttl) > MAX_LEASE_TTL_MS {
@@ -207,7 +210,8 @@ impl<'a> Maintainer<'a> {
                     Confirmation::Confirmed { newest, floor } if newest == m => {
                         LEASES.retire(remote, newest, floor, false).await;
                         return Ok(Lease {
-                            repo,
+                            repo: Arc::clone(repo),
+                            released: false,
                             holder,
                             generation: m,
                             renewed: Instant::now(),
@@ -230,7 +234,7 @@ impl<'a> Maintainer<'a> {
     }
 }
 
-impl Lease<'_> {
+impl Lease {
     /// Before a delete: the lease is still this maintainer's, renewed when
     /// a third of its time has passed. Lost (another maintainer took it
     /// over) → an error, and the caller deletes nothing more.
@@ -270,19 +274,35 @@ impl Lease<'_> {
 
     /// Gives the lease up (a generation with no time to live), best effort:
     /// a maintainer that cannot release it leaves it to expire.
-    pub(crate) async fn release(self) {
-        let remote = &self.repo.remote;
-        if let Ok(m) = LEASES.next(remote, Some(self.generation))
-            && let Ok(unit) = self
-                .repo
-                .lease_unit(&lease_record(&self.holder, m, Duration::ZERO))
-            && let Err(e) = LEASES.create(remote, m, unit).await
-        {
-            tracing::debug!(error = %e, "could not release the maintenance lease; it expires on its own");
+    pub(crate) async fn release(mut self) {
+        self.released = true;
+        release(&self.repo, &self.holder, self.generation).await;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.released {
+            return;
         }
-        if let Ok(key) = remote.key(&format!("{PROBE_DIR}/{}", self.holder)) {
-            let _ = remote.delete(&key).await;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (repo, holder, generation) =
+                (Arc::clone(&self.repo), self.holder.clone(), self.generation);
+            rt.spawn(async move { release(&repo, &holder, generation).await });
         }
+    }
+}
+
+async fn release(repo: &Repo, holder: &str, generation: u64) {
+    let remote = &repo.remote;
+    if let Ok(m) = LEASES.next(remote, Some(generation))
+        && let Ok(unit) = repo.lease_unit(&lease_record(holder, m, Duration::ZERO))
+        && let Err(e) = LEASES.create(remote, m, unit).await
+    {
+        tracing::debug!(error = %e, "could not release the maintenance lease; it expires on its own");
+    }
+    if let Ok(key) = remote.key(&format!("{PROBE_DIR}/{holder}")) {
+        let _ = remote.delete(&key).await;
     }
 }
 
@@ -379,7 +399,7 @@ impl Maintainer<'_> {
     pub(crate) async fn forget(
         &self,
         policy: &ForgetPolicy,
-        lease: Option<&mut Lease<'_>>,
+        lease: Option<&mut Lease>,
     ) -> Result<ForgetReport, BackendError> {
         let repo = self.repo;
         let dry_run = lease.is_none();
@@ -462,7 +482,7 @@ impl Maintainer<'_> {
     pub(crate) async fn prune(
         &self,
         options: &PruneOptions,
-        lease: Option<&mut Lease<'_>>,
+        lease: Option<&mut Lease>,
     ) -> Result<PruneReport, BackendError> {
         let repo = self.repo;
         let dry_run = lease.is_none();
@@ -631,8 +651,9 @@ impl Maintainer<'_> {
 }
 
 /// Deletes `keys` in rounds, checking the lease before each.
-async fn delete_under(lease: &mut Lease<'_>, keys: Vec<Path>) -> Result<(), BackendError> {
-    let remote = &lease.repo.remote;
+async fn delete_under(lease: &mut Lease, keys: Vec<Path>) -> Result<(), BackendError> {
+    let repo = Arc::clone(&lease.repo);
+    let remote = &repo.remote;
     let mut keys = keys.into_iter().peekable();
     while keys.peek().is_some() {
         let round: Vec<Path> = keys.by_ref().take(DELETE_ROUND).collect();
