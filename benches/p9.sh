@@ -40,7 +40,9 @@ else
   tether="$CARGO_TARGET_DIR/release/tether"
 fi
 export RESTIC_PASSWORD=bench
-bytes() { du -sb --apparent-size "$1" | cut -f1; }
+# Bytes of the files under a directory (not the directories themselves:
+# a file:// store's 512 two-hex-digit directories would add 2 MiB).
+bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 objects() { find "$1" -type f | wc -l; }
 # Wall seconds of a command (its output to $work/last.out).
 timed() {
@@ -75,35 +77,52 @@ if [ "$phase" = all ] || [ "$phase" = history ]; then
   find "$work/tether" -exec touch -h -d '2 days ago' {} +
 fi
 
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 if [ "$phase" = all ] || [ "$phase" = maintain ]; then
-  rm -rf "$work/m"
-  mkdir -p "$work/m"
-  cp -a "$work/tether" "$work/m/tether"
-  cp -a "$work/restic" "$work/m/restic"
-  url="file://$work/m/tether"
-  tb0=$(bytes "$work/m/tether"); to0=$(objects "$work/m/tether")
-  rb0=$(bytes "$work/m/restic")
-  t_forget=$(timed "$tether" forget --from "$url" --policy "$policy" --prune)
-  cp "$work/last.out" "$work/forget.out"
-  tb1=$(bytes "$work/m/tether"); to1=$(objects "$work/m/tether")
-  t_check=$(timed "$tether" check --from "$url")
-  t_read=$(timed "$tether" check --from "$url" --read-data)
-  kept=$("$tether" history --from "$url" --limit 100000 2>/dev/null | grep -c . || true)
-  t_rforget=$(timed restic -r "$work/m/restic" forget "${restic_policy[@]}" --prune)
-  rb1=$(bytes "$work/m/restic")
-  t_rcheck=$(timed restic -r "$work/m/restic" check)
-  t_rread=$(timed restic -r "$work/m/restic" check --read-data)
-  rkept=$(restic -r "$work/m/restic" snapshots --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
-  # What the kept snapshots need: the store after, less what prune reports
-  # as unused inside kept packs and as waiting (younger than the grace).
+  runs="${P9_RUNS:-3}"
+  declare -a tf tc tr rf rc rr
+  for run in $(seq 1 "$runs"); do
+    # Each run maintains fresh copies of the same history.
+    rm -rf "$work/m"
+    mkdir -p "$work/m"
+    cp -a "$work/tether" "$work/m/tether"
+    cp -a "$work/restic" "$work/m/restic"
+    url="file://$work/m/tether"
+    tb0=$(bytes "$work/m/tether"); to0=$(objects "$work/m/tether")
+    rb0=$(bytes "$work/m/restic")
+    tf+=("$(timed "$tether" forget --from "$url" --policy "$policy" --prune)")
+    cp "$work/last.out" "$work/forget.out"
+    tb1=$(bytes "$work/m/tether"); to1=$(objects "$work/m/tether")
+    tc+=("$(timed "$tether" check --from "$url")")
+    tr+=("$(timed "$tether" check --from "$url" --read-data)")
+    kept=$("$tether" history --from "$url" --limit 100000 2>/dev/null | tail -n +2 | grep -c . || true)
+    rf+=("$(timed restic -r "$work/m/restic" forget "${restic_policy[@]}" --prune)")
+    rb1=$(bytes "$work/m/restic")
+    rc+=("$(timed restic -r "$work/m/restic" check)")
+    rr+=("$(timed restic -r "$work/m/restic" check --read-data)")
+    rkept=$(restic -r "$work/m/restic" snapshots --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+  done
+  t_forget=$(median "${tf[@]}"); t_check=$(median "${tc[@]}"); t_read=$(median "${tr[@]}")
+  t_rforget=$(median "${rf[@]}"); t_rcheck=$(median "${rc[@]}"); t_rread=$(median "${rr[@]}")
+  # What the kept snapshots need (live data + their unique data), for this
+  # workload: every original file (the oldest snapshot, which the calendar
+  # rules keep as "oldest daily/weekly") plus every edited version (each
+  # edit touches another file, so each is in the newest snapshot):
+  # today's tree plus 2 KiB per edited file.
+  edits=$((checkpoints - 1)); [ "$edits" -gt "$n_files" ] && edits=$n_files
+  needed=$(( $(bytes "$work/src") + 2048 * edits ))
   echo "tether forget --prune output:"
   sed 's/^/    /' "$work/forget.out"
   echo
-  echo "| tool | snapshots kept | store before | store after | forget + prune | check | check --read-data |"
-  echo "|---|---|---|---|---|---|---|"
-  echo "| tether | $kept | $tb0 B ($to0 objects) | $tb1 B ($to1 objects) | $t_forget s | $t_check s | $t_read s |"
-  echo "| restic | $rkept | $rb0 B | $rb1 B | $t_rforget s | $t_rcheck s | $t_rread s |"
+  ratio() { python3 -c "print(f'{$1 / $needed:.2f}')"; }
+  echo "data the kept snapshots need: $needed B"
   echo
+  echo "| tool | snapshots kept | store before | store after | after ÷ needed | forget + prune | check | check --read-data |"
+  echo "|---|---|---|---|---|---|---|---|"
+  echo "| tether | $kept | $tb0 B ($to0 objects) | $tb1 B ($to1 objects) | $(ratio "$tb1")× | $t_forget s | $t_check s | $t_read s |"
+  echo "| restic | $rkept | $rb0 B | $rb1 B | $(ratio "$rb1")× | $t_rforget s | $t_rcheck s | $t_rread s |"
+  echo
+  echo "times: medians of $runs runs (tether forget+prune ${tf[*]}; restic ${rf[*]})"
   echo "measured: tether $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?') ($tether); $(restic version | cut -d' ' -f1-2); $checkpoints checkpoints, $n_files files"
   echo "machine: $(nproc) cores, $(uname -srm), load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%F %H:%M UTC')"
 fi
