@@ -195,6 +195,10 @@ pub fn prune_text(report: &PruneReport, grace: Duration) -> String {
         humantime::format_duration(grace)
     ));
     out.push_str(&format!(
+        "referenced: {} (the tree nodes and content the kept snapshots need)\n",
+        human_bytes(report.bytes_referenced)
+    ));
+    out.push_str(&format!(
         "unused bytes in live packs: {} (prune does not repack)\n",
         human_bytes(report.bytes_unused_in_live_packs)
     ));
