@@ -10,8 +10,10 @@
 //! bounded channel to `concurrency` fetchers. Memory is therefore the
 //! walk's (per directory) plus the fetchers' (bounded by the byte budget),
 //! whatever the snapshot holds. Every blob is opened, unframed and checked
-//! against its entry's length and hash before a byte is written; each file
-//! is checked again whole before its temporary file is renamed.
+//! against its entry's length before a byte is written (a chunk against its
+//! hash too); each file is checked against its entry's hash whole before
+//! its temporary file is renamed (a small file's blob is that file, so it
+//! is hashed once).
 //!
 //! **List** is the same walk without writing. **History** reads snapshot
 //! records only, never a tree.
@@ -477,8 +479,14 @@ async fn fetch_unit(
                     if stored.len() as u64 != r.end - r.start {
                         return Err(invalid(&key, format!("too short for {path}")));
                     }
-                    let plain =
-                        repo.open_blob(&stored, &hash, size, &format_args!("{key} (for {path})"))?;
+                    // The writer checks the hash of what it writes (the
+                    // entry's, in `spec`) before the file gets its name.
+                    let plain = repo.open_whole_file_blob(
+                        &stored,
+                        &hash,
+                        size,
+                        &format_args!("{key} (for {path})"),
+                    )?;
                     let mut f = w
                         .begin_file(&path, &spec)
                         .map_err(|e| transfer::restore_err(&key, e))?;
