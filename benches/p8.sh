@@ -4,7 +4,7 @@
 # on the same trees: N files of 2 KiB (random bytes) in 50 directories, one
 # line appended to one file, then one more backup / `tether sync --once`.
 # Both tools write to a local directory (tether: file://, restic: a local
-# repository), so the store's size is `du` of that directory.
+# repository), so the store's size is the sum of its files' sizes.
 #
 #   bash benches/p8.sh                 # 10,000 and 100,000 files
 #   P8_SIZES=10000 bash benches/p8.sh  # one size
@@ -36,7 +36,10 @@ else
 fi
 trap 'rm -rf "$work/src" "$work/stores"' EXIT
 
-bytes() { du -sb --apparent-size "$1" | cut -f1; }
+# Bytes of the objects (files) only: `du --apparent-size` also counted the
+# directories, so every new `trees/<xx>/` or `data/<xx>/` of a file://
+# store added 4,096 bytes that no object store stores.
+bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 objects() { find "$1" -type f | wc -l; }
 
 echo "| files | tool | store after first push | added by the one-file edit | objects added |"

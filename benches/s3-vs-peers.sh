@@ -3,7 +3,9 @@
 # server, in the same run: 10,000 × 4 KiB files and one 1 GiB file, pushed
 # to the server and restored into an empty directory. Wall time and peak RSS
 # of each command come from /usr/bin/time. Prints a markdown table, the
-# versions measured and the load average before and after.
+# versions measured and the load average before and after. The small
+# files' restores are kept until the end (about 40 MB each; see
+# `kept_out`).
 #
 #   bash benches/s3-vs-peers.sh                 # one run of each
 #   BENCH_RUNS=3 bash benches/s3-vs-peers.sh    # median of three
@@ -72,7 +74,7 @@ else
   echo "could not start SeaweedFS" >&2; exit 1
 fi
 cleanup() {
-  rm -rf "$work/out" "$work/state"
+  rm -rf "$work/out" "$work"/out-small.* "$work/state"
   if [ "$started_here" = 1 ]; then bash "$repo/scripts/testbed/seaweedfs.sh" stop; fi
 }
 trap cleanup EXIT
@@ -124,17 +126,28 @@ fi
 key_env() {
   if [ "$1" = snapshots-enc ]; then echo "TETHER_ENCRYPTION_KEY_FILE=$keyfile"; else echo "TETHER_BENCH_LAYOUT=$1"; fi
 }
+# Each command starts after `sync`, so it does not pay for the writeback
+# of what earlier commands wrote. User and system CPU time are recorded
+# too (the spread between runs is mostly kernel time).
 measure() {
   local name="$1"; shift
   local t="$work/time.txt"
-  if ! /usr/bin/time -f "%e %M" -o "$t" "$@" > "$work/last.log" 2>&1; then
+  sync
+  if ! /usr/bin/time -f "%e %M %U %S" -o "$t" "$@" > "$work/last.log" 2>&1; then
     echo "FAILED: $name: $*" >&2; tail -n 20 "$work/last.log" >&2; exit 1
   fi
   echo "$name $(cat "$t")" >> "$results"
-  echo "  $name: $(cat "$t" | awk '{printf "%.2f s, %d MB", $1, $2/1024}')" >&2
+  echo "  $name: $(cat "$t" | awk '{printf "%.2f s, %d MB, %.2f s user, %.2f s sys", $1, $2/1024, $3, $4}')" >&2
 }
 
 fresh_out() { rm -rf "$work/out"; mkdir -p "$work/out"; echo "$work/out"; }
+# A new empty directory for a restore of the small files; all are deleted
+# at the end. Deleting 10,000 files just before a restore made the restore
+# pay for it: ext4 skips recently freed inodes when it allocates new ones,
+# and single restores then spent up to 1.3 s more in the kernel (measured
+# 2026-12-01 with tether v1 and v2 alike: 0.22–0.31 s into new directories,
+# 0.23–1.43 s right after `rm -rf` of the previous restore).
+kept_out() { mktemp -d "$work/out-small.XXXXXX"; }
 fresh_state() { rm -rf "$work/state"; echo "$work/state"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 tag() { echo "$1-$(date +%s%N)"; }
@@ -148,22 +161,22 @@ for run in $(seq 1 "$runs"); do
   for layout in $layouts; do
     p=$(tag "tether-$layout-small")
     measure "tether-$layout small push" env "$(key_env "$layout")" "$tether" sync "$small" --to "$(turl "$p" $layout)" --once --state-dir "$(fresh_state)"
-    measure "tether-$layout small restore" env "$(key_env "$layout")" "$tether" restore "$(fresh_out)" --from "$(turl "$p" $layout)" --state-dir "$(fresh_state)"
+    measure "tether-$layout small restore" env "$(key_env "$layout")" "$tether" restore "$(kept_out)" --from "$(turl "$p" $layout)" --state-dir "$(fresh_state)"
   done
   if [ -n "${BENCH_BASELINE:-}" ]; then
     for layout in ${BENCH_BASELINE_LAYOUTS:-mirror}; do
       p=$(tag "baseline-$layout-small")
       measure "baseline-$layout small push" "$BENCH_BASELINE" sync "$small" --to "$(turl "$p" "$layout")" --once --state-dir "$(fresh_state)"
-      measure "baseline-$layout small restore" "$BENCH_BASELINE" restore "$(fresh_out)" --from "$(turl "$p" "$layout")" --state-dir "$(fresh_state)"
+      measure "baseline-$layout small restore" "$BENCH_BASELINE" restore "$(kept_out)" --from "$(turl "$p" "$layout")" --state-dir "$(fresh_state)"
     done
   fi
   p=$(tag rclone-small)
   measure "rclone small push" "$rclone" copy --transfers 16 "$small" "s3:$bucket/$p"
-  measure "rclone small restore" "$rclone" copy --transfers 16 "s3:$bucket/$p" "$(fresh_out)"
+  measure "rclone small restore" "$rclone" copy --transfers 16 "s3:$bucket/$p" "$(kept_out)"
   p=$(tag restic-small)
   restic -q -r "s3:$ep/$bucket/$p" init >/dev/null
   measure "restic small push" restic -q -r "s3:$ep/$bucket/$p" backup "$small"
-  measure "restic small restore" restic -q -r "s3:$ep/$bucket/$p" restore latest --target "$(fresh_out)"
+  measure "restic small restore" restic -q -r "s3:$ep/$bucket/$p" restore latest --target "$(kept_out)"
 
   if [ "${BENCH_LARGE:-1}" = 1 ]; then
     echo "== run $run/$runs: one 1 GiB file" >&2
@@ -186,12 +199,12 @@ for run in $(seq 1 "$runs"); do
     for c in 8 16 32 64; do
       p=$(tag "sweep-$c")
       measure "sweep-$c push" "$tether" sync "$small" --to "$(turl "$p" mirror "&concurrency=$c")" --once --state-dir "$(fresh_state)"
-      measure "sweep-$c restore" "$tether" restore "$(fresh_out)" --from "$(turl "$p" mirror "&concurrency=$c")" --state-dir "$(fresh_state)"
+      measure "sweep-$c restore" "$tether" restore "$(kept_out)" --from "$(turl "$p" mirror "&concurrency=$c")" --state-dir "$(fresh_state)"
     done
     for t in 32 64; do
       p=$(tag "rclone-t$t")
       measure "rclone-t$t push" "$rclone" copy --transfers "$t" "$small" "s3:$bucket/$p"
-      measure "rclone-t$t restore" "$rclone" copy --transfers "$t" "s3:$bucket/$p" "$(fresh_out)"
+      measure "rclone-t$t restore" "$rclone" copy --transfers "$t" "s3:$bucket/$p" "$(kept_out)"
     done
   fi
 done
@@ -200,14 +213,20 @@ touch "$small/.complete"
 python3 - "$results" <<'EOF'
 import statistics, sys, collections
 rows = collections.defaultdict(list)
+cpu = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     parts = line.split()
-    name, secs, rss = " ".join(parts[:-2]), float(parts[-2]), int(parts[-1])
+    name, secs, rss = " ".join(parts[:-4]), float(parts[-4]), int(parts[-3])
     rows[name].append((secs, rss))
+    cpu[name].append((float(parts[-2]), float(parts[-1])))
 def med(name):
     v = rows.get(name)
     if not v: return None
     return statistics.median(s for s, _ in v), max(r for _, r in v) / 1024
+def cpu_cell(name):
+    v = cpu.get(name)
+    if not v: return "—"
+    return f"{statistics.median(u for u, _ in v):.2f} / {statistics.median(s for _, s in v):.2f}"
 def cell(name):
     m = med(name)
     return "—" if m is None else f"{m[0]:.2f} s / {m[1]:.0f} MB"
@@ -218,6 +237,15 @@ for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
     for tool in ("tether-mirror", "baseline-mirror", "tether-snapshots", "baseline-snapshots", "tether-snapshots-enc", "rclone", "restic"):
         if f"{tool} {size} push" in rows:
             print(f"| {label} | {tool} | {cell(f'{tool} {size} push')} | {cell(f'{tool} {size} restore')} |")
+print()
+print("CPU time of each command (medians, user / sys seconds):")
+print()
+print("| workload | tool | push | restore |")
+print("|---|---|---|---|")
+for size, label in (("small", "10,000 × 4 KiB"), ("large", "1 × 1 GiB")):
+    for tool in ("tether-mirror", "baseline-mirror", "tether-snapshots", "baseline-snapshots", "tether-snapshots-enc", "rclone", "restic"):
+        if f"{tool} {size} push" in rows:
+            print(f"| {label} | {tool} | {cpu_cell(f'{tool} {size} push')} | {cpu_cell(f'{tool} {size} restore')} |")
 print()
 print("Speed-ups (peer time / tether time; > 1 means tether is faster):")
 print()

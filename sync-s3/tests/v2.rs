@@ -116,6 +116,49 @@ async fn a_one_file_edit_stores_o_depth_objects_and_bytes() {
     }
 }
 
+/// The P1/P2 benchmark's shape (100 directories of 100 small files): a
+/// restore reads each directory as one node, and the content of
+/// neighbouring directories (packed together) in shared requests, not
+/// several nodes and one request per directory (≈ 650 GETs before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_of_small_directories_needs_few_requests() {
+    for encrypted in [false, true] {
+        let counted = Interposer::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            Duration::ZERO,
+        );
+        let b = Arc::new(on(
+            counted.clone(),
+            "p2",
+            if encrypted { key_opt(KEY) } else { None },
+        ));
+        let mut w = Workbench::new(b.clone());
+        for i in 0..10_000 {
+            let content = format!("file {i}\n").repeat(100).into_bytes();
+            w.write(&format!("d{:02}/f{i:05}.txt", i % 100), &content);
+        }
+        w.sync().await;
+        // A fresh reader: nothing of the push in its node cache.
+        let reader = on(
+            counted.clone(),
+            "p2",
+            if encrypted { key_opt(KEY) } else { None },
+        );
+        let before = counted.gets();
+        let dest = w.tmp.path().join("restored");
+        reader
+            .restore(&dest, &RestoreOptions::default())
+            .await
+            .unwrap();
+        let gets = counted.gets() - before;
+        eprintln!("restore of 10,000 files in 100 directories, encrypted={encrypted}: {gets} GETs");
+        // Marker, keys, head, snapshot, the root and 100 directory nodes,
+        // and the content of 10,000 files (≈ 10 MB before compression).
+        assert!(gets <= 130, "encrypted={encrypted}: {gets} GETs");
+        w.assert_same(&dest);
+    }
+}
+
 /// The source tree as (path → what it is): kind, mode, content.
 fn snapshot_of(root: &FsPath) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();

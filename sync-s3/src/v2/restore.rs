@@ -4,13 +4,16 @@
 //! **Restore** walks the snapshot depth-first ([`super::read::Walk`]),
 //! one directory at a time: its directories and symlinks are created and
 //! its files' should-write decisions made in one blocking pass, then its
-//! files become fetch units — the small blobs of one pack as one ranged
-//! request, each chunked file as a stream of chunks — sent through a
+//! files become fetch units — small blobs of one pack, gathered across
+//! directories up to a pack size, as one ranged request ([`Pending`]),
+//! each chunked file as a stream of chunks — sent through a
 //! bounded channel to `concurrency` fetchers. Memory is therefore the
 //! walk's (per directory) plus the fetchers' (bounded by the byte budget),
 //! whatever the snapshot holds. Every blob is opened, unframed and checked
-//! against its entry's length and hash before a byte is written; each file
-//! is checked again whole before its temporary file is renamed.
+//! against its entry's length before a byte is written (a chunk against its
+//! hash too); each file is checked against its entry's hash whole before
+//! its temporary file is renamed (a small file's blob is that file, so it
+//! is hashed once).
 //!
 //! **List** is the same walk without writing. **History** reads snapshot
 //! records only, never a tree.
@@ -237,13 +240,19 @@ pub(crate) async fn restore(
     let (tx, rx) = tokio::sync::mpsc::channel::<Unit>(QUEUE);
     let producer = async {
         let mut walk = Walk::new(repo, cache, root, options.paths.clone());
+        let mut pending = Pending::new(pack_size);
         while let Some((_, items)) = walk.next_dir().await? {
-            let units = prepare_dir(&writer, options, items, pack_size).await?;
+            let units = prepare_dir(&writer, options, items, &mut pending).await?;
             for u in units {
                 if tx.send(u).await.is_err() {
                     // The fetchers stopped on an error; theirs is reported.
                     return Ok(());
                 }
+            }
+        }
+        for u in pending.drain() {
+            if tx.send(u).await.is_err() {
+                return Ok(());
             }
         }
         drop(tx);
@@ -269,12 +278,13 @@ fn tokio_stream_of<T: Send + 'static>(
 }
 
 /// Creates one directory's directories and symlinks, decides which files
-/// to write (one blocking pass), and cuts the files into fetch units.
+/// to write (one blocking pass), and cuts the files into fetch units (small
+/// blobs go to `pending`, sent when their batch is full).
 async fn prepare_dir(
     writer: &Arc<RestoreWriter>,
     options: &RestoreOptions,
     items: Vec<(RelPath, Entry)>,
-    pack_size: u64,
+    pending: &mut Pending,
 ) -> Result<Vec<Unit>, BackendError> {
     let selected: Vec<(RelPath, Entry)> = items
         .into_iter()
@@ -313,16 +323,12 @@ async fn prepare_dir(
     .map_err(|e| BackendError::transient("restore", "directory", e))??;
     let mut units = Vec::new();
     let mut empty = Vec::new();
-    let mut by_pack: BTreeMap<PackId, Vec<SmallFile>> = BTreeMap::new();
     for w in wanted {
         match &w.entry.content {
             Content::Empty => empty.push((w.path, w.spec)),
             Content::Blob(loc) => {
                 let (loc, hash, size) = (*loc, w.entry.hash, w.entry.size);
-                by_pack
-                    .entry(loc.pack)
-                    .or_default()
-                    .push((w.path, w.spec, loc, hash, size));
+                units.extend(pending.add((w.path, w.spec, loc, hash, size)));
             }
             Content::Chunks(_) | Content::Lists(_) => units.push(Unit::Chunked(w)),
         }
@@ -330,24 +336,90 @@ async fn prepare_dir(
     if !empty.is_empty() {
         units.push(Unit::Empty(empty));
     }
-    for (pack, mut files) in by_pack {
-        files.sort_by_key(|f| f.2.offset);
-        // At most one pack size of stored bytes per request.
-        let mut batch = Vec::new();
-        let mut size = 0u64;
-        for f in files {
-            if !batch.is_empty() && size.saturating_add(f.2.stored_len) > pack_size {
-                units.push(Unit::Blobs(pack, std::mem::take(&mut batch)));
-                size = 0;
-            }
-            size = size.saturating_add(f.2.stored_len);
-            batch.push(f);
-        }
-        if !batch.is_empty() {
-            units.push(Unit::Blobs(pack, batch));
-        }
+    if pending.over() {
+        units.extend(pending.drain());
     }
     Ok(units)
+}
+
+/// Most files one [`Unit::Blobs`] writes.
+const UNIT_FILES: usize = 4096;
+/// Bytes of waiting files (their paths plus [`FILE_COST`] each) that
+/// [`Pending`] holds before it sends every batch as it is.
+const PENDING_BYTES: u64 = 4 << 20;
+/// Bytes charged per waiting file beyond its path.
+const FILE_COST: u64 = 192;
+
+/// Small blobs waiting to become fetch units, gathered across directories:
+/// a push packs files in path order, so neighbouring directories share a
+/// pack and one ranged request serves many of them (measured on 10,000 ×
+/// 4 KiB files in 100 directories: 100 requests of 400 KiB became 6 of up
+/// to 8 MiB). A pack's batch is sent once it holds a pack size of stored
+/// bytes or [`UNIT_FILES`] files; all are sent once they hold more than
+/// [`PENDING_BYTES`], and at the end of the walk.
+struct Pending {
+    by_pack: BTreeMap<PackId, (Vec<SmallFile>, u64)>,
+    held: u64,
+    max_bytes: u64,
+}
+
+fn cost(f: &SmallFile) -> u64 {
+    FILE_COST.saturating_add(f.0.as_str().len() as u64)
+}
+
+impl Pending {
+    fn new(max_bytes: u64) -> Self {
+        Pending {
+            by_pack: BTreeMap::new(),
+            held: 0,
+            max_bytes,
+        }
+    }
+
+    /// Adds one file; returns its pack's batch if that is now full.
+    fn add(&mut self, f: SmallFile) -> Option<Unit> {
+        let (pack, len, c) = (f.2.pack, f.2.stored_len, cost(&f));
+        let (batch, bytes) = self.by_pack.entry(pack).or_default();
+        // At most one pack size of stored bytes per request.
+        let full = if !batch.is_empty() && bytes.saturating_add(len) > self.max_bytes {
+            *bytes = 0;
+            Some(std::mem::take(batch))
+        } else {
+            None
+        };
+        *bytes = bytes.saturating_add(len);
+        batch.push(f);
+        self.held = self.held.saturating_add(c);
+        let full = full.or_else(|| {
+            (batch.len() >= UNIT_FILES).then(|| {
+                *bytes = 0;
+                std::mem::take(batch)
+            })
+        })?;
+        let freed = full.iter().fold(0u64, |s, f| s.saturating_add(cost(f)));
+        self.held = self.held.saturating_sub(freed);
+        Some(Self::unit(pack, full))
+    }
+
+    /// Whether the waiting files should be sent now.
+    fn over(&self) -> bool {
+        self.held > PENDING_BYTES
+    }
+
+    fn unit(pack: PackId, mut files: Vec<SmallFile>) -> Unit {
+        files.sort_by_key(|f| f.2.offset);
+        Unit::Blobs(pack, files)
+    }
+
+    /// Every batch, as units.
+    fn drain(&mut self) -> Vec<Unit> {
+        self.held = 0;
+        std::mem::take(&mut self.by_pack)
+            .into_iter()
+            .filter(|(_, (files, _))| !files.is_empty())
+            .map(|(pack, (files, _))| Self::unit(pack, files))
+            .collect()
+    }
 }
 
 fn join_err(e: tokio::task::JoinError) -> BackendError {
@@ -421,8 +493,14 @@ async fn fetch_unit(
                     if stored.len() as u64 != r.end - r.start {
                         return Err(invalid(&key, format!("too short for {path}")));
                     }
-                    let plain =
-                        repo.open_blob(&stored, &hash, size, &format_args!("{key} (for {path})"))?;
+                    // The writer checks the hash of what it writes (the
+                    // entry's, in `spec`) before the file gets its name.
+                    let plain = repo.open_whole_file_blob(
+                        &stored,
+                        &hash,
+                        size,
+                        &format_args!("{key} (for {path})"),
+                    )?;
                     let mut f = w
                         .begin_file(&path, &spec)
                         .map_err(|e| transfer::restore_err(&key, e))?;

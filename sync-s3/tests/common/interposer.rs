@@ -44,6 +44,8 @@ struct Flight {
     /// Single `PUT`s sent, and their bytes (multipart parts not counted).
     puts: AtomicUsize,
     put_bytes: AtomicUsize,
+    /// `GET`s sent (a `get_ranges` counts once, however many ranges).
+    gets: AtomicUsize,
 }
 
 /// One request in flight, until dropped.
@@ -144,6 +146,11 @@ impl Interposer {
         )
     }
 
+    /// `GET`s sent so far (one per `get_ranges` call).
+    pub fn gets(&self) -> usize {
+        self.flight.gets.load(Ordering::SeqCst)
+    }
+
     /// The most requests that were in flight at once so far.
     pub fn peak_in_flight(&self) -> usize {
         self.flight.peak.load(Ordering::SeqCst)
@@ -213,6 +220,7 @@ impl ObjectStore for Interposer {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         let in_flight = InFlight::new(&self.flight);
+        self.flight.gets.fetch_add(1, Ordering::SeqCst);
         self.wait().await;
         let mut r = self.inner.get_opts(location, options).await?;
         // The body is part of the request.
@@ -233,6 +241,7 @@ impl ObjectStore for Interposer {
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
         let _in_flight = InFlight::new(&self.flight);
+        self.flight.gets.fetch_add(1, Ordering::SeqCst);
         self.wait().await;
         self.inner.get_ranges(location, ranges).await
     }
