@@ -275,13 +275,95 @@ fn inject_document(
     Ok(())
 }
 
+/// Documents as one YAML stream. Strings that a YAML 1.1 reader would take
+/// for something else — `off`, `yes`, `on`, `n` (booleans there), `1:30`
+/// (a number), `~` — are single-quoted: `kubectl` and the API server read
+/// YAML 1.1, while serde_norway quotes only what YAML 1.2 would misread, so
+/// `TETHER_RETENTION: off` would reach the pod as `false`.
 pub(crate) fn to_yaml_stream<T: Serialize>(documents: &[T]) -> Result<String, ManifestError> {
     let mut text = String::new();
+    // A token no document holds stands for each quoted string while the
+    // serializer runs (it writes such tokens plain), then becomes the string
+    // in single quotes.
+    let nonce = format!("{:016x}", rand_token());
     for document in documents {
+        let value = serde_norway::to_value(document).map_err(ManifestError::Write)?;
+        let mut quoted = Vec::new();
+        let value = protect_yaml11(value, &nonce, &mut quoted);
+        let mut yaml = serde_norway::to_string(&value).map_err(ManifestError::Write)?;
+        for (i, original) in quoted.iter().enumerate().rev() {
+            yaml = yaml.replace(&token(&nonce, i), &format!("'{original}'"));
+        }
         text.push_str("---\n");
-        text.push_str(&serde_norway::to_string(document).map_err(ManifestError::Write)?);
+        text.push_str(&yaml);
     }
     Ok(text)
+}
+
+fn token(nonce: &str, i: usize) -> String {
+    format!("tether-yaml-quoted-{nonce}-{i}-")
+}
+
+fn rand_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// True for a plain scalar YAML 1.1 reads as a boolean, null or number
+/// (over-quoting is harmless: any string that starts with a digit, sign
+/// or dot and holds only hex digits, signs, dots, colons, underscores and
+/// `x`/`o` is quoted).
+fn yaml11_ambiguous(s: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
+        "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "~", "null", "Null", "NULL",
+    ];
+    WORDS.contains(&s)
+        || (s
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b"+-.".contains(&b))
+            && s.bytes().any(|b| b.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() || b"+-._:xXoO".contains(&b)))
+}
+
+fn protect_yaml11(
+    value: serde_norway::Value,
+    nonce: &str,
+    quoted: &mut Vec<String>,
+) -> serde_norway::Value {
+    use serde_norway::Value;
+    match value {
+        Value::String(s) if yaml11_ambiguous(&s) && !s.contains('\'') => {
+            quoted.push(s);
+            Value::String(token(nonce, quoted.len() - 1))
+        }
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .into_iter()
+                .map(|v| protect_yaml11(v, nonce, quoted))
+                .collect(),
+        ),
+        Value::Mapping(map) => Value::Mapping(
+            map.into_iter()
+                .map(|(k, v)| {
+                    (
+                        protect_yaml11(k, nonce, quoted),
+                        protect_yaml11(v, nonce, quoted),
+                    )
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// What the API server does when the webhook cannot be reached.
@@ -870,6 +952,35 @@ pub fn webhook_bundle(config: &WebhookManifestConfig) -> Result<String, Manifest
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// Strings YAML 1.1 (kubectl, the API server, PyYAML) would read as a
+    /// boolean, null or number come out quoted, in keys and values, and
+    /// read back as the same strings; everything else stays plain.
+    #[test]
+    fn yaml_1_1_ambiguous_strings_are_quoted() {
+        let doc = serde_json::json!({
+            "env": [
+                {"name": "TETHER_RETENTION", "value": "off"},
+                {"name": "A", "value": "yes"},
+                {"name": "B", "value": "1:30"},
+                {"name": "C", "value": "~"},
+                {"name": "D", "value": "0x1F"},
+                {"name": "E", "value": "plain words"},
+                {"name": "F", "value": "within=1h,hourly=48"},
+            ],
+            "on": "N",
+        });
+        let text = to_yaml_stream(&[doc.clone()]).unwrap();
+        for quoted in ["'off'", "'yes'", "'1:30'", "'~'", "'0x1F'", "'on':", "'N'"] {
+            assert!(text.contains(quoted), "{quoted} in\n{text}");
+        }
+        assert!(text.contains("value: plain words"), "{text}");
+        assert!(text.contains("value: within=1h,hourly=48"), "{text}");
+        assert!(!text.contains("tether-yaml-quoted"), "{text}");
+        let back: serde_json::Value =
+            serde_norway::from_str(text.trim_start_matches("---\n")).unwrap();
+        assert_eq!(back, doc);
+    }
 
     #[test]
     fn template_pointers_by_kind() {

@@ -382,7 +382,10 @@ fn unrelated_documents_pass_unchanged() {
 fn retention_reaches_the_sidecar_only_where_it_applies() {
     use kube_deploy::annotations::Retention;
     let retention_of = |yaml: &str, config: &InjectorConfig| {
-        let pod = yaml_documents(&inject_yaml(yaml, config).unwrap()).remove(0);
+        // What `tether manifests inject` prints is what kubectl reads
+        // (YAML 1.1: an unquoted `off` would be `false`).
+        let text = inject_yaml(yaml, config).unwrap();
+        let pod = yaml_documents(&text).remove(0);
         let spec = pod_spec(&pod);
         let value = |c: &Value| {
             c["env"].as_array().and_then(|env| {
@@ -392,7 +395,7 @@ fn retention_reaches_the_sidecar_only_where_it_applies() {
             })
         };
         assert_eq!(value(tether_containers(spec, "restore")[0]), None);
-        assert_valid_for_kubernetes(&[("retention", to_yaml(&pod))]);
+        assert_valid_for_kubernetes(&[("retention", text)]);
         value(tether_containers(spec, "sync")[0])
     };
     let hub = fixture("jupyterhub-singleuser.yaml");
