@@ -970,7 +970,7 @@ mod tests {
             ],
             "on": "N",
         });
-        let text = to_yaml_stream(&[doc.clone()]).unwrap();
+        let text = to_yaml_stream(std::slice::from_ref(&doc)).unwrap();
         for quoted in ["'off'", "'yes'", "'1:30'", "'~'", "'0x1F'", "'on':", "'N'"] {
             assert!(text.contains(quoted), "{quoted} in\n{text}");
         }
