@@ -64,13 +64,22 @@ const DELETE_ROUND: usize = 500;
 const NODE_READS: usize = 16;
 /// Snapshot records read at once.
 const RECORD_READS: usize = 16;
-/// Most snapshot records a maintainer lists (more is refused as hostile).
-const MAX_RECORDS: usize = 10_000_000;
-/// Most distinct nodes one walk holds (32 bytes each).
-const MAX_NODES: usize = 20_000_000;
-/// Most objects one listing of `trees/` or `data/` holds (about 50 bytes
-/// each); more is refused rather than outgrowing a sidecar's memory.
-const MAX_OBJECTS: usize = 5_000_000;
+// Memory bounds: a maintainer runs inside the sync sidecar (512 MiB limit
+// by default), so what it holds per repository is capped, each cap well
+// below that limit, and a repository past one is refused with a message
+// rather than the sidecar killed (which would stop its pushes too).
+/// Most snapshot records a maintainer reads (≈ 400 bytes each while forget
+/// judges them; a 10 s checkpoint rate without retention reaches this in
+/// 29 days, with the default policy a few hundred are kept).
+const MAX_RECORDS: usize = 250_000;
+/// Most distinct nodes one walk holds, and most it has waiting (≈ 50
+/// bytes each).
+const MAX_NODES: usize = 2_000_000;
+/// Most distinct blobs one walk holds (≈ 60 bytes each).
+const MAX_BLOBS: usize = 3_000_000;
+/// Most objects one listing of `trees/` or `data/` holds (≈ 50 bytes
+/// each).
+const MAX_OBJECTS: usize = 2_000_000;
 /// Bytes of one pack read at once by `check --read-data`.
 const READ_BATCH: u64 = 32 << 20;
 
@@ -342,7 +351,9 @@ impl Maintainer<'_> {
                     if out.len() >= max {
                         return Err(invalid(
                             &key,
-                            format!("more than {max} objects: refused as hostile"),
+                            format!(
+                                "more than {max} objects: refused (maintenance holds each in memory, and must fit in the sync sidecar)"
+                            ),
                         ));
                     }
                     out.push((
@@ -714,10 +725,20 @@ impl Reach {
                     batch.push(id);
                 }
             }
-            if self.nodes.len() > MAX_NODES {
+            if self.nodes.len() > MAX_NODES || stack.len() > MAX_NODES {
                 return Err(invalid(
                     repo.remote.key(format::TREES)?,
-                    format!("more than {MAX_NODES} distinct tree nodes: refused"),
+                    format!(
+                        "more than {MAX_NODES} distinct tree nodes: refused (maintenance holds each in memory)"
+                    ),
+                ));
+            }
+            if self.blobs.len() > MAX_BLOBS {
+                return Err(invalid(
+                    repo.remote.key(format::DATA)?,
+                    format!(
+                        "more than {MAX_BLOBS} distinct content blobs: refused (maintenance holds each in memory)"
+                    ),
                 ));
             }
             let read: Vec<(NodeId, Result<Node, BackendError>)> = stream::iter(batch)
